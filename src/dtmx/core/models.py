@@ -1,0 +1,168 @@
+"""The data the engine works on: global transactions, branches, and their statuses.
+
+Everything here is plain data. Times are float seconds since the epoch (UTC) as returned by
+the injected clock, so the core never reads a clock itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TransType(StrEnum):
+    SAGA = "saga"
+    TCC = "tcc"
+    MSG = "msg"
+    XA = "xa"
+    WORKFLOW = "workflow"
+
+
+class Status(StrEnum):
+    """Status of a global transaction; branches use PREPARED, SUCCEED and FAILED."""
+
+    PREPARED = "prepared"
+    SUBMITTED = "submitted"
+    ABORTING = "aborting"
+    SUCCEED = "succeed"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.SUCCEED, Status.FAILED)
+
+
+UNFINISHED = (Status.PREPARED, Status.SUBMITTED, Status.ABORTING)
+
+
+class Op(StrEnum):
+    ACTION = "action"
+    COMPENSATE = "compensate"
+    TRY = "try"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+    MSG = "msg"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    GRPC = "grpc"
+    JSON_RPC = "json-rpc"
+
+
+class Outcome(StrEnum):
+    """What a branch call (or a query_prepared call) answered."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ONGOING = "ongoing"
+    ERROR = "error"  # transport error, timeout, unexpected status: retried with backoff
+
+
+@dataclass(slots=True)
+class TransOptions:
+    """Per-transaction options as DTM clients send them (seconds, 0 = server default)."""
+
+    wait_result: bool = False
+    timeout_to_fail: int = 0
+    request_timeout: int = 0
+    retry_interval: int = 0
+    retry_limit: int = 0
+    retry_count: int = 0
+    concurrent: bool = False
+    branch_headers: dict[str, str] = field(default_factory=dict)
+    passthrough_headers: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Transaction:
+    """A global transaction as stored (DTM's `trans_global` row)."""
+
+    gid: str
+    trans_type: TransType
+    status: Status
+    protocol: Protocol = Protocol.HTTP
+    query_prepared: str = ""
+    custom_data: str = ""
+    options: TransOptions = field(default_factory=TransOptions)
+    create_time: float = 0.0
+    update_time: float = 0.0
+    finish_time: float | None = None
+    rollback_time: float | None = None
+    next_cron_interval: float = 0.0
+    next_cron_time: float | None = None
+    owner: str = ""
+    rollback_reason: str = ""
+    result: str = ""
+    ext_data: str = ""
+
+
+@dataclass(slots=True)
+class Branch:
+    """One operation of one branch (DTM's `trans_branch_op` row)."""
+
+    gid: str
+    branch_id: str
+    op: Op
+    url: str
+    data: bytes
+    status: Status = Status.PREPARED
+    create_time: float = 0.0
+    update_time: float = 0.0
+    finish_time: float | None = None
+    rollback_time: float | None = None
+
+    @property
+    def key(self) -> tuple[str, Op]:
+        return (self.branch_id, self.op)
+
+
+@dataclass(slots=True, frozen=True)
+class BranchUpdate:
+    """A branch op's new status, written together with the next global change."""
+
+    branch_id: str
+    op: Op
+    status: Status
+
+
+@dataclass(slots=True, frozen=True)
+class Change:
+    """One atomic change of a global transaction, applied by `Store.update`.
+
+    Fields left as None keep their stored value. A new status of SUCCEED sets
+    finish_time and FAILED sets rollback_time (to the `now` given to the store).
+    """
+
+    status: Status | None = None
+    next_cron_time: float | None = None
+    next_cron_interval: float | None = None
+    owner: str | None = None
+    rollback_reason: str | None = None
+    result: str | None = None
+    retry_count: int | None = None
+    branches: tuple[BranchUpdate, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class KV:
+    """A row of the key-value table (topics live under cat `topics`)."""
+
+    cat: str
+    k: str
+    v: str
+    version: int = 1
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class ScanFilter:
+    """Filters of the `all` route; times are epoch seconds, None means unbounded."""
+
+    status: Status | None = None
+    trans_type: TransType | None = None
+    create_time_start: float | None = None
+    create_time_end: float | None = None

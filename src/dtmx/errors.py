@@ -1,0 +1,84 @@
+"""One error base for the whole server, mapped once to HTTP status, gRPC code and body.
+
+Each class's docstring is its default message. Store drivers' errors are translated into
+these at the store adapter, so nothing above the store sees a driver exception.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class DtmResult(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    ONGOING = "ONGOING"
+
+
+class DtmxError(Exception):
+    """Internal error."""
+
+    http_status: ClassVar[int] = 500
+    grpc_code: ClassVar[str] = "INTERNAL"
+    dtm_result: ClassVar[DtmResult | None] = None
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or (self.__class__.__doc__ or "error").strip()
+        self.context = context
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message}
+        if self.dtm_result is not None:
+            out["dtm_result"] = self.dtm_result.value
+        return out
+
+
+class BadRequest(DtmxError):
+    """Bad request."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class NotFound(DtmxError):
+    """Not found."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class Failure(DtmxError):
+    """The transaction cannot do that in its current status."""
+
+    http_status = 409
+    grpc_code = "ABORTED"
+    dtm_result = DtmResult.FAILURE
+
+
+class Ongoing(DtmxError):
+    """The transaction is still in progress."""
+
+    http_status = 425
+    grpc_code = "FAILED_PRECONDITION"
+    dtm_result = DtmResult.ONGOING
+
+
+class StoreError(DtmxError):
+    """The store failed."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached."""
+
+
+class DuplicateBranch(Failure):
+    """A branch with that id and op is already registered."""
+
+
+class ConfigError(DtmxError):
+    """Invalid configuration."""

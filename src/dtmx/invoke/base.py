@@ -1,0 +1,38 @@
+"""What the engine needs from a branch caller, independent of transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dtmx.core.models import Outcome
+
+
+@dataclass(slots=True, frozen=True)
+class BranchCall:
+    """One call of a branch URL (or of query_prepared, with branch_id 00 and op msg)."""
+
+    url: str
+    gid: str
+    trans_type: str
+    branch_id: str
+    op: str
+    payload: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 3.0
+    # xa branches are always POSTed; others use GET when the payload is empty (DTM's rule)
+    force_post: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class CallResult:
+    outcome: Outcome
+    detail: str = ""
+
+
+class Invoker(Protocol):
+    """Calls a branch over one transport. Never raises: every problem is an ERROR result."""
+
+    async def call(self, call: BranchCall) -> CallResult: ...
+
+    async def close(self) -> None: ...

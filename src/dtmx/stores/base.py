@@ -1,0 +1,107 @@
+"""The one storage protocol every backend implements (SQLite, MySQL, PostgreSQL, Redis).
+
+Rules for implementations:
+- Every method is one atomic step; `create` and `update` write the global row and its branch
+  rows together (one transaction / one Lua call), so nothing is ever half-stored.
+- Methods are keyword-only verbs. `None`/`False` means only "not there / condition not met";
+  every failure raises a `dtmx.errors.StoreError` translated from the driver, once, here.
+- `roundtrips` counts calls that reach the backend (a statement batch in one transaction
+  counts once), so benchmarks can report store round trips per transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction
+
+
+@runtime_checkable
+class Store(Protocol):
+    roundtrips: int
+
+    async def open(self) -> None:
+        """Connect, create or check the schema. Raises StoreUnavailable if unreachable."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the backend answers."""
+
+    # ---- transactions -------------------------------------------------------------
+    async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
+        """Insert a new global transaction and its branches atomically.
+
+        Returns False (writing nothing) when the gid already exists.
+        """
+
+    async def get(self, *, gid: str) -> Transaction | None: ...
+
+    async def get_branches(self, *, gid: str) -> list[Branch]:
+        """Branches in insertion (registration) order."""
+
+    async def update(
+        self,
+        *,
+        gid: str,
+        now: float,
+        expect_status: Status,
+        expect_owner: str | None,
+        change: Change,
+    ) -> bool:
+        """Compare-and-set: apply `change` (global fields and branch statuses) atomically
+        only if the stored status equals `expect_status` and, when `expect_owner` is not
+        None, the stored owner equals it. Returns False and writes nothing otherwise.
+        Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED)."""
+
+    async def add_branches(
+        self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
+    ) -> bool:
+        """Insert branches only if the global transaction exists with `expect_status`.
+
+        Returns False if it does not; raises DuplicateBranch if a (branch_id, op) exists.
+        """
+
+    async def claim_due(
+        self, *, now: float, lease: float, owner: str, limit: int
+    ) -> list[Transaction]:
+        """Claim up to `limit` unfinished transactions whose next_cron_time <= now.
+
+        Each claimed row gets `owner` and next_cron_time = now + lease atomically, so that
+        several servers sharing the store never claim the same transaction at once.
+        """
+
+    async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
+        """Make one unfinished transaction due now. False if there is no such gid."""
+
+    async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
+        """Make unfinished transactions whose next_cron_time > now + after due now.
+
+        Returns (how many were reset, whether more remain).
+        """
+
+    async def scan(
+        self, *, position: str, limit: int, filters: ScanFilter
+    ) -> tuple[list[Transaction], str]:
+        """Newest first. `position` is opaque ('' = start); returns the next position,
+        '' when there is nothing more."""
+
+    async def expire_finished(self, *, before: float, limit: int) -> int:
+        """Delete up to `limit` finished transactions (with their branches) whose
+        update_time < before. Returns how many were deleted."""
+
+    # ---- key-value ----------------------------------------------------------------
+    async def kv_find(self, *, cat: str, key: str) -> KV | None: ...
+
+    async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]: ...
+
+    async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
+        """False if (cat, key) exists."""
+
+    async def kv_update(
+        self, *, cat: str, key: str, value: str, expect_version: int, now: float
+    ) -> bool:
+        """Compare-and-set on version (version + 1 on success)."""
+
+    async def kv_delete(self, *, cat: str, key: str) -> bool: ...
