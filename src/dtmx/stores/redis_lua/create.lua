@@ -1,0 +1,33 @@
+-- KEYS: g, b, cron, fin, all, seq, sweep
+-- ARGV: 1 prefix, 2 gid, 3 finished ('1'/'0'), 4 update_time, 5 finished ttl ms,
+--       6 data ttl ms, 7 number of global fields n, 8 .. 7+2n field/value pairs,
+--       then 6 values per branch (see add_branch).
+-- Returns 0 if the gid exists (nothing written), 1 once stored.
+local g, b, cron, fin, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', g) == 1 then return 0 end
+local nf = tonumber(ARGV[7])
+redis.call('HSET', g, unpack(ARGV, 8, 7 + 2 * nf))
+-- a branch hash left behind by an expired or deleted global must not leak into this one
+redis.call('DEL', b)
+for a = 8 + 2 * nf, #ARGV, 6 do add_branch(b, a) end
+redis.call('ZADD', all, redis.call('INCR', KEYS[6]), ARGV[2])
+settle(ARGV[2], g, b, cron, fin, ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+
+-- Sweep two entries of the `all` index per create, so entries whose keys Redis expired
+-- are dropped even if nobody scans: the index stays proportional to the live data.
+local cursor = redis.call('GET', KEYS[7]) or '0'
+local batch = redis.call('ZRANGEBYSCORE', all, '(' .. cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, 2)
+if #batch == 0 then
+  redis.call('SET', KEYS[7], '0')
+else
+  for i = 1, #batch, 2 do
+    local gid = batch[i]
+    if redis.call('EXISTS', ARGV[1] .. ':g:' .. gid) == 0 then
+      redis.call('ZREM', all, gid)
+      redis.call('ZREM', cron, gid)
+      redis.call('ZREM', fin, gid)
+    end
+    redis.call('SET', KEYS[7], batch[i + 1])
+  end
+end
+return 1
