@@ -254,13 +254,17 @@ class RedisStore:
         if self._redis is None:
             # No automatic retries: a script re-sent after a lost reply could, for example,
             # report an existing gid for a create that did succeed. The engine retries.
-            self._redis = aioredis.Redis.from_url(
+            # A blocking pool makes a burst above pool_size wait for a connection instead
+            # of failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
                 max_connections=self._pool_size,
+                timeout=10.0,
                 decode_responses=False,
                 socket_connect_timeout=5.0,
                 retry=Retry(NoBackoff(), 0),
             )
+            self._redis = aioredis.Redis.from_pool(pool)
             self._scripts = {
                 name: self._redis.register_script(_load_lua(name)) for name in _SCRIPTS
             }
@@ -301,7 +305,7 @@ class RedisStore:
         return f"{self._p}:all"
 
     def _kv(self, cat: str) -> list[str]:
-        return [f"{self._p}:kv:{cat}", f"{self._p}:kvi:{cat}"]
+        return [f"{self._p}:kv:{cat}", f"{self._p}:kvi:{cat}", f"{self._p}:kvseq"]
 
     # ---- lifecycle --------------------------------------------------------------------
     async def open(self) -> None:
@@ -446,8 +450,8 @@ class RedisStore:
         return None if rec is None else _decode_kv(cat, key, rec)
 
     async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
-        """Keys in ascending order; the position is the last key returned."""
-        flat, pos = await self._run("kv_scan", self._kv(cat), [position, limit])
+        """Newest first, like the SQL stores."""
+        flat, pos = await self._run("kv_scan", self._kv(cat)[:2], [position, limit])
         kvs = [_decode_kv(cat, k.decode(), rec) for k, rec in _pairs(flat).items()]
         return kvs, pos.decode()
 
@@ -462,4 +466,4 @@ class RedisStore:
         return bool(await self._run("kv_update", self._kv(cat)[:1], args))
 
     async def kv_delete(self, *, cat: str, key: str) -> bool:
-        return bool(await self._run("kv_delete", self._kv(cat), [key]))
+        return bool(await self._run("kv_delete", self._kv(cat)[:2], [key]))

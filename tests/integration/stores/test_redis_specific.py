@@ -333,13 +333,25 @@ async def test_kv(store: RedisStore) -> None:
         await store.kv_create(cat="topics", key=k, value=k, now=T0)
     await store.kv_create(cat="other", key="t9", value="o", now=T0)
     page, pos = await store.kv_scan(cat="topics", position="", limit=3)
-    assert [x.k for x in page] == ["t1", "t2", "t3"] and pos
+    assert [x.k for x in page] == ["t4", "t2", "t3"] and pos
     page, pos = await store.kv_scan(cat="topics", position=pos, limit=3)
-    assert [x.k for x in page] == ["t4"] and pos == ""
+    assert [x.k for x in page] == ["t1"] and pos == ""
     assert await store.kv_delete(cat="topics", key="t1")
     assert not await store.kv_delete(cat="topics", key="t1")
     page, pos = await store.kv_scan(cat="topics", position="", limit=10)
-    assert [x.k for x in page] == ["t2", "t3", "t4"] and pos == ""
+    assert [x.k for x in page] == ["t4", "t2", "t3"] and pos == ""
+    page, pos = await store.kv_scan(cat="topics", position="", limit=3)
+    assert len(page) == 3 and pos == ""
+
+
+async def test_burst_above_pool_size_waits(prefix: str) -> None:
+    s = RedisStore(URL, prefix=prefix, pool_size=2)
+    try:
+        ts = [trans() for _ in range(20)]
+        assert all(await asyncio.gather(*[s.create(trans=t, branches=[]) for t in ts]))
+    finally:
+        await s.close()
+        await _drop(prefix)
 
 
 async def test_unavailable() -> None:

@@ -1,19 +1,21 @@
--- KEYS: hash of the category, its key index
--- ARGV: 1 position ('' = first key), 2 limit
--- Returns {flat key/record list, next position ('' when nothing more)}, in key order.
+-- KEYS: hash of the category, its index (key -> creation sequence)
+-- ARGV: 1 position ('' = newest), 2 limit
+-- Returns {flat key/record list, next position ('' when nothing more)}, newest first
+-- like the SQL stores' `ORDER BY id DESC`; the position is a creation sequence.
 local limit = tonumber(ARGV[2])
-local min = '-'
-if ARGV[1] ~= '' then min = '(' .. ARGV[1] end
-local keys = redis.call('ZRANGEBYLEX', KEYS[2], min, '+', 'LIMIT', 0, limit + 1)
+local max = '+inf'
+if ARGV[1] ~= '' then max = '(' .. ARGV[1] end
+local idx = redis.call('ZREVRANGEBYSCORE', KEYS[2], max, '-inf', 'WITHSCORES',
+  'LIMIT', 0, limit + 1)
 local out, pos = {}, ''
-for i, k in ipairs(keys) do
-  if i > limit then
-    pos = keys[limit]
+for i = 1, #idx, 2 do
+  if i > 2 * limit then
+    pos = idx[2 * limit]
     break
   end
-  local rec = redis.call('HGET', KEYS[1], k)
+  local rec = redis.call('HGET', KEYS[1], idx[i])
   if rec then
-    out[#out + 1] = k
+    out[#out + 1] = idx[i]
     out[#out + 1] = rec
   end
 end

@@ -6,6 +6,8 @@
 --   P:cron     zset gid -> next_cron_time, unfinished transactions only
 --   P:all      zset gid -> insertion sequence (P:seq), for `scan` newest first
 --   P:fin      zset gid -> update_time of finished transactions, for expire_finished
+--   P:kv:<cat> hash key -> "version\ncreate_time\nupdate_time\nvalue",
+--   P:kvi:<cat> zset key -> creation sequence (P:kvseq), for kv_scan newest first
 
 -- Append one branch op described by ARGV[a .. a+5]:
 -- key, static blob, status, update_time, finish_time, rollback_time ('' = none).
