@@ -1,0 +1,148 @@
+"""HTTP plumbing: one pooled aiohttp session, branch responses, and the HTTP transport.
+
+The session is created lazily inside the running loop (aiohttp binds a session to the loop
+that created it) and reused for every call, so connections to the server and to branches are
+kept alive. Transport errors (refused, timeout, ...) become `DtmError` here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from dtmx.client.errors import DtmError, error_for_response, raise_for_response
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class BranchResponse:
+    """Status and raw body of an HTTP call to a branch (or to the server)."""
+
+    status: int
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return orjson.loads(self.body)
+
+    def error(self) -> DtmError | None:
+        """The `Failure` / `Ongoing` / `DtmError` this response stands for, or None."""
+        return error_for_response(self.status, self.text)
+
+    def raise_for_result(self) -> None:
+        """Raise `error()` if there is one."""
+        raise_for_response(self.status, self.text)
+
+
+class HttpSession:
+    """A lazily created, pooled aiohttp session with DTM-friendly error translation."""
+
+    def __init__(self, *, timeout: float = 10.0, limit: int = 100) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session of the running loop, created on first use."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session from another (finished) loop cannot be used or closed from here.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limit),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+            self._loop = loop
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> BranchResponse:
+        """Call `url` and return its status and body; raise `DtmError` if it cannot be reached."""
+        hdrs = dict(_JSON)
+        hdrs.update(headers or {})
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session().request(
+                method, url, params=params, data=data, headers=hdrs, **kwargs
+            ) as resp:
+                return BranchResponse(resp.status, await resp.read())
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise DtmError(f"{method} {url} failed: {e!r}") from e
+
+    async def close(self) -> None:
+        """Close the session of the running loop, if any."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
+            await session.close()
+
+
+class HttpTransport:
+    """The `Transport` over DTM's HTTP API (base URL like http://host:36789/api/dtmsvr)."""
+
+    def __init__(self, server: str, *, http: HttpSession | None = None) -> None:
+        self.server = server.rstrip("/")
+        self.http = http or HttpSession()
+
+    async def _call(self, method: str, op: str, **kwargs: Any) -> BranchResponse:
+        resp = await self.http.request(method, f"{self.server}/{op}", **kwargs)
+        resp.raise_for_result()
+        return resp
+
+    async def _post(self, op: str, body: Mapping[str, Any]) -> None:
+        await self._call("POST", op, data=orjson.dumps(body))
+
+    async def new_gid(self) -> str:
+        """A fresh gid from GET newGid."""
+        data = (await self._call("GET", "newGid")).json()
+        gid = data.get("gid") if isinstance(data, dict) else None
+        if not isinstance(gid, str) or not gid:
+            raise DtmError(f"newGid returned no gid: {data!r}")
+        return gid
+
+    async def prepare(self, body: Mapping[str, Any]) -> None:
+        """POST prepare."""
+        await self._post("prepare", body)
+
+    async def submit(self, body: Mapping[str, Any]) -> None:
+        """POST submit."""
+        await self._post("submit", body)
+
+    async def abort(self, body: Mapping[str, Any]) -> None:
+        """POST abort."""
+        await self._post("abort", body)
+
+    async def register_branch(self, body: Mapping[str, str]) -> None:
+        """POST registerBranch."""
+        await self._post("registerBranch", body)
+
+    async def query(self, gid: str) -> dict[str, Any]:
+        """GET query?gid=."""
+        data = (await self._call("GET", "query", params={"gid": gid})).json()
+        if not isinstance(data, dict):
+            raise DtmError(f"query returned {data!r}")
+        return data
+
+    async def close(self) -> None:
+        """Close the underlying session."""
+        await self.http.close()

@@ -1,0 +1,45 @@
+"""How the SDK talks to the DTM server, independent of HTTP or gRPC.
+
+Transaction bodies are plain dicts in DTM's JSON shape (`gid`, `trans_type`, `steps`,
+`payloads`, `custom_data`, options...), so each transport only has to carry them.
+Implementations: `dtmx.client.http_transport.HttpTransport` and, separately, a gRPC one.
+Every method raises `dtmx.client.errors.DtmError` (or its `Failure` / `Ongoing`) on error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The calls a client makes to the DTM server."""
+
+    async def new_gid(self) -> str:
+        """A fresh global transaction id from the server."""
+        ...
+
+    async def prepare(self, body: Mapping[str, Any]) -> None:
+        """Store the transaction as prepared (msg, tcc, xa)."""
+        ...
+
+    async def submit(self, body: Mapping[str, Any]) -> None:
+        """Submit the transaction; with `wait_result` the server answers when it is done."""
+        ...
+
+    async def abort(self, body: Mapping[str, Any]) -> None:
+        """Abort a prepared transaction."""
+        ...
+
+    async def register_branch(self, body: Mapping[str, str]) -> None:
+        """Register a branch (tcc: data, confirm, cancel) with a prepared transaction."""
+        ...
+
+    async def query(self, gid: str) -> dict[str, Any]:
+        """`{"transaction": ... or None, "branches": [...]}` for `gid`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the transport may be used again afterwards."""
+        ...
