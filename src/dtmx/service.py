@@ -6,66 +6,341 @@ own results; nothing here knows about either transport.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from dtmx.core.models import KV, Branch, ScanFilter, Transaction
-from dtmx.core.request import TransRequest
+import orjson
+
+from dtmx.core import msg, saga, tcc
+from dtmx.core.models import (
+    KV,
+    Branch,
+    Change,
+    ScanFilter,
+    Status,
+    Transaction,
+    TransType,
+)
+from dtmx.core.request import TransRequest, check_gid, parse_trans_type
+from dtmx.core.timing import timeout_of
+from dtmx.engine import Engine
+from dtmx.errors import BadRequest, DuplicateBranch, Failure, NotFound
+from dtmx.stores.base import Store
+
+log = logging.getLogger("dtmx.service")
+
+TOPICS = "topics"
 
 
 class Service:
-    """Skeleton: the lead fills these in (signatures are the contract for the adapters)."""
+    """Transaction operations over one store and one engine."""
+
+    def __init__(self, *, engine: Engine, new_gid: Callable[[], str]) -> None:
+        self.engine = engine
+        self.store: Store = engine.store
+        self.clock = engine.clock
+        self._new_gid = new_gid
+        self._owner_prefix = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._owner_seq = itertools.count(1)
+        self._tasks: set[asyncio.Task[Transaction]] = set()
+
+    def new_owner(self) -> str:
+        """A fresh owner token per claim, so even this process's stale runs lose their CAS."""
+        return f"{self._owner_prefix}:{next(self._owner_seq)}"
 
     async def new_gid(self) -> str:
-        raise NotImplementedError
+        return self._new_gid()
+
+    # ---- creating ---------------------------------------------------------------------
+    async def _new_branches(self, req: TransRequest, now: float) -> list[Branch]:
+        if req.trans_type in (TransType.SAGA, TransType.MSG):
+            if not req.steps:
+                raise BadRequest(f"a {req.trans_type} needs at least one step")
+            if len(req.payloads) != len(req.steps):
+                raise BadRequest(
+                    f"payloads must have one entry per step: {len(req.steps)} steps, "
+                    f"{len(req.payloads)} payloads"
+                )
+        if req.trans_type is TransType.SAGA:
+            saga.parse_custom(req.custom_data, len(req.steps))
+            return saga.gen_branches(req.gid, req.steps, req.payloads, now)
+        if req.trans_type is TransType.MSG:
+            msg.parse_delay(req.custom_data)
+            subscribers = await self._subscribers(req.steps)
+            return msg.gen_branches(req.gid, req.steps, req.payloads, subscribers, now)
+        return []
+
+    async def _subscribers(self, steps: list[dict[str, str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for step in steps:
+            action = step.get("action", "")
+            if action.startswith(msg.TOPIC_PREFIX):
+                name = action[len(msg.TOPIC_PREFIX) :]
+                kv = await self.store.kv_find(cat=TOPICS, key=name)
+                out[name] = [s["url"] for s in _subs(kv)]
+        return out
+
+    def _new_trans(self, req: TransRequest, status: Status, now: float, owner: str) -> Transaction:
+        trans = Transaction(
+            gid=req.gid,
+            trans_type=req.trans_type,
+            status=status,
+            protocol=req.protocol,
+            query_prepared=req.query_prepared,
+            custom_data=req.custom_data,
+            options=req.options,
+            create_time=now,
+            update_time=now,
+            owner=owner,
+            rollback_reason=req.rollback_reason,
+        )
+        trans.next_cron_interval = self.engine.base_interval(trans)
+        if status is Status.PREPARED:
+            # nothing happens to a prepared transaction until it times out
+            trans.next_cron_time = now + timeout_of(trans, self.engine.defaults)
+        else:
+            trans.next_cron_time = now + self.engine.lease(trans)
+        return trans
 
     async def prepare(self, req: TransRequest) -> None:
-        raise NotImplementedError
+        if req.trans_type is TransType.SAGA:
+            raise BadRequest("a saga is submitted directly; prepare is for msg, tcc, xa")
+        if req.trans_type is TransType.MSG and not req.query_prepared:
+            raise BadRequest("a prepared msg needs query_prepared")
+        now = self.clock.now()
+        branches = await self._new_branches(req, now)
+        if await self.store.create(
+            trans=self._new_trans(req, Status.PREPARED, now, ""), branches=branches
+        ):
+            return
+        existing = await self.store.get(gid=req.gid)
+        if existing is None or existing.status is not Status.PREPARED:
+            status = existing.status if existing else "missing"
+            raise Failure(f"current status '{status}', cannot prepare")
 
     async def submit(self, req: TransRequest) -> None:
-        """Raises Failure (409/ABORTED) or Ongoing (425/FAILED_PRECONDITION) as DTM does."""
-        raise NotImplementedError
+        now = self.clock.now()
+        owner = self.new_owner()
+        branches = await self._new_branches(req, now)
+        trans = self._new_trans(req, Status.SUBMITTED, now, owner)
+        if not await self.store.create(trans=trans, branches=branches):
+            existing = await self.store.get(gid=req.gid)
+            if existing is None:
+                raise Failure("transaction vanished while submitting; retry")
+            if existing.status is Status.SUBMITTED:
+                return  # double submit: it is already being processed
+            if existing.status is not Status.PREPARED:
+                raise Failure(f"current status '{existing.status}', cannot submit")
+            if existing.trans_type is not req.trans_type:
+                raise BadRequest(
+                    f"gid {req.gid} is a {existing.trans_type}, not a {req.trans_type}"
+                )
+            trans = await self._take(existing, Status.SUBMITTED, now, owner)
+            branches = await self.store.get_branches(gid=req.gid)
+            if req.options.wait_result:
+                trans.options.wait_result = True
+        await self._process(trans, branches, owner)
+
+    async def _take(
+        self, existing: Transaction, status: Status, now: float, owner: str, reason: str = ""
+    ) -> Transaction:
+        """Move a stored transaction to `status` and claim it for this process."""
+        change = Change(
+            status=status,
+            owner=owner,
+            next_cron_time=now + self.engine.lease(existing),
+            rollback_reason=reason or None,
+        )
+        if not await self.store.update(
+            gid=existing.gid, now=now, expect_status=existing.status, expect_owner=None,
+            change=change,
+        ):
+            raise Failure(f"{existing.gid} changed status concurrently; retry")
+        existing.status = status
+        existing.owner = owner
+        if reason:
+            existing.rollback_reason = reason
+        return existing
+
+    async def _process(self, trans: Transaction, branches: list[Branch], owner: str) -> None:
+        if not trans.options.wait_result:
+            task = asyncio.create_task(self.engine.run(trans, branches, owner))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        submitting = trans.status is Status.SUBMITTED
+        done = await self.engine.run(trans, branches, owner)
+        if submitting and done.status is not Status.SUCCEED:
+            raise Failure(done.rollback_reason or f"wait result not return success: {done.status}")
 
     async def abort(self, req: TransRequest) -> None:
-        raise NotImplementedError
+        existing = await self.store.get(gid=req.gid)
+        if existing is None:
+            raise Failure(f"no transaction with gid {req.gid}")
+        now = self.clock.now()
+        if existing.trans_type is TransType.MSG and existing.status is Status.PREPARED:
+            if not await self.store.update(
+                gid=req.gid, now=now, expect_status=Status.PREPARED, expect_owner=None,
+                change=Change(status=Status.FAILED, rollback_reason=req.rollback_reason or None),
+            ):
+                raise Failure(f"{req.gid} changed status concurrently; retry")
+            return
+        if existing.trans_type not in (TransType.TCC, TransType.XA) or existing.status not in (
+            Status.PREPARED,
+            Status.ABORTING,
+        ):
+            raise Failure(
+                f"trans type: '{existing.trans_type}' current status '{existing.status}', "
+                "cannot abort"
+            )
+        owner = self.new_owner()
+        trans = await self._take(existing, Status.ABORTING, now, owner, req.rollback_reason)
+        branches = await self.store.get_branches(gid=req.gid)
+        await self._process(trans, branches, owner)
 
     async def force_stop(self, gid: str) -> None:
-        raise NotImplementedError
+        check_gid(gid)
+        for _ in range(5):
+            existing = await self.store.get(gid=gid)
+            if existing is None:
+                raise NotFound(f"no transaction with gid {gid}")
+            if existing.status.finished:
+                raise Failure(f"global transaction force stop error. status: {existing.status}")
+            if await self.store.update(
+                gid=gid, now=self.clock.now(), expect_status=existing.status, expect_owner=None,
+                change=Change(status=Status.FAILED, rollback_reason="force stopped"),
+            ):
+                return
+        raise Failure(f"{gid} kept changing status; retry")
 
     async def reset_next_cron_time(self, gid: str) -> None:
-        raise NotImplementedError
+        check_gid(gid)
+        if not await self.store.reset_next_cron_time(gid=gid, now=self.clock.now()):
+            raise NotFound(f"no unfinished transaction with gid {gid}")
 
     async def reset_cron_time(self, *, timeout: float, limit: int) -> tuple[int, bool]:
-        raise NotImplementedError
+        return await self.store.reset_cron_time(now=self.clock.now(), after=timeout, limit=limit)
 
     async def register_branch(self, data: Mapping[str, Any]) -> None:
-        """`data` is DTM's registerBranch map of strings (gid, trans_type, branch_id, ...)."""
-        raise NotImplementedError
+        for k, v in data.items():
+            if not isinstance(v, str | bytes):
+                raise BadRequest(f"registerBranch field {k!r} must be a string")
+        gid = check_gid(data.get("gid"))
+        trans_type = parse_trans_type(data.get("trans_type"))
+        branch_id = data.get("branch_id")
+        if not isinstance(branch_id, str) or not branch_id or len(branch_id) > 128:
+            raise BadRequest("branch_id is required (at most 128 characters)")
+        if trans_type not in (TransType.TCC, TransType.XA):
+            raise BadRequest(f"registerBranch for {trans_type} is not supported")
+        raw = data.get("data", b"")
+        payload = raw.encode() if isinstance(raw, str) else bytes(raw)
+        urls = {k: v for k, v in data.items() if isinstance(v, str)}
+        now = self.clock.now()
+        branches = tcc.gen_registered(trans_type, gid, branch_id, payload, urls, now)
+        try:
+            ok = await self.store.add_branches(
+                gid=gid, now=now, branches=branches, expect_status=Status.PREPARED
+            )
+        except DuplicateBranch:
+            raise DuplicateBranch(f"branch {branch_id} of {gid} is already registered") from None
+        if not ok:
+            raise Failure(f"no trans with gid: {gid} status: prepared found")
 
-    async def prepare_workflow(
-        self, req: TransRequest
-    ) -> tuple[Transaction, list[Branch]]:
-        raise NotImplementedError
+    async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
+        raise BadRequest("workflow transactions are not supported yet")
 
+    # ---- reading ----------------------------------------------------------------------
     async def query(self, gid: str) -> tuple[Transaction | None, list[Branch]]:
-        raise NotImplementedError
+        check_gid(gid)
+        trans = await self.store.get(gid=gid)
+        if trans is None:
+            return None, []
+        return trans, await self.store.get_branches(gid=gid)
 
     async def all(
         self, *, gid: str, position: str, limit: int, filters: ScanFilter
     ) -> tuple[list[Transaction], str]:
-        raise NotImplementedError
+        if gid:
+            trans = await self.store.get(gid=gid)
+            return ([trans] if trans else []), ""
+        return await self.store.scan(position=position, limit=limit, filters=filters)
 
+    # ---- topics and kv ----------------------------------------------------------------
     async def subscribe(self, topic: str, url: str, remark: str) -> None:
-        raise NotImplementedError
+        _check_topic(topic, url)
+        now = self.clock.now()
+        for _ in range(5):
+            kv = await self.store.kv_find(cat=TOPICS, key=topic)
+            if kv is None:
+                value = orjson.dumps([{"url": url, "remark": remark}]).decode()
+                if await self.store.kv_create(cat=TOPICS, key=topic, value=value, now=now):
+                    return
+                continue
+            subs = _subs(kv)
+            if any(s["url"] == url for s in subs):
+                raise Failure(f"{url} already subscribes to {topic}")
+            subs.append({"url": url, "remark": remark})
+            if await self.store.kv_update(
+                cat=TOPICS, key=topic, value=orjson.dumps(subs).decode(),
+                expect_version=kv.version, now=now,
+            ):
+                return
+        raise Failure(f"topic {topic} kept changing; retry")
 
     async def unsubscribe(self, topic: str, url: str) -> None:
-        raise NotImplementedError
+        _check_topic(topic, url)
+        now = self.clock.now()
+        for _ in range(5):
+            kv = await self.store.kv_find(cat=TOPICS, key=topic)
+            if kv is None:
+                raise NotFound(f"no such topic: {topic}")
+            subs = _subs(kv)
+            rest = [s for s in subs if s["url"] != url]
+            if len(rest) == len(subs):
+                raise NotFound(f"{url} does not subscribe to {topic}")
+            if await self.store.kv_update(
+                cat=TOPICS, key=topic, value=orjson.dumps(rest).decode(),
+                expect_version=kv.version, now=now,
+            ):
+                return
+        raise Failure(f"topic {topic} kept changing; retry")
 
     async def delete_topic(self, topic: str) -> None:
-        raise NotImplementedError
+        if not topic:
+            raise BadRequest("empty topic")
+        if not await self.store.kv_delete(cat=TOPICS, key=topic):
+            raise NotFound(f"no such topic: {topic}")
 
     async def scan_kv(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
-        raise NotImplementedError
+        return await self.store.kv_scan(cat=cat, position=position, limit=limit)
 
     async def query_kv(self, *, cat: str, key: str) -> list[KV]:
-        raise NotImplementedError
+        kv = await self.store.kv_find(cat=cat, key=key)
+        return [kv] if kv else []
+
+    async def close(self) -> None:
+        """Stop in-flight runs; their leases lapse and the poller resumes them later."""
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _check_topic(topic: str, url: str) -> None:
+    if not topic:
+        raise BadRequest("empty topic")
+    if not url:
+        raise BadRequest("empty url")
+
+
+def _subs(kv: KV | None) -> list[dict[str, str]]:
+    if kv is None:
+        return []
+    try:
+        subs = orjson.loads(kv.v)
+    except orjson.JSONDecodeError:
+        return []
+    return [s for s in subs if isinstance(s, dict) and isinstance(s.get("url"), str)]

@@ -1,0 +1,3 @@
+from dtmx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Our rows in the JSON shapes DTM's query/all/scanKV routes answer with."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from dtmx.core.models import KV, Branch, Transaction
+
+
+def iso(t: float | None) -> str | None:
+    if t is None or t == 0:
+        return None
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _omit_empty(d: dict[str, Any]) -> dict[str, Any]:
+    # DTM's structs are `omitempty`: leave out what is empty, as its clients expect
+    return {k: v for k, v in d.items() if v not in (None, "", 0, False, [], {})}
+
+
+def trans_json(t: Transaction) -> dict[str, Any]:
+    o = t.options
+    return _omit_empty(
+        {
+            "create_time": iso(t.create_time),
+            "update_time": iso(t.update_time),
+            "gid": t.gid,
+            "trans_type": t.trans_type.value,
+            "status": t.status.value,
+            "query_prepared": t.query_prepared,
+            "protocol": t.protocol.value,
+            "finish_time": iso(t.finish_time),
+            "rollback_time": iso(t.rollback_time),
+            "result": t.result,
+            "rollback_reason": t.rollback_reason,
+            "custom_data": t.custom_data,
+            "next_cron_interval": int(t.next_cron_interval),
+            "next_cron_time": iso(t.next_cron_time),
+            "owner": t.owner,
+            "ext_data": t.ext_data,
+            "wait_result": o.wait_result,
+            "timeout_to_fail": o.timeout_to_fail,
+            "request_timeout": o.request_timeout,
+            "retry_interval": o.retry_interval,
+            "retry_limit": o.retry_limit,
+            "retry_count": o.retry_count,
+            "concurrent": o.concurrent,
+            "branch_headers": o.branch_headers,
+            "passthrough_headers": o.passthrough_headers,
+        }
+    )
+
+
+def branch_json(b: Branch) -> dict[str, Any]:
+    out = _omit_empty(
+        {
+            "create_time": iso(b.create_time),
+            "update_time": iso(b.update_time),
+            "gid": b.gid,
+            "url": b.url,
+            "branch_id": b.branch_id,
+            "op": b.op.value,
+            "status": b.status.value,
+            "finish_time": iso(b.finish_time),
+            "rollback_time": iso(b.rollback_time),
+        }
+    )
+    # Go encodes []byte as base64; `data` is the same payload as text, for people.
+    out["bin_data"] = base64.b64encode(b.data).decode()
+    out["data"] = b.data.decode(errors="replace")
+    return out
+
+
+def kv_json(kv: KV) -> dict[str, Any]:
+    return {
+        "cat": kv.cat,
+        "k": kv.k,
+        "v": kv.v,
+        "version": kv.version,
+        "create_time": iso(kv.create_time),
+        "update_time": iso(kv.update_time),
+    }

@@ -1,0 +1,124 @@
+"""The `dtmx` command: serve, migrate, version.
+
+Exit codes: 0 ok, 2 bad configuration or store unreachable at start (nothing was served).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from dtmx import __version__
+from dtmx.errors import ConfigError, StoreError
+from dtmx.settings import Settings, load
+
+log = logging.getLogger("dtmx")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dtmx", description="dtmx transaction manager")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("-c", "--config", default=os.environ.get("DTMX_CONFIG"),
+                       help="YAML config (DTM's keys); env: DTMX_CONFIG")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="server processes sharing the ports (default: Workers, 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    mig = sub.add_parser("migrate", help="create or upgrade the store's schema")
+    mig.add_argument("-c", "--config", default=os.environ.get("DTMX_CONFIG"))
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=_LEVELS[level.lower()], format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"dtmx {__version__}")
+        return 0
+    try:
+        settings = load(args.config)
+    except ConfigError as e:
+        print(f"dtmx: config error: {e.message}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.LogLevel)
+    if args.command == "migrate":
+        return _migrate(settings)
+    workers = args.workers or settings.Workers
+    if workers > 1 and not args.reuse_port:
+        return _supervise(args.config, workers)
+    from dtmx.server import serve
+
+    try:
+        _run(serve(settings, reuse_port=args.reuse_port))
+    except StoreError as e:
+        print(f"dtmx: store unavailable: {e.message}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"dtmx: cannot listen: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from dtmx.stores import make_store
+
+    async def go() -> None:
+        store = make_store(settings)
+        migrate = getattr(store, "migrate", None)
+        if migrate is not None:
+            await migrate()
+        else:
+            await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(go())
+    except StoreError as e:
+        print(f"dtmx: migrate failed: {e.message}", file=sys.stderr)
+        return 2
+    print("dtmx: schema is up to date")
+    return 0
+
+
+def _supervise(config: str | None, workers: int) -> int:
+    """Run `workers` server processes on the same ports (SO_REUSEPORT), one per core."""
+    cmd = [sys.executable, "-m", "dtmx", "serve", "--workers", "1", "--reuse-port"]
+    if config:
+        cmd += ["-c", config]
+    procs = [subprocess.Popen(cmd) for _ in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes)

@@ -1,0 +1,83 @@
+"""2-phase message: once the local transaction is known committed, deliver every action.
+
+A prepared message that outlives its timeout is checked with query_prepared. A delivered
+action that answers FAILURE is retried like an error: a message is never rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from dtmx.core.models import Branch, Op, Status, Transaction
+from dtmx.core.plan import Call, Defaults, Plan, QueryPrepared, Transition, Wait
+from dtmx.core.timing import timeout_of, timeout_reason
+from dtmx.errors import BadRequest
+
+TOPIC_PREFIX = "topic://"
+
+
+def parse_delay(custom_data: str) -> float:
+    if not custom_data:
+        return 0.0
+    try:
+        raw = orjson.loads(custom_data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("custom_data must be JSON text") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("custom_data must be a JSON object")
+    delay = raw.get("delay", 0) or 0
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        raise BadRequest("custom_data.delay must be a non-negative number of seconds")
+    return float(delay)
+
+
+def gen_branches(
+    gid: str,
+    steps: Sequence[dict[str, str]],
+    payloads: Sequence[bytes],
+    subscribers: dict[str, list[str]],
+    now: float,
+) -> list[Branch]:
+    """Step i is branch %02d(i+1); a topic step fans out to %02d-%02d, one per subscriber."""
+    out: list[Branch] = []
+    for i, step in enumerate(steps):
+        action = step.get("action", "")
+        urls = (
+            subscribers.get(action[len(TOPIC_PREFIX) :], [])
+            if action.startswith(TOPIC_PREFIX)
+            else [action]
+        )
+        if not urls:
+            raise BadRequest(f"topic {action[len(TOPIC_PREFIX):]!r} has no subscribers")
+        for j, url in enumerate(urls):
+            bid = f"{i + 1:02d}" if len(urls) == 1 else f"{i + 1:02d}-{j + 1:02d}"
+            out.append(
+                Branch(
+                    gid=gid,
+                    branch_id=bid,
+                    op=Op.ACTION,
+                    url=url,
+                    data=payloads[i],
+                    create_time=now,
+                    update_time=now,
+                )
+            )
+    return out
+
+
+def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: Defaults) -> Plan:
+    if trans.status is Status.PREPARED:
+        if timeout_reason(trans, now, defaults):
+            return QueryPrepared()
+        return Wait(trans.create_time + timeout_of(trans, defaults))
+    if trans.status is not Status.SUBMITTED:
+        return Wait()
+    delay = parse_delay(trans.custom_data)
+    if delay and now < trans.create_time + delay:
+        return Wait(trans.create_time + delay)
+    pending = [b.key for b in branches if b.op is Op.ACTION and b.status is Status.PREPARED]
+    if not pending:
+        return Transition(Status.SUCCEED)
+    return Call(tuple(pending) if trans.options.concurrent else (pending[0],))

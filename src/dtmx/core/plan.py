@@ -1,0 +1,49 @@
+"""What a processor decides: the engine's next step for one transaction.
+
+Processors are pure: they look at the transaction, its branches and the time, and return one
+of these. The engine carries the plan out (calls, writes), feeds the results back and asks
+again, until the plan is to wait or the transaction is finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtmx.core.models import Op, Status
+
+
+@dataclass(slots=True, frozen=True)
+class Call:
+    """Call these branch ops now, concurrently; keys are (branch_id, op)."""
+
+    keys: tuple[tuple[str, Op], ...]
+
+
+@dataclass(slots=True, frozen=True)
+class QueryPrepared:
+    """Ask the msg's query_prepared URL whether the local transaction committed."""
+
+
+@dataclass(slots=True, frozen=True)
+class Transition:
+    """Change the global status (compare-and-set on the current one)."""
+
+    status: Status
+    reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Wait:
+    """Nothing to do now; come back at `until` (None: the usual retry interval)."""
+
+    until: float | None = None
+
+
+Plan = Call | QueryPrepared | Transition | Wait
+
+
+@dataclass(slots=True, frozen=True)
+class Defaults:
+    """Server-wide defaults a processor needs (seconds)."""
+
+    timeout_to_fail: float = 35.0

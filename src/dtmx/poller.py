@@ -1,0 +1,83 @@
+"""Picks up due transactions: retries, timeouts, and everything a crashed server left.
+
+Each claim stamps a fresh owner token and a lease on the rows atomically in the store, so any
+number of servers can poll one store: a transaction is processed by one of them at a time,
+and when that one dies its work is claimed again once the lease has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dtmx.core.models import Transaction
+from dtmx.errors import StoreError
+from dtmx.service import Service
+
+log = logging.getLogger("dtmx.poller")
+
+
+class Poller:
+    def __init__(
+        self, service: Service, *, interval: float, batch: int = 16, concurrency: int = 64
+    ) -> None:
+        self.service = service
+        self.interval = interval
+        self.batch = batch
+        self._sem = asyncio.Semaphore(concurrency)
+        self._stop = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self.healthy = True
+
+    async def poll_once(self) -> int:
+        """Claim one batch and start processing it; returns how many were claimed."""
+        svc = self.service
+        engine = svc.engine
+        now = svc.clock.now()
+        owner = svc.new_owner()
+        claimed = await svc.store.claim_due(
+            now=now, lease=engine.config.lease, owner=owner, limit=self.batch
+        )
+        for trans in claimed:
+            await self._sem.acquire()
+            trans.owner = owner
+            task = asyncio.create_task(self._process(trans, owner))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(claimed)
+
+    async def _process(self, trans: Transaction, owner: str) -> None:
+        try:
+            branches = await self.service.store.get_branches(gid=trans.gid)
+            await self.service.engine.run(trans, branches, owner)
+        except StoreError as e:
+            log.warning("store error processing %s: %s", trans.gid, e)
+        except Exception:
+            log.exception("processing %s failed", trans.gid)
+        finally:
+            self._sem.release()
+
+    async def run(self) -> None:
+        clock = self.service.clock
+        while not self._stop.is_set():
+            try:
+                n = await self.poll_once()
+                if not self.healthy:
+                    log.info("store is reachable again")
+                self.healthy = True
+            except StoreError as e:
+                if self.healthy:
+                    log.error("store unavailable, will keep retrying: %s", e)
+                self.healthy = False
+                n = 0
+            except Exception:
+                log.exception("poller iteration failed")
+                n = 0
+            if n < self.batch:  # a full batch means more may be due: poll again at once
+                await clock.sleep(self.interval)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in list(self._running):
+            t.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

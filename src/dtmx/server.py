@@ -1,0 +1,146 @@
+"""Assembles a running server from settings: store, engine, service, poller, HTTP, gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from dtmx.api.http import HttpApi
+from dtmx.clock import Clock, GidFactory, SystemClock
+from dtmx.engine import Engine, EngineConfig
+from dtmx.invoke.base import Invoker
+from dtmx.invoke.http import HttpInvoker, Router
+from dtmx.metrics import Metrics
+from dtmx.poller import Poller
+from dtmx.service import Service
+from dtmx.settings import Settings
+from dtmx.stores import make_store
+from dtmx.stores.base import Store
+
+log = logging.getLogger("dtmx.server")
+
+
+@dataclass
+class Server:
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    store: Store | None = None
+    service: Service | None = None
+    poller: Poller | None = None
+    _runner: web.AppRunner | None = None
+    _grpc: Any = None
+    _poll_task: asyncio.Task[None] | None = None
+    _extras: list[Any] = field(default_factory=list)
+
+    async def start(self, *, reuse_port: bool = False) -> None:
+        s = self.settings
+        self.store = self.store or make_store(s)
+        await self.store.open()
+        metrics = Metrics()
+        grpc_invoker = _grpc_invoker(s)
+        invoker = Router(HttpInvoker(), grpc_invoker)
+        engine = Engine(
+            store=self.store,
+            invoker=invoker,
+            clock=self.clock,
+            config=EngineConfig(
+                retry_interval=s.RetryInterval,
+                max_retry_interval=s.MaxRetryInterval,
+                request_timeout=s.RequestTimeout,
+                timeout_to_fail=s.TimeoutToFail,
+                lease=s.LeaseSeconds,
+                dtm_address=f"127.0.0.1:{s.GrpcPort}",
+            ),
+            metrics=metrics,
+        )
+        self.service = Service(engine=engine, new_gid=GidFactory(self.clock))
+        self.poller = Poller(self.service, interval=s.TransCronInterval)
+        api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail)
+        api.health = self._healthy
+        self._runner = web.AppRunner(api.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.Host, s.HttpPort, reuse_port=reuse_port)
+        await site.start()
+        self._grpc = await _start_grpc(self.service, s, reuse_port)
+        self._extras = await _start_registration(s)
+        self._poll_task = asyncio.create_task(self.poller.run())
+        log.info("dtmx listening: http %s:%d grpc %s", s.Host, s.HttpPort,
+                 s.GrpcPort if self._grpc else "off")
+
+    async def _healthy(self) -> bool:
+        if self.store is None:
+            return False
+        try:
+            await self.store.ping()
+        except Exception:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        for extra in self._extras:
+            with contextlib.suppress(Exception):
+                await extra.stop()
+        if self.poller:
+            await self.poller.stop()
+        if self._poll_task:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1)
+        if self._runner:
+            await self._runner.cleanup()
+        if self.service:
+            await self.service.close()
+            invoker = self.service.engine.invoker
+            await invoker.close()
+        if self.store:
+            await self.store.close()
+
+
+def _grpc_invoker(s: Settings) -> Invoker | None:
+    try:
+        from dtmx.invoke.grpc import GrpcInvoker
+    except ImportError:  # grpcio is an optional server dependency
+        return None
+    return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}")
+
+
+async def _start_grpc(service: Service, s: Settings, reuse_port: bool) -> Any:
+    if not s.GrpcPort:
+        return None
+    try:
+        from dtmx.api.grpc_api import start_grpc_server
+    except ImportError:
+        log.warning("gRPC API not available (grpcio missing)")
+        return None
+    return await start_grpc_server(service, s.Host, s.GrpcPort)
+
+
+async def _start_registration(s: Settings) -> list[Any]:
+    """Register this server in etcd when MicroService names an etcd target."""
+    if not s.MicroService.Target.startswith("etcd://"):
+        return []
+    from dtmx.discovery import register_from_settings
+
+    return [await register_from_settings(s)]
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run until SIGTERM/SIGINT."""
+    server = Server(settings)
+    await server.start(reuse_port=reuse_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,202 @@
+"""Server settings: DTM's YAML keys, each also settable from an environment variable.
+
+Built once at the entry point and passed down. The environment variable of a key is DTM's:
+the key path in upper snake case (`Store.Driver` -> STORE_DRIVER, `HttpPort` -> HTTP_PORT);
+it overrides the file. Unknown keys are warned about; invalid values raise ConfigError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import yaml
+
+from dtmx.errors import ConfigError
+
+log = logging.getLogger("dtmx.settings")
+
+DRIVERS = ("sqlite", "mysql", "postgres", "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    Driver: str = "sqlite"
+    Host: str = "127.0.0.1"
+    Port: int = 0
+    User: str = ""
+    Password: str = field(default="", repr=False)
+    Db: str = ""
+    Schema: str = "public"
+    RedisPrefix: str = "{a}"
+    Url: str = field(default="", repr=False)
+    MaxOpenConns: int = 64
+    DataExpire: int = 604800
+    FinishedDataExpire: int = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class MicroServiceSettings:
+    Driver: str = "default"
+    Target: str = ""
+    EndPoint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    Store: StoreSettings = field(default_factory=StoreSettings)
+    MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
+    Host: str = "0.0.0.0"
+    HttpPort: int = 36789
+    GrpcPort: int = 36790
+    TransCronInterval: float = 3.0
+    TimeoutToFail: float = 35.0
+    RetryInterval: float = 10.0
+    MaxRetryInterval: float = 3600.0
+    RequestTimeout: float = 3.0
+    LeaseSeconds: float = 30.0
+    LogLevel: str = "info"
+    Workers: int = 1
+
+
+# DTM keys we accept without using them, so a DTM config file loads without noise.
+IGNORED = {
+    "JsonRpcPort", "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
+    "Log", "TimeZoneOffset", "ConfigUpdateInterval", "AlertRetryLimit", "AlertWebHook",
+    "AdminBasePath", "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
+}
+
+
+def env_name(path: str) -> str:
+    """`Store.RedisPrefix` -> STORE_REDIS_PREFIX (DTM's naming)."""
+    parts = [re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", p) for p in path.split(".")]
+    return "_".join(parts).upper()
+
+
+def _coerce(path: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind is int or kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind is float or kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if value is None:
+            return ""
+        if isinstance(value, dict | list):
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: invalid value {value!r}") from None
+
+
+def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str]) -> Any:
+    kwargs: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        path = f"{prefix}{key}"
+        if key not in names and path not in IGNORED:
+            log.warning("unknown config key %s (ignored)", path)
+    for name, f in names.items():
+        path = f"{prefix}{name}"
+        if dataclasses.is_dataclass(f.type) or f.type in ("StoreSettings", "MicroServiceSettings"):
+            sub_cls = StoreSettings if name == "Store" else MicroServiceSettings
+            sub = data.get(name) or {}
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{path} must be a mapping")
+            kwargs[name] = _build(sub_cls, sub, f"{path}.", env)
+            continue
+        value: Any = data.get(name, dataclasses.MISSING)
+        if env_name(path) in env:
+            value = env[env_name(path)]
+        if value is not dataclasses.MISSING:
+            kwargs[name] = _coerce(path, f.type, value)
+    return cls(**kwargs)
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read YAML (optional) and the environment into validated Settings."""
+    env = os.environ if env is None else env
+    data: Any = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a YAML mapping")
+    s: Settings = _build(Settings, data, "", env)
+    validate(s)
+    return s
+
+
+def validate(s: Settings) -> None:
+    st = s.Store
+    if st.Url:
+        scheme = urlparse(st.Url).scheme.split("+")[0]
+        if scheme not in ("sqlite", "mysql", "postgres", "postgresql", "redis"):
+            raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}")
+    elif st.Driver not in DRIVERS:
+        raise ConfigError(f"Store.Driver must be one of {', '.join(DRIVERS)}, not {st.Driver!r}")
+    for name in ("HttpPort", "GrpcPort"):
+        port = getattr(s, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name} must be a port number, not {port}")
+    for name in ("TransCronInterval", "RetryInterval", "RequestTimeout", "LeaseSeconds"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    if s.TimeoutToFail < 0:
+        raise ConfigError("TimeoutToFail must be >= 0")
+    if s.Workers < 1:
+        raise ConfigError("Workers must be >= 1")
+    if s.LogLevel.lower() not in ("debug", "info", "warn", "warning", "error"):
+        raise ConfigError(f"LogLevel must be debug|info|warn|error, not {s.LogLevel!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTarget:
+    """Where the store is, resolved from Store.Url or the Driver/Host/... keys."""
+
+    driver: str
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    db: str
+    schema: str
+    prefix: str
+    url: str = field(repr=False)
+
+
+def store_target(st: StoreSettings) -> StoreTarget:
+    if st.Url:
+        u = urlparse(st.Url)
+        driver = u.scheme.split("+")[0].replace("postgresql", "postgres")
+        db = u.path.lstrip("/") if driver != "sqlite" else unquote(u.path)
+        if driver == "sqlite" and u.netloc:
+            db = u.netloc + u.path
+        return StoreTarget(
+            driver, u.hostname or "127.0.0.1", u.port or 0, unquote(u.username or ""),
+            unquote(u.password or ""), db, st.Schema, st.RedisPrefix, st.Url,
+        )
+    defaults = {"mysql": 3306, "postgres": 5432, "redis": 6379, "sqlite": 0}
+    db = st.Db or {"sqlite": "dtmx.db", "redis": "0"}.get(st.Driver, "dtm")
+    url = ""
+    if st.Driver == "redis":
+        auth = f":{st.Password}@" if st.Password else ""
+        url = f"redis://{auth}{st.Host}:{st.Port or 6379}/{db}"
+    return StoreTarget(
+        st.Driver, st.Host, st.Port or defaults[st.Driver], st.User, st.Password, db,
+        st.Schema, st.RedisPrefix, url,
+    )
