@@ -137,7 +137,7 @@ async def test_deadline(busi: GrpcBusi, invoker: GrpcInvoker) -> None:
     assert r.outcome is Outcome.ERROR and "DEADLINE_EXCEEDED" in r.detail
     # the deadline reaches the branch
     remaining = busi.calls[0].time_remaining
-    assert remaining is not None and 0 < remaining <= 0.3
+    assert remaining is not None and 0 < remaining <= 0.35  # clock granularity
 
 
 async def test_unreachable_target_is_an_error(invoker: GrpcInvoker) -> None:
