@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from dtmx.core.models import Protocol, TransType
+from dtmx.core.request import parse_trans_body
+from dtmx.errors import BadRequest, ConfigError
+from dtmx.settings import env_name, load, store_target
+
+
+def test_parse_accepts_dtmcli_body_with_nulls() -> None:
+    body = {"gid": "g1", "trans_type": "saga", "custom_data": None, "steps": [
+        {"action": "http://a", "compensate": "http://c"}], "payloads": ['{"x":1}'],
+        "query_prepared": None, "protocol": None, "wait_result": False, "timeout_to_fail": 0,
+        "request_timeout": 8, "retry_interval": 0, "passthrough_headers": [],
+        "branch_headers": {}, "concurrent": False}
+    r = parse_trans_body(body)
+    assert r.trans_type is TransType.SAGA and r.protocol is Protocol.HTTP
+    assert r.payloads == [b'{"x":1}'] and r.options.request_timeout == 8
+
+
+def test_legacy_step_data_becomes_payload() -> None:
+    r = parse_trans_body({"gid": "g", "trans_type": "msg", "steps": [{"action": "u", "data": "d"}]})
+    assert r.payloads == [b"d"] and r.steps == [{"action": "u"}]
+
+
+@pytest.mark.parametrize("body,msg", [
+    ([], "JSON object"), ({"trans_type": "saga"}, "gid"), ({"gid": "x" * 129, "trans_type": "saga"},
+    "longer"), ({"gid": "g", "trans_type": "nope"}, "unknown trans_type"),
+    ({"gid": "g", "trans_type": "saga", "steps": "x"}, "steps"),
+    ({"gid": "g", "trans_type": "saga", "payloads": [1]}, "payloads"),
+    ({"gid": "g", "trans_type": "saga", "timeout_to_fail": "10"}, "timeout_to_fail"),
+    ({"gid": "g", "trans_type": "saga", "branch_headers": {"a": 1}}, "branch_headers"),
+    ({"gid": 5, "trans_type": "saga"}, "gid"),
+])
+def test_bad_bodies(body: object, msg: str) -> None:
+    with pytest.raises(BadRequest, match=msg):
+        parse_trans_body(body)
+
+
+def test_settings_yaml_env_and_errors(tmp_path: object) -> None:
+    from pathlib import Path
+
+    p = Path(str(tmp_path)) / "c.yml"
+    p.write_text("Store:\n  Driver: mysql\n  Host: db\n  Port: 3307\nHttpPort: 1234\nBogus: 1\n")
+    s = load(str(p), env={"HTTP_PORT": "4321", "STORE_REDIS_PREFIX": "{x}"})
+    assert s.HttpPort == 4321 and s.Store.Driver == "mysql" and s.Store.RedisPrefix == "{x}"
+    t = store_target(s.Store)
+    assert (t.host, t.port, t.db) == ("db", 3307, "dtm")
+    assert env_name("Store.RedisPrefix") == "STORE_REDIS_PREFIX"
+    assert env_name("TransCronInterval") == "TRANS_CRON_INTERVAL"
+    with pytest.raises(ConfigError):
+        load(None, env={"STORE_DRIVER": "oracle"})
+    with pytest.raises(ConfigError):
+        load(None, env={"HTTP_PORT": "abc"})
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError):
+        load(str(p), env={})
+
+
+def test_store_url() -> None:
+    s = load(None, env={"STORE_URL": "postgresql://u:p%40ss@h:5433/dtm"})
+    t = store_target(s.Store)
+    assert (t.driver, t.user, t.password, t.host, t.port, t.db) == (
+        "postgres", "u", "p@ss", "h", 5433, "dtm")
+    assert "p@ss" not in repr(s)
