@@ -55,11 +55,15 @@ def _message_of(text: str) -> str | None:
     return text[:_MAX_MESSAGE] or None
 
 
-def error_for_response(status: int, text: str) -> DtmError | None:
-    """The exception a response with this status and body stands for, or None on success."""
-    if status == HTTP_TOO_EARLY or DtmResult.ONGOING in text:
+def error_for_response(status: int, text: str, *, check_body: bool = True) -> DtmError | None:
+    """The exception a response with this status and body stands for, or None on success.
+
+    `check_body=False` looks at the status only: for answers that carry data (query,
+    newGid), where the words may appear inside, e.g., a rollback reason.
+    """
+    if status == HTTP_TOO_EARLY or (check_body and DtmResult.ONGOING in text):
         return Ongoing(_message_of(text), status=status, body=text)
-    if status == HTTP_CONFLICT or DtmResult.FAILURE in text:
+    if status == HTTP_CONFLICT or (check_body and DtmResult.FAILURE in text):
         return Failure(_message_of(text), status=status, body=text)
     if status != HTTP_OK:
         msg = _message_of(text) or f"HTTP {status}"
@@ -67,8 +71,8 @@ def error_for_response(status: int, text: str) -> DtmError | None:
     return None
 
 
-def raise_for_response(status: int, text: str) -> None:
+def raise_for_response(status: int, text: str, *, check_body: bool = True) -> None:
     """Raise the exception `error_for_response` names, if any."""
-    err = error_for_response(status, text)
+    err = error_for_response(status, text, check_body=check_body)
     if err is not None:
         raise err

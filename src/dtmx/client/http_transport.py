@@ -40,9 +40,9 @@ class BranchResponse:
         """The `Failure` / `Ongoing` / `DtmError` this response stands for, or None."""
         return error_for_response(self.status, self.text)
 
-    def raise_for_result(self) -> None:
-        """Raise `error()` if there is one."""
-        raise_for_response(self.status, self.text)
+    def raise_for_result(self, *, check_body: bool = True) -> None:
+        """Raise `error()` if there is one (`check_body=False`: judge by the status only)."""
+        raise_for_response(self.status, self.text, check_body=check_body)
 
 
 class HttpSession:
@@ -104,9 +104,11 @@ class HttpTransport:
         self.server = server.rstrip("/")
         self.http = http or HttpSession()
 
-    async def _call(self, method: str, op: str, **kwargs: Any) -> BranchResponse:
+    async def _call(
+        self, method: str, op: str, *, check_body: bool = True, **kwargs: Any
+    ) -> BranchResponse:
         resp = await self.http.request(method, f"{self.server}/{op}", **kwargs)
-        resp.raise_for_result()
+        resp.raise_for_result(check_body=check_body)
         return resp
 
     async def _post(self, op: str, body: Mapping[str, Any]) -> None:
@@ -114,7 +116,7 @@ class HttpTransport:
 
     async def new_gid(self) -> str:
         """A fresh gid from GET newGid."""
-        data = (await self._call("GET", "newGid")).json()
+        data = (await self._call("GET", "newGid", check_body=False)).json()
         gid = data.get("gid") if isinstance(data, dict) else None
         if not isinstance(gid, str) or not gid:
             raise DtmError(f"newGid returned no gid: {data!r}")
@@ -138,7 +140,9 @@ class HttpTransport:
 
     async def query(self, gid: str) -> dict[str, Any]:
         """GET query?gid=."""
-        data = (await self._call("GET", "query", params={"gid": gid})).json()
+        # The answer holds user data (rollback reasons, payloads): judge by status only.
+        resp = await self._call("GET", "query", check_body=False, params={"gid": gid})
+        data = resp.json()
         if not isinstance(data, dict):
             raise DtmError(f"query returned {data!r}")
         return data

@@ -2,8 +2,16 @@
 
 import pytest
 
-from dtmx.client import BranchIdGen, BranchInfo, DtmClient, DtmError, InvalidBranchInfo, Op, Tcc
-from dtmx.client import TransType
+from dtmx.client import (
+    BranchIdGen,
+    BranchInfo,
+    DtmClient,
+    DtmError,
+    InvalidBranchInfo,
+    Op,
+    Tcc,
+    TransType,
+)
 
 
 def test_branch_ids() -> None:

@@ -52,3 +52,10 @@ def test_result_for() -> None:
     assert result_for(Failure("no")) == (409, {"dtm_result": "FAILURE", "message": "no"})
     assert result_for(Ongoing("wait")) == (425, {"dtm_result": "ONGOING", "message": "wait"})
     assert result_for(RuntimeError("x")) == (500, {"message": "x"})
+
+
+def test_status_only_mapping_ignores_words_in_data() -> None:
+    text = '{"transaction":{"rollback_reason":"branch said FAILURE"}}'
+    assert isinstance(error_for_response(200, text), Failure)
+    assert error_for_response(200, text, check_body=False) is None
+    assert isinstance(error_for_response(409, text, check_body=False), Failure)
