@@ -1,0 +1,292 @@
+"""End to end over gRPC: a real `dtmx serve` driven through OUR dtmgimp stubs, calling an
+in-process gRPC busi server.
+
+The busi server runs on this test's event loop, so every wait here is async (the server's
+HTTP query is polled in a thread): a blocking wait would stop busi from answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
+from dtmx.client.errors import Failure
+from dtmx.client.grpc import GrpcTransport
+from tests.support.grpc_busi import GrpcBusi
+from tests.support.proto import busi_pb2
+from tests.support.server import ServerProcess
+from tests.support.util import aeventually
+
+ABORTED = grpc.StatusCode.ABORTED
+ONGOING = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    s = ServerProcess().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def busi() -> AsyncIterator[GrpcBusi]:
+    async with GrpcBusi() as b:
+        yield b
+
+
+@pytest.fixture
+async def dtm(server: ServerProcess) -> AsyncIterator[dtmgimp_pb2_grpc.DtmStub]:
+    async with grpc.aio.insecure_channel(server.grpc_target) as ch:
+        yield dtmgimp_pb2_grpc.DtmStub(ch)
+
+
+def _gid() -> str:
+    return "grpc-e2e-" + uuid.uuid4().hex
+
+
+def _req(amount: int = 30) -> bytes:
+    return busi_pb2.BusiReq(Amount=amount, UserID=1).SerializeToString()
+
+
+async def _query(server: ServerProcess, gid: str) -> dict[str, Any]:
+    return await asyncio.to_thread(server.query, gid)
+
+
+async def _wait(
+    server: ServerProcess, gid: str, status: str, timeout: float = 10
+) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        q = await _query(server, gid)
+        t = q.get("transaction")
+        return q if t and t["status"] == status else None
+
+    try:
+        return await aeventually(check, timeout=timeout, interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"{gid} not {status}: {await _query(server, gid)}") from None
+
+
+def _saga(busi: GrpcBusi, gid: str, **kw: Any) -> dtmgimp_pb2.DtmRequest:
+    steps = [
+        {"action": busi.url("TransOut"), "compensate": busi.url("TransOutRevert")},
+        {"action": busi.url("TransIn"), "compensate": busi.url("TransInRevert")},
+    ]
+    return dtmgimp_pb2.DtmRequest(Gid=gid, TransType="saga", Steps=orjson.dumps(steps).decode(),
+                                  BinPayloads=[_req(30), _req(31)], **kw)
+
+
+async def test_new_gid_and_health(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub) -> None:
+    a = (await dtm.NewGid(empty_pb2.Empty())).Gid
+    b = (await dtm.NewGid(empty_pb2.Empty())).Gid
+    assert a and b and a != b
+    async with grpc.aio.insecure_channel(server.grpc_target) as ch:
+        r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_saga_normal(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                           busi: GrpcBusi) -> None:
+    gid = _gid()
+    await dtm.Submit(_saga(busi, gid))
+    q = await _wait(server, gid, "succeed")
+    assert busi.names() == ["TransOut", "TransIn"]
+    out, in_ = busi.calls
+    assert out.request().Amount == 30 and in_.request().Amount == 31
+    md = in_.metadata
+    assert (md["dtm-gid"], md["dtm-trans_type"], md["dtm-branch_id"], md["dtm-op"]) == (
+        gid, "saga", "02", "action")
+    assert md["dtm-dtm"].endswith(f":{server.grpc_port}")
+    assert q["transaction"]["protocol"] == "grpc"
+    assert {(b["branch_id"], b["op"], b["status"]) for b in q["branches"]} >= {
+        ("01", "action", "succeed"), ("02", "action", "succeed")}
+
+
+async def test_saga_rollback(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                             busi: GrpcBusi) -> None:
+    busi.set_result("TransIn", ABORTED, message="not enough money")
+    gid = _gid()
+    await dtm.Submit(_saga(busi, gid))
+    q = await _wait(server, gid, "failed")
+    assert busi.names() == ["TransOut", "TransIn", "TransInRevert", "TransOutRevert"]
+    assert busi.calls[2].metadata["dtm-op"] == "compensate"
+    assert "not enough money" in (q["transaction"].get("rollback_reason") or "")
+
+
+async def test_saga_retries_errors_and_ongoing(server: ServerProcess,
+                                               dtm: dtmgimp_pb2_grpc.DtmStub,
+                                               busi: GrpcBusi) -> None:
+    busi.set_result("TransOut", grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.OK)
+    busi.set_result("TransIn", ONGOING, grpc.StatusCode.OK)
+    gid = _gid()
+    await dtm.Submit(_saga(busi, gid))
+    await _wait(server, gid, "succeed")
+    assert busi.names() == ["TransOut", "TransOut", "TransIn", "TransIn"]
+
+
+async def test_saga_concurrent(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                               busi: GrpcBusi) -> None:
+    busi.set_delay("TransOut", 0.3)
+    gid = _gid()
+    custom = orjson.dumps({"concurrent": True}).decode()
+    await dtm.Submit(_saga(busi, gid, CustomedData=custom))
+    await _wait(server, gid, "succeed")
+    out, in_ = busi.calls_of("TransOut")[0], busi.calls_of("TransIn")[0]
+    assert in_.at < out.at + 0.3  # TransIn did not wait for the slow TransOut
+
+    busi.reset()
+    busi.set_delay("TransOut", 0.2)
+    gid = _gid()
+    custom = orjson.dumps({"concurrent": True, "orders": {"1": [0]}}).decode()
+    await dtm.Submit(_saga(busi, gid, CustomedData=custom))
+    await _wait(server, gid, "succeed")
+    assert busi.names() == ["TransOut", "TransIn"]
+
+
+async def test_saga_branch_headers(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                                   busi: GrpcBusi) -> None:
+    gid = _gid()
+    opts = dtmgimp_pb2.DtmTransOptions(BranchHeaders={"x-tenant": "t1", "Authorization": "b"})
+    await dtm.Submit(_saga(busi, gid, TransOptions=opts))
+    await _wait(server, gid, "succeed")
+    for c in busi.calls:
+        assert c.metadata["x-tenant"] == "t1" and c.metadata["authorization"] == "b"
+
+
+async def test_saga_wait_result(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                                busi: GrpcBusi) -> None:
+    gid = _gid()
+    await dtm.Submit(_saga(busi, gid, TransOptions=dtmgimp_pb2.DtmTransOptions(WaitResult=True)))
+    assert (await _query(server, gid))["transaction"]["status"] == "succeed"
+    busi.set_result("TransIn", ABORTED)
+    gid = _gid()
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await dtm.Submit(_saga(busi, gid,
+                               TransOptions=dtmgimp_pb2.DtmTransOptions(WaitResult=True)))
+    assert ei.value.code() == ABORTED
+    await _wait(server, gid, "failed")
+
+
+async def test_saga_empty_urls(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                               busi: GrpcBusi) -> None:
+    gid = _gid()
+    steps = [{"action": "", "compensate": ""}, {"action": busi.url("TransIn"), "compensate": ""}]
+    await dtm.Submit(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="saga",
+                                            Steps=orjson.dumps(steps).decode(),
+                                            BinPayloads=[b"", _req()]))
+    await _wait(server, gid, "succeed")
+    assert busi.names() == ["TransIn"]
+
+
+async def test_submit_finished_saga_again_is_aborted(server: ServerProcess,
+                                                     dtm: dtmgimp_pb2_grpc.DtmStub,
+                                                     busi: GrpcBusi) -> None:
+    busi.set_result("TransOut", ABORTED)
+    gid = _gid()
+    await dtm.Submit(_saga(busi, gid))
+    await _wait(server, gid, "failed")
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await dtm.Submit(_saga(busi, gid))
+    assert ei.value.code() == ABORTED
+
+
+async def _tcc_branch(t: GrpcTransport, busi: GrpcBusi, gid: str, bid: str, who: str) -> None:
+    await t.register_branch({
+        "gid": gid, "trans_type": "tcc", "branch_id": bid, "data": _req(int(bid)),  # type: ignore[dict-item]
+        "confirm": busi.url(f"{who}Confirm"), "cancel": busi.url(f"{who}Revert"),
+    })
+
+
+async def test_tcc_normal(server: ServerProcess, busi: GrpcBusi) -> None:
+    t = GrpcTransport(server.grpc_target)
+    try:
+        gid = await t.new_gid()
+        await t.prepare({"gid": gid, "trans_type": "tcc"})
+        await _tcc_branch(t, busi, gid, "01", "TransOut")
+        await _tcc_branch(t, busi, gid, "02", "TransIn")
+        await t.submit({"gid": gid, "trans_type": "tcc"})
+        await _wait(server, gid, "succeed")
+        assert sorted(busi.names()) == ["TransInConfirm", "TransOutConfirm"]
+        confirm = busi.calls_of("TransInConfirm")[0]
+        assert confirm.request().Amount == 2  # the registered BusiPayload
+        assert (confirm.metadata["dtm-op"], confirm.metadata["dtm-branch_id"]) == ("confirm", "02")
+    finally:
+        await t.close()
+
+
+async def test_tcc_rollback(server: ServerProcess, busi: GrpcBusi) -> None:
+    t = GrpcTransport(server.grpc_target)
+    try:
+        gid = _gid()
+        await t.prepare({"gid": gid, "trans_type": "tcc"})
+        await _tcc_branch(t, busi, gid, "01", "TransOut")
+        await _tcc_branch(t, busi, gid, "02", "TransIn")
+        await t.abort({"gid": gid, "trans_type": "tcc", "rollback_reason": "try failed"})
+        await _wait(server, gid, "failed")
+        assert busi.names() == ["TransInRevert", "TransOutRevert"]  # reverse registration
+        assert busi.calls[0].metadata["dtm-op"] == "cancel"
+        # a finished transaction takes no more branches
+        with pytest.raises(Failure):
+            await _tcc_branch(t, busi, gid, "03", "TransIn")
+    finally:
+        await t.close()
+
+
+async def test_msg_query_prepared(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                                  busi: GrpcBusi) -> None:
+    # prepared and never submitted: after TimeoutToFail (1 s here) the server asks busi
+    gid = _gid()
+    steps = orjson.dumps([{"action": busi.url("TransIn")}]).decode()
+    await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="msg", Steps=steps,
+                                             BinPayloads=[_req(7)],
+                                             QueryPrepared=busi.url("QueryPrepared")))
+    await _wait(server, gid, "succeed", timeout=15)
+    assert busi.names() == ["QueryPrepared", "TransIn"]
+    qp = busi.calls[0].metadata
+    assert (qp["dtm-gid"], qp["dtm-branch_id"], qp["dtm-op"]) == (gid, "00", "msg")
+    assert busi.calls[1].request().Amount == 7
+
+    busi.reset()
+    busi.set_result("QueryPrepared", ABORTED)
+    gid = _gid()
+    await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="msg", Steps=steps,
+                                             BinPayloads=[_req(7)],
+                                             QueryPrepared=busi.url("QueryPrepared")))
+    await _wait(server, gid, "failed", timeout=15)
+    assert busi.names() == ["QueryPrepared"]
+
+
+async def test_msg_submit(server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub,
+                          busi: GrpcBusi) -> None:
+    gid = _gid()
+    busi.set_result("TransIn", ABORTED, grpc.StatusCode.OK)  # msg actions retry even failures
+    steps = orjson.dumps([{"action": busi.url("TransIn")}]).decode()
+    req = dtmgimp_pb2.DtmRequest(Gid=gid, TransType="msg", Steps=steps, BinPayloads=[_req()],
+                                 QueryPrepared=busi.url("QueryPrepared"))
+    await dtm.Prepare(req)
+    await dtm.Submit(req)
+    await _wait(server, gid, "succeed")
+    assert busi.names() == ["TransIn", "TransIn"]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        dtmgimp_pb2.DtmRequest(TransType="saga"),
+        dtmgimp_pb2.DtmRequest(Gid="g-" + uuid.uuid4().hex, TransType="nosuch"),
+        dtmgimp_pb2.DtmRequest(Gid="g-" + uuid.uuid4().hex, TransType="saga", Steps="{"),
+    ],
+)
+async def test_bad_requests(dtm: dtmgimp_pb2_grpc.DtmStub, req: dtmgimp_pb2.DtmRequest) -> None:
+    for method in (dtm.Submit, dtm.Prepare, dtm.Abort):
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await method(req)
+        assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
