@@ -1,0 +1,73 @@
+"""The thin connection layer under SqlStore: one Backend per driver.
+
+A Backend hands out an `Executor` either in autocommit mode (`session`) or inside one
+transaction (`transaction`). Executors translate every driver exception into a
+`dtmx.errors.StoreError` (or `StoreUnavailable`, or `UniqueViolation` for a duplicate
+key, which the store turns into False or DuplicateBranch), so nothing above sees a driver
+exception.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from dtmx.errors import StoreError
+from dtmx.stores.sql.dialect import Dialect
+
+Row = Sequence[Any]
+
+
+class UniqueViolation(StoreError):
+    """A row with that unique key already exists."""
+
+
+class Executor(abc.ABC):
+    """Runs statements written with `?` placeholders on one connection."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """All rows of a query (or of a statement with RETURNING)."""
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, args: Sequence[Any] | None = ()) -> int:
+        """Run one statement; the number of rows it matched. `args=None` runs `sql` as is
+        (DDL, no placeholder translation)."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row (a bulk insert where the driver can)."""
+
+
+class Tx(Executor):
+    """An executor inside a transaction; `rollback_only` makes the end roll back."""
+
+    rollback: bool = False
+
+    def rollback_only(self) -> None:
+        self.rollback = True
+
+
+class Backend(abc.ABC):
+    """A pool (or the one SQLite connection) of one database."""
+
+    dialect: Dialect
+
+    @abc.abstractmethod
+    async def open(self, *, create: bool) -> None:
+        """Connect; with `create`, also create the database / schema if missing.
+        Raises StoreUnavailable if the server cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def session(self) -> AbstractAsyncContextManager[Executor]:
+        """A connection in autocommit mode: each statement is its own transaction."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """One transaction: committed at the end, rolled back on an exception or when
+        `rollback_only()` was called."""

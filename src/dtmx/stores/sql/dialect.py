@@ -1,0 +1,112 @@
+"""What differs between the SQL databases, as data: placeholders, time columns, snippets.
+
+Store code writes every statement with `?` placeholders; `Dialect.q` turns them into the
+driver's style once per statement text (cached). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+
+class Kind(StrEnum):
+    SQLITE = "sqlite"
+    MYSQL = "mysql"
+    POSTGRES = "postgres"
+
+
+class Dialect:
+    """SQLite flavour; the other databases override what differs."""
+
+    kind: Kind = Kind.SQLITE
+    #: appended to the SELECT that picks rows to claim, so concurrent claimers skip each
+    #: other's rows instead of waiting (SQLite serialises writers with BEGIN IMMEDIATE).
+    skip_locked: str = ""
+    #: appended to a SELECT that must lock the row it reads until the transaction ends.
+    for_update: str = ""
+
+    def q(self, sql: str) -> str:
+        """The statement in the driver's placeholder style."""
+        return sql
+
+    def ts(self, t: float | None) -> Any:
+        """A time parameter: float epoch seconds to the column's type."""
+        return t
+
+    def from_ts(self, v: Any) -> float | None:
+        """A time column's value back to float epoch seconds."""
+        return None if v is None else float(v)
+
+    def set_retry_count(self) -> str:
+        """An expression for the new `options` with `retry_count` = the one `?` parameter."""
+        return "json_set(COALESCE(NULLIF(options, ''), '{}'), '$.retry_count', ?)"
+
+
+class MysqlDialect(Dialect):
+    kind = Kind.MYSQL
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    for_update = " FOR UPDATE"
+
+    def q(self, sql: str) -> str:
+        return _mysql_q(sql)
+
+    # DATETIME(6) has no zone: we store naive UTC and never use the server's NOW().
+    def ts(self, t: float | None) -> Any:
+        return None if t is None else datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
+
+    def from_ts(self, v: Any) -> float | None:
+        if v is None:
+            return None
+        assert isinstance(v, datetime)
+        return v.replace(tzinfo=UTC).timestamp()
+
+    def set_retry_count(self) -> str:
+        return "JSON_SET(COALESCE(NULLIF(options, ''), '{}'), '$.retry_count', ?)"
+
+
+class PostgresDialect(Dialect):
+    kind = Kind.POSTGRES
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    for_update = " FOR UPDATE"
+
+    def q(self, sql: str) -> str:
+        return _postgres_q(sql)
+
+    def ts(self, t: float | None) -> Any:
+        return None if t is None else datetime.fromtimestamp(t, UTC)
+
+    def from_ts(self, v: Any) -> float | None:
+        if v is None:
+            return None
+        assert isinstance(v, datetime)
+        return v.timestamp()
+
+    def set_retry_count(self) -> str:
+        return (
+            "(jsonb_set(COALESCE(NULLIF(options, ''), '{}')::jsonb, '{retry_count}',"
+            " to_jsonb(?::bigint)))::text"
+        )
+
+
+@lru_cache(maxsize=512)
+def _mysql_q(sql: str) -> str:
+    # asyncmy formats with %, so a literal % must be doubled.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+@lru_cache(maxsize=512)
+def _postgres_q(sql: str) -> str:
+    parts = sql.split("?")
+    out = [parts[0]]
+    for i, part in enumerate(parts[1:], start=1):
+        out.append(f"${i}")
+        out.append(part)
+    return "".join(out)
+
+
+SQLITE = Dialect()
+MYSQL = MysqlDialect()
+POSTGRES = PostgresDialect()

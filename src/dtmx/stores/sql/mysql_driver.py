@@ -1,0 +1,162 @@
+"""MySQL / MariaDB via an asyncmy pool.
+
+Connections run in autocommit mode with CLIENT_FOUND_ROWS, so an UPDATE reports the rows
+it matched (not only those it changed): compare-and-set results depend on that.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import Any
+
+import asyncmy
+from asyncmy import errors as myerr
+from asyncmy.constants import CLIENT
+
+from dtmx.errors import StoreError, StoreUnavailable
+from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
+from dtmx.stores.sql.dialect import MYSQL
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DUP_ENTRY = 1062
+# Client-side "can't connect", "server gone away", "lost connection" and friends.
+_UNAVAILABLE = {1040, 1053, 2002, 2003, 2005, 2006, 2012, 2013, 2014, 2055}
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except myerr.IntegrityError as e:
+        if e.args and e.args[0] == _DUP_ENTRY:
+            raise UniqueViolation(f"mysql: {e.args[-1]}") from e
+        raise StoreError(f"mysql: {e}") from e
+    except myerr.MySQLError as e:
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+        if code in _UNAVAILABLE or isinstance(e, myerr.InterfaceError):
+            raise StoreUnavailable(f"mysql unavailable: {e}") from e
+        raise StoreError(f"mysql: {e}") from e
+    except (OSError, TimeoutError) as e:
+        raise StoreUnavailable(f"mysql unavailable: {e}") from e
+
+
+class _MysqlTx(Tx):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with _translated():
+            async with self._conn.cursor() as cur:
+                await cur.execute(MYSQL.q(sql), tuple(args))
+                return list(await cur.fetchall())
+
+    async def execute(self, sql: str, args: Sequence[Any] | None = ()) -> int:
+        with _translated():
+            async with self._conn.cursor() as cur:
+                if args is None:
+                    await cur.execute(sql)
+                else:
+                    await cur.execute(MYSQL.q(sql), tuple(args))
+                return int(cur.rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with _translated():
+            async with self._conn.cursor() as cur:
+                await cur.executemany(MYSQL.q(sql), [tuple(r) for r in rows])
+
+
+class MysqlBackend(Backend):
+    """A pool of `pool_size` connections to database `db` (created if missing)."""
+
+    dialect = MYSQL
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        db: str,
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not _NAME.match(db):
+            raise StoreError(f"invalid mysql database name {db!r}")
+        self._kw: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "charset": "utf8mb4",
+            "connect_timeout": connect_timeout,
+            "client_flag": CLIENT.FOUND_ROWS,
+            "autocommit": True,
+            # bytes as _binary'...' literals, so non-UTF-8 payloads reach BLOB columns intact
+            "binary_prefix": True,
+        }
+        self.db = db
+        self._pool_size = pool_size
+        self._pool: Any = None
+
+    async def open(self, *, create: bool) -> None:
+        with _translated():
+            if create:
+                conn = await asyncmy.connect(**self._kw)
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute(
+                            f"CREATE DATABASE IF NOT EXISTS `{self.db}`"
+                            " DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                        )
+                finally:
+                    conn.close()
+            self._pool = await asyncmy.create_pool(
+                minsize=1, maxsize=self._pool_size, db=self.db, **self._kw
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+            await pool.wait_closed()
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StoreUnavailable("mysql store is not open")
+        with _translated():
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        except StoreUnavailable:
+            conn.close()  # a broken connection is dropped, not reused
+            raise
+        finally:
+            self._pool.release(conn)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Executor]:
+        async with self._acquire() as conn:
+            yield _MysqlTx(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._acquire() as conn:
+            with _translated():
+                await conn.begin()
+            tx = _MysqlTx(conn)
+            try:
+                yield tx
+            except BaseException:
+                # the original error matters more than a failed rollback
+                with suppress(StoreError), _translated():
+                    await conn.rollback()
+                raise
+            with _translated():
+                if tx.rollback:
+                    await conn.rollback()
+                else:
+                    await conn.commit()

@@ -1,0 +1,162 @@
+"""PostgreSQL via an asyncpg pool; tables live in `schema` (search_path), as DTM's Store.Schema.
+
+The database must exist; the schema is created if missing (with `create`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import Any
+
+import asyncpg
+
+from dtmx.errors import StoreError, StoreUnavailable
+from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
+from dtmx.stores.sql.dialect import POSTGRES
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except asyncpg.UniqueViolationError as e:
+        raise UniqueViolation(f"postgres: {e}") from e
+    except _UNAVAILABLE as e:
+        raise StoreUnavailable(f"postgres unavailable: {e}") from e
+    except asyncpg.InvalidCatalogNameError as e:
+        raise StoreError(f"postgres: {e} (the database must exist)") from e
+    except asyncpg.InterfaceError as e:
+        if "closed" in str(e):
+            raise StoreUnavailable(f"postgres unavailable: {e}") from e
+        raise StoreError(f"postgres: {e}") from e
+    except asyncpg.PostgresError as e:
+        raise StoreError(f"postgres: {e}") from e
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command tag such as 'UPDATE 3' or 'INSERT 0 1'."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with _translated():
+            return list(await self._conn.fetch(POSTGRES.q(sql), *args))
+
+    async def execute(self, sql: str, args: Sequence[Any] | None = ()) -> int:
+        with _translated():
+            if args is None:
+                return _count(await self._conn.execute(sql))
+            return _count(await self._conn.execute(POSTGRES.q(sql), *args))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with _translated():
+            await self._conn.executemany(POSTGRES.q(sql), [tuple(r) for r in rows])
+
+
+class PostgresBackend(Backend):
+    """A pool of `pool_size` connections to database `db`, tables in `schema`."""
+
+    dialect = POSTGRES
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        db: str,
+        schema: str = "public",
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not _NAME.match(schema):
+            raise StoreError(f"invalid postgres schema name {schema!r}")
+        self._kw: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password or None,
+            "database": db,
+            "timeout": connect_timeout,
+        }
+        self.schema = schema
+        self._pool_size = pool_size
+        self._pool: Any = None
+
+    async def open(self, *, create: bool) -> None:
+        with _translated():
+            if create and self.schema != "public":
+                conn = await asyncpg.connect(**self._kw)
+                try:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                finally:
+                    await conn.close()
+            self._pool = await asyncpg.create_pool(
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings={"search_path": self.schema},
+                **self._kw,
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with _translated():
+                await pool.close()
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StoreUnavailable("postgres store is not open")
+        with _translated():
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        finally:
+            with suppress(Exception):
+                await self._pool.release(conn)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Executor]:
+        async with self._acquire() as conn:
+            yield _PgTx(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._acquire() as conn:
+            tr = conn.transaction()
+            with _translated():
+                await tr.start()
+            tx = _PgTx(conn)
+            try:
+                yield tx
+            except BaseException:
+                # the original error matters more than a failed rollback
+                with suppress(StoreError), _translated():
+                    await tr.rollback()
+                raise
+            with _translated():
+                if tx.rollback:
+                    await tr.rollback()
+                else:
+                    await tr.commit()

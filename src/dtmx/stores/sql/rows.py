@@ -1,0 +1,193 @@
+"""Model <-> row mapping for the SQL stores: column lists, parameters, options JSON. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from dtmx.core.models import (
+    KV,
+    Branch,
+    Op,
+    Protocol,
+    Status,
+    Transaction,
+    TransOptions,
+    TransType,
+)
+from dtmx.errors import BadRequest, StoreError
+from dtmx.stores.sql.dialect import Dialect
+
+#: Columns written by `create`, in parameter order (id is assigned by the database).
+TRANS_INSERT_COLS = (
+    "gid, trans_type, status, protocol, query_prepared, custom_data, options, create_time,"
+    " update_time, finish_time, rollback_time, next_cron_interval, next_cron_time, owner,"
+    " rollback_reason, result, ext_data"
+)
+#: Columns read back; the first one (id) is the scan position.
+TRANS_COLS = "id, " + TRANS_INSERT_COLS
+BRANCH_INSERT_COLS = (
+    "gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time,"
+    " rollback_time"
+)
+BRANCH_COLS = BRANCH_INSERT_COLS
+KV_COLS = "id, cat, k, v, version, create_time, update_time"
+
+_INT_OPTIONS = (
+    "timeout_to_fail",
+    "request_timeout",
+    "retry_interval",
+    "retry_limit",
+    "retry_count",
+)
+
+
+def placeholders(n: int) -> str:
+    """`?, ?, ...` for an IN list or a VALUES row of n items."""
+    return ", ".join("?" * n)
+
+
+def options_to_json(o: TransOptions) -> str:
+    """DTM's JSON for TransOptions: zero values left out, `concurrent` always present."""
+    out: dict[str, Any] = {}
+    if o.wait_result:
+        out["wait_result"] = True
+    for name in _INT_OPTIONS:
+        value = getattr(o, name)
+        if value:
+            out[name] = value
+    if o.branch_headers:
+        out["branch_headers"] = o.branch_headers
+    out["concurrent"] = o.concurrent
+    if o.passthrough_headers:
+        out["passthrough_headers"] = o.passthrough_headers
+    return orjson.dumps(out).decode()
+
+
+def options_from_json(text: str | None) -> TransOptions:
+    """TransOptions from the `options` column; unknown keys (DTM's or future) are ignored."""
+    if not text:
+        return TransOptions()
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise StoreError(f"stored options are not JSON: {text[:100]!r}") from e
+    if not isinstance(raw, dict):
+        raise StoreError(f"stored options are not a JSON object: {text[:100]!r}")
+    opts = TransOptions(
+        wait_result=bool(raw.get("wait_result") or False),
+        concurrent=bool(raw.get("concurrent") or False),
+        branch_headers=dict(raw.get("branch_headers") or {}),
+        passthrough_headers=list(raw.get("passthrough_headers") or []),
+    )
+    for name in _INT_OPTIONS:
+        setattr(opts, name, int(raw.get(name) or 0))
+    return opts
+
+
+def trans_params(t: Transaction, d: Dialect) -> list[Any]:
+    """Parameters for TRANS_INSERT_COLS."""
+    return [
+        t.gid,
+        t.trans_type.value,
+        t.status.value,
+        t.protocol.value,
+        t.query_prepared,
+        t.custom_data,
+        options_to_json(t.options),
+        d.ts(t.create_time),
+        d.ts(t.update_time),
+        d.ts(t.finish_time),
+        d.ts(t.rollback_time),
+        float(t.next_cron_interval),
+        d.ts(t.next_cron_time),
+        t.owner,
+        t.rollback_reason,
+        t.result,
+        t.ext_data,
+    ]
+
+
+def branch_params(b: Branch, d: Dialect, now: float | None = None) -> list[Any]:
+    """Parameters for BRANCH_INSERT_COLS; `now` fills unset create/update times."""
+    return [
+        b.gid,
+        b.url,
+        bytes(b.data),
+        b.branch_id,
+        b.op.value,
+        b.status.value,
+        d.ts(b.create_time or now or 0.0),
+        d.ts(b.update_time or now or 0.0),
+        d.ts(b.finish_time),
+        d.ts(b.rollback_time),
+    ]
+
+
+def trans_from_row(row: Sequence[Any], d: Dialect) -> Transaction:
+    """A Transaction from a row of TRANS_COLS."""
+    try:
+        return Transaction(
+            gid=row[1],
+            trans_type=TransType(row[2]),
+            status=Status(row[3]),
+            protocol=Protocol(row[4] or Protocol.HTTP.value),
+            query_prepared=row[5] or "",
+            custom_data=row[6] or "",
+            options=options_from_json(row[7]),
+            create_time=d.from_ts(row[8]) or 0.0,
+            update_time=d.from_ts(row[9]) or 0.0,
+            finish_time=d.from_ts(row[10]),
+            rollback_time=d.from_ts(row[11]),
+            next_cron_interval=float(row[12] or 0.0),
+            next_cron_time=d.from_ts(row[13]),
+            owner=row[14] or "",
+            rollback_reason=row[15] or "",
+            result=row[16] or "",
+            ext_data=row[17] or "",
+        )
+    except ValueError as e:
+        raise StoreError(f"unreadable trans_global row for gid {row[1]!r}: {e}") from e
+
+
+def branch_from_row(row: Sequence[Any], d: Dialect) -> Branch:
+    """A Branch from a row of BRANCH_COLS."""
+    try:
+        return Branch(
+            gid=row[0],
+            url=row[1],
+            data=bytes(row[2] or b""),
+            branch_id=row[3],
+            op=Op(row[4]),
+            status=Status(row[5]),
+            create_time=d.from_ts(row[6]) or 0.0,
+            update_time=d.from_ts(row[7]) or 0.0,
+            finish_time=d.from_ts(row[8]),
+            rollback_time=d.from_ts(row[9]),
+        )
+    except ValueError as e:
+        raise StoreError(f"unreadable trans_branch_op row for gid {row[0]!r}: {e}") from e
+
+
+def kv_from_row(row: Sequence[Any], d: Dialect) -> KV:
+    """A KV from a row of KV_COLS."""
+    return KV(
+        cat=row[1],
+        k=row[2],
+        v=row[3] or "",
+        version=int(row[4] or 1),
+        create_time=d.from_ts(row[5]) or 0.0,
+        update_time=d.from_ts(row[6]) or 0.0,
+    )
+
+
+def parse_position(position: str) -> int:
+    """The id below which a scan continues; '' = from the newest."""
+    if not position:
+        return 2**63 - 1
+    try:
+        return int(position)
+    except ValueError:
+        raise BadRequest(f"invalid position {position!r}") from None

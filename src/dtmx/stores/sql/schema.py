@@ -1,0 +1,140 @@
+"""Versioned schema migrations, kept as .sql files next to this module.
+
+Files are named `<dialect>_<NNNN>_<what>.sql` (e.g. `mysql_0001_init.sql`); the applied
+versions are rows of `dtmx_schema_version` (created from `<dialect>_version_table.sql`).
+Migrating takes a database-wide lock, so several servers starting at once apply each file
+once. `check` refuses to run against a schema that is behind (or ahead of) the code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+from dtmx.errors import StoreError
+from dtmx.stores.sql.conn import Backend, Executor
+from dtmx.stores.sql.dialect import Kind
+
+_FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
+
+#: Per dialect: statements taking and releasing the migration lock on the connection.
+#: SQLite needs none: the migration runs inside BEGIN IMMEDIATE.
+_LOCK = {
+    Kind.SQLITE: ("", ""),
+    Kind.MYSQL: ("SELECT GET_LOCK('dtmx_migrate', 60)", "SELECT RELEASE_LOCK('dtmx_migrate')"),
+    Kind.POSTGRES: ("SELECT pg_advisory_xact_lock(727001)", ""),
+}
+
+#: Per dialect: does the version table exist? (One `?` = the table name.)
+_HAS_TABLE = {
+    Kind.SQLITE: "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    Kind.MYSQL: (
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
+        " AND table_name = ?"
+    ),
+    Kind.POSTGRES: "SELECT 1 WHERE to_regclass(?) IS NOT NULL",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def _read(name: str) -> str:
+    return resources.files("dtmx.stores.sql").joinpath(name).read_text(encoding="utf-8")
+
+
+def migrations(kind: Kind) -> list[Migration]:
+    """The migrations of one dialect, oldest first."""
+    out = []
+    for entry in resources.files("dtmx.stores.sql").iterdir():
+        m = _FILE.match(entry.name)
+        if m and m.group(1) == kind.value:
+            out.append(Migration(int(m.group(2)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(out, key=lambda mig: mig.version)
+
+
+def code_version(kind: Kind) -> int:
+    """The schema version this code expects."""
+    return max((m.version for m in migrations(kind)), default=0)
+
+
+def split_statements(script: str) -> list[str]:
+    """Statements of a script: `--` comment lines dropped, split at `;` ending a line."""
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    out = []
+    for chunk in re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE):
+        if chunk.strip():
+            out.append(chunk.strip())
+    return out
+
+
+async def _version(ex: Executor, kind: Kind) -> int | None:
+    if not await ex.fetch(_HAS_TABLE[kind], ["dtmx_schema_version"]):
+        return None
+    rows = await ex.fetch("SELECT MAX(version) FROM dtmx_schema_version")
+    return int(rows[0][0] or 0) if rows else 0
+
+
+async def schema_version(backend: Backend) -> int | None:
+    """The version recorded in the database; None if there is no dtmx schema at all."""
+    async with backend.session() as ex:
+        return await _version(ex, backend.dialect.kind)
+
+
+async def migrate(backend: Backend) -> list[int]:
+    """Apply the migrations the database lacks; returns the versions applied."""
+    kind = backend.dialect.kind
+    lock, unlock = _LOCK[kind]
+    applied: list[int] = []
+    async with backend.transaction() as tx:
+        if lock:
+            await tx.fetch(lock)
+        try:
+            for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
+                await tx.execute(stmt, None)
+            current = await _version(tx, kind) or 0
+            for mig in migrations(kind):
+                if mig.version <= current:
+                    continue
+                for stmt in split_statements(mig.sql):
+                    await tx.execute(stmt, None)
+                await tx.execute(
+                    "INSERT INTO dtmx_schema_version (version, applied_at) VALUES (?, ?)",
+                    [mig.version, backend.dialect.ts(time.time())],
+                )
+                applied.append(mig.version)
+        finally:
+            if unlock:
+                await tx.fetch(unlock)
+    return applied
+
+
+async def check(backend: Backend, *, create: bool) -> None:
+    """Create the schema on first start (with `create`); refuse a schema that does not
+    match the code, telling the operator what to do."""
+    kind = backend.dialect.kind
+    want = code_version(kind)
+    have = await schema_version(backend)
+    if have is None:
+        if not create:
+            raise StoreError(
+                f"the {kind.value} store has no dtmx schema: run `dtmx migrate` first"
+            )
+        await migrate(backend)
+        return
+    if have < want:
+        raise StoreError(
+            f"the {kind.value} store schema is at version {have} but this dtmx needs"
+            f" version {want}: run `dtmx migrate` to upgrade it"
+        )
+    if have > want:
+        raise StoreError(
+            f"the {kind.value} store schema is at version {have}, newer than this dtmx"
+            f" (version {want}): upgrade dtmx"
+        )
