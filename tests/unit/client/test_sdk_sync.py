@@ -120,3 +120,13 @@ def test_sync_unreachable() -> None:
     with pytest.raises(DtmError):
         client.new_gid()
     client.close()
+
+
+def test_sync_constructors_and_classmethods() -> None:
+    client = SyncDtmClient("http://127.0.0.1:9/api/dtmsvr")
+    saga = SyncSaga(client, "g").add("a", "c", {"x": 1})
+    assert saga.to_body()["steps"] == [{"action": "a", "compensate": "c"}]
+    nested = SyncTcc.from_branch(client, "g", "01")
+    assert isinstance(nested, SyncTcc)
+    assert nested.ids.new_id() == "0101"
+    assert isinstance(nested.client, SyncDtmClient)  # attributes read back as sync twins
