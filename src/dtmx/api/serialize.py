@@ -15,6 +15,10 @@ def iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
 
 
+def _num(v: float) -> int | float:
+    return int(v) if v == int(v) else v
+
+
 def _omit_empty(d: dict[str, Any]) -> dict[str, Any]:
     # DTM's structs are `omitempty`: leave out what is empty, as its clients expect
     return {k: v for k, v in d.items() if v not in (None, "", 0, False, [], {})}
@@ -36,7 +40,7 @@ def trans_json(t: Transaction) -> dict[str, Any]:
             "result": t.result,
             "rollback_reason": t.rollback_reason,
             "custom_data": t.custom_data,
-            "next_cron_interval": int(t.next_cron_interval),
+            "next_cron_interval": _num(t.next_cron_interval),
             "next_cron_time": iso(t.next_cron_time),
             "owner": t.owner,
             "ext_data": t.ext_data,

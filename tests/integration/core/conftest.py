@@ -1,0 +1,50 @@
+"""A real `dtmx serve` process on SQLite and a real busi branch service, per module."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from dtmx.busi import BusiServer
+from tests.support.server import ServerProcess
+from tests.support.util import free_port
+
+
+@pytest.fixture(scope="module")
+def busi() -> Iterator[BusiServer]:
+    b = BusiServer(free_port()).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    s = ServerProcess().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def gid() -> str:
+    return f"it-{uuid.uuid4().hex}"
+
+
+def post(server: ServerProcess, route: str, body: Any) -> requests.Response:
+    return requests.post(f"{server.url}/{route}", json=body, timeout=15)
+
+
+def saga_body(gid: str, busi: BusiServer, *steps: tuple[str, str], **opts: Any) -> dict[str, Any]:
+    return {
+        "gid": gid,
+        "trans_type": "saga",
+        "steps": [{"action": f"{busi.url}/{a}", "compensate": f"{busi.url}/{c}"} for a, c in steps],
+        "payloads": ['{"amount": 30}'] * len(steps),
+        **opts,
+    }
+
+
+TRANSFER = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))

@@ -1,0 +1,209 @@
+"""TCC, 2-phase messages, topics and the operator routes against a real server."""
+
+from __future__ import annotations
+
+import requests
+
+from dtmx.busi import BusiServer
+from tests.integration.core.conftest import post
+from tests.support.server import ServerProcess
+
+
+def register(server: ServerProcess, busi: BusiServer, gid: str, bid: str, side: str) -> None:
+    r = post(server, "registerBranch", {
+        "gid": gid, "branch_id": bid, "trans_type": "tcc", "data": '{"amount": 30}',
+        "confirm": f"{busi.url}/{side}Confirm", "cancel": f"{busi.url}/{side}Cancel"})
+    assert r.status_code == 200, r.text
+
+
+def test_tcc_normal(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    assert post(server, "prepare", {"gid": gid, "trans_type": "tcc"}).status_code == 200
+    register(server, busi, gid, "01", "TransOut")
+    register(server, busi, gid, "02", "TransIn")
+    assert post(server, "submit", {"gid": gid, "trans_type": "tcc"}).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert busi.state.count("TransOutConfirm", gid) == 1
+    assert busi.state.count("TransInConfirm", gid) == 1
+    assert busi.state.count("TransInCancel", gid) == 0
+
+
+def test_tcc_rollback_by_abort(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    assert post(server, "prepare", {"gid": gid, "trans_type": "tcc"}).status_code == 200
+    register(server, busi, gid, "01", "TransOut")
+    register(server, busi, gid, "02", "TransIn")
+    r = post(server, "abort", {"gid": gid, "trans_type": "tcc", "rollback_reason": "try failed"})
+    assert r.status_code == 200
+    q = server.wait_status(gid, "failed")
+    assert q["transaction"]["rollback_reason"] == "try failed"
+    assert busi.state.count("TransOutCancel", gid) == 1
+    assert busi.state.count("TransInCancel", gid) == 1
+    assert busi.state.count("TransInConfirm", gid) == 0
+
+
+def test_tcc_nested_branches_confirmed_children_first(server: ServerProcess, busi: BusiServer,
+                                                      gid: str) -> None:
+    post(server, "prepare", {"gid": gid, "trans_type": "tcc"})
+    register(server, busi, gid, "01", "TransOut")
+    register(server, busi, gid, "0101", "TransIn")  # a sub-branch registered by branch 01
+    assert post(server, "submit", {"gid": gid, "trans_type": "tcc"}).status_code == 200
+    q = server.wait_status(gid, "succeed")
+    done = sorted((b["finish_time"], b["branch_id"]) for b in q["branches"] if b["op"] == "confirm")
+    assert [bid for _, bid in done] == ["0101", "01"]
+
+
+def test_tcc_prepared_times_out_and_cancels(server: ServerProcess, busi: BusiServer,
+                                            gid: str) -> None:
+    # the test server's TimeoutToFail is 1 s: a forgotten TCC is cancelled by the poller
+    post(server, "prepare", {"gid": gid, "trans_type": "tcc"})
+    register(server, busi, gid, "01", "TransOut")
+    q = server.wait_status(gid, "failed")
+    assert "Timeout" in q["transaction"]["rollback_reason"]
+    assert busi.state.count("TransOutCancel", gid) == 1
+
+
+def test_register_branch_errors(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    base = {"gid": gid, "branch_id": "01", "trans_type": "tcc", "confirm": "", "cancel": ""}
+    r = post(server, "registerBranch", base)  # no such prepared transaction
+    assert r.status_code == 409 and r.json()["dtm_result"] == "FAILURE"
+    post(server, "prepare", {"gid": gid, "trans_type": "tcc"})
+    assert post(server, "registerTccBranch", base).status_code == 200
+    r = post(server, "registerBranch", base)
+    assert r.status_code == 409 and "already registered" in r.json()["message"]
+    r = post(server, "registerBranch", {**base, "branch_id": 2})
+    assert r.status_code == 400 and "must be a string" in r.json()["message"]
+    r = post(server, "registerBranch", {**base, "trans_type": "saga", "branch_id": "03"})
+    assert r.status_code == 400
+    post(server, "abort", {"gid": gid, "trans_type": "tcc"})
+
+
+def msg_body(gid: str, busi: BusiServer, **extra: object) -> dict[str, object]:
+    return {"gid": gid, "trans_type": "msg", "query_prepared": f"{busi.url}/QueryPrepared",
+            "steps": [{"action": f"{busi.url}/TransOut"}, {"action": f"{busi.url}/TransIn"}],
+            "payloads": ['{"a":1}', '{"a":2}'], **extra}
+
+
+def test_msg_prepare_submit(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    assert post(server, "prepare", msg_body(gid, busi)).status_code == 200
+    assert post(server, "prepare", msg_body(gid, busi)).status_code == 200  # idempotent
+    assert server.status(gid) == "prepared"
+    assert post(server, "submit", msg_body(gid, busi)).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert busi.state.applied_count("TransIn", gid) == 1
+    assert busi.state.count("QueryPrepared", gid) == 0
+
+
+def test_msg_query_prepared_success(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    assert post(server, "prepare", msg_body(gid, busi)).status_code == 200
+    server.wait_status(gid, "succeed")  # after TimeoutToFail the server asks and delivers
+    assert busi.state.count("QueryPrepared", gid) == 1
+    assert busi.state.applied_count("TransOut", gid) == 1
+
+
+def test_msg_query_prepared_failure(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    busi.state.set("QueryPrepared", "FAILURE")
+    try:
+        assert post(server, "prepare", msg_body(gid, busi)).status_code == 200
+        server.wait_status(gid, "failed")
+    finally:
+        busi.state.set("QueryPrepared", "SUCCESS")
+    assert busi.state.count("TransOut", gid) == 0
+
+
+def test_msg_query_prepared_ongoing_then_success(server: ServerProcess, busi: BusiServer,
+                                                 gid: str) -> None:
+    busi.state.set("QueryPrepared", "ONGOING", "SUCCESS")
+    assert post(server, "prepare", msg_body(gid, busi)).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert busi.state.count("QueryPrepared", gid) == 2
+
+
+def test_msg_action_failure_is_retried_not_fatal(server: ServerProcess, busi: BusiServer,
+                                                 gid: str) -> None:
+    busi.state.set("TransIn", "FAILURE", "SUCCESS")
+    assert post(server, "submit", msg_body(gid, busi)).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert busi.state.count("TransIn", gid) == 2
+
+
+def test_msg_abort_and_delay(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    post(server, "prepare", msg_body(gid, busi))
+    assert post(server, "abort", msg_body(gid, busi)).status_code == 200
+    assert server.status(gid) == "failed"
+    body = msg_body(gid + "d", busi, custom_data='{"delay": 1}')
+    assert post(server, "submit", body).status_code == 200
+    assert server.status(gid + "d") == "submitted"
+    q = server.wait_status(gid + "d", "succeed")
+    assert q["transaction"]["finish_time"] >= q["transaction"]["create_time"]
+
+
+def test_topics(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    topic = f"t-{gid}"
+    sub = f"{server.url}/subscribe"
+    for route in ("TransIn", "TransOut"):
+        r = requests.get(sub, params={"topic": topic, "url": f"{busi.url}/{route}",
+                                      "remark": "r"}, timeout=5)
+        assert r.status_code == 200, r.text
+    r = requests.get(sub, params={"topic": topic, "url": f"{busi.url}/TransIn"}, timeout=5)
+    assert r.status_code == 409  # already subscribed
+    kv = requests.get(f"{server.url}/queryKV", params={"cat": "topics", "key": topic},
+                      timeout=5).json()["kv"]
+    assert len(kv) == 1 and "TransOut" in kv[0]["v"]
+    body = {"gid": gid, "trans_type": "msg", "steps": [{"action": f"topic://{topic}"}],
+            "payloads": ["{}"]}
+    assert post(server, "submit", body).status_code == 200
+    q = server.wait_status(gid, "succeed")
+    assert sorted(b["branch_id"] for b in q["branches"]) == ["01-01", "01-02"]
+    r = requests.get(f"{server.url}/unsubscribe", params={"topic": topic,
+                                                         "url": f"{busi.url}/TransIn"}, timeout=5)
+    assert r.status_code == 200
+    assert requests.delete(f"{server.url}/topic/{topic}", timeout=5).status_code == 200
+    body["gid"] = gid + "2"
+    r = post(server, "submit", body)
+    assert r.status_code == 400 and "no subscribers" in r.json()["message"]
+    r = requests.get(sub, params={"topic": "", "url": "x"}, timeout=5)
+    assert r.status_code == 400
+
+
+def test_force_stop(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    post(server, "prepare", msg_body(gid, busi))
+    assert post(server, "forceStop", {"gid": gid}).status_code == 200
+    assert server.status(gid) == "failed"
+    r = post(server, "forceStop", {"gid": gid})
+    assert r.status_code == 409 and r.json()["dtm_result"] == "FAILURE"
+    assert post(server, "forceStop", {"gid": gid + "none"}).status_code == 404
+
+
+def test_query_all_and_cron_routes(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    for i in range(3):
+        post(server, "prepare", {"gid": f"{gid}-{i}", "trans_type": "tcc"})
+    seen: list[str] = []
+    position = ""
+    while True:  # page through everything, two at a time
+        r = requests.get(f"{server.url}/all", params={
+            "limit": 2, "transType": "tcc", "position": position}, timeout=5).json()
+        assert len(r["transactions"]) <= 2
+        assert all(t["trans_type"] == "tcc" for t in r["transactions"])
+        seen += [t["gid"] for t in r["transactions"]]
+        position = r["next_position"]
+        if not position:
+            break
+    assert len(seen) == len(set(seen))
+    assert {f"{gid}-{i}" for i in range(3)} <= set(seen)
+    newest = [g for g in seen if g.startswith(gid)]
+    assert newest == [f"{gid}-2", f"{gid}-1", f"{gid}-0"]  # newest first
+    one = requests.get(f"{server.url}/all", params={"gid": f"{gid}-0"}, timeout=5).json()
+    assert [t["gid"] for t in one["transactions"]] == [f"{gid}-0"]
+    assert requests.get(f"{server.url}/query", timeout=5).status_code == 400
+    assert requests.get(f"{server.url}/query", params={"gid": "nope"},
+                        timeout=5).json()["transaction"] is None
+    r = requests.get(f"{server.url}/all", params={"status": "weird"}, timeout=5)
+    assert r.status_code == 400
+    r = requests.get(f"{server.url}/resetCronTime", params={"timeout": 0, "limit": 100},
+                     timeout=5)
+    assert r.status_code == 200 and "succeed_count" in r.json()
+    assert post(server, "resetNextCronTime", {"gid": f"{gid}-1"}).status_code == 200
+    assert requests.get(f"{server.url}/newGid", timeout=5).json()["gid"]
+    assert requests.get(f"http://127.0.0.1:{server.http_port}/api/ping",
+                        timeout=5).json() == {"msg": "pong"}
+    metrics = requests.get(f"http://127.0.0.1:{server.http_port}/api/metrics", timeout=5).text
+    assert "dtm_server_transaction_process_total" in metrics
