@@ -96,6 +96,9 @@ class MysqlBackend(Backend):
             "autocommit": True,
             # bytes as _binary'...' literals, so non-UTF-8 payloads reach BLOB columns intact
             "binary_prefix": True,
+            # READ COMMITTED: no gap locks, so claim_due's locking SELECT does not block
+            # concurrent inserts of new transactions; CAS updates read the latest row anyway.
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         }
         self.db = db
         self._pool_size = pool_size

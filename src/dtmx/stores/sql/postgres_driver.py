@@ -109,6 +109,8 @@ class PostgresBackend(Backend):
                 conn = await asyncpg.connect(**self._kw)
                 try:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                except (asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
+                    pass  # another server created it at the same moment
                 finally:
                     await conn.close()
             self._pool = await asyncpg.create_pool(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 from dtmx.errors import StoreError
-from dtmx.stores.sql.conn import Backend, Executor
+from dtmx.stores.sql.conn import Backend, Executor, Tx
 from dtmx.stores.sql.dialect import Kind
 
 _FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
@@ -75,10 +77,12 @@ def split_statements(script: str) -> list[str]:
 
 
 async def _version(ex: Executor, kind: Kind) -> int | None:
+    """The recorded version; None if nothing is recorded (no table, or no row yet: a
+    first migration may be under way on another server)."""
     if not await ex.fetch(_HAS_TABLE[kind], ["dtmx_schema_version"]):
         return None
     rows = await ex.fetch("SELECT MAX(version) FROM dtmx_schema_version")
-    return int(rows[0][0] or 0) if rows else 0
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 async def schema_version(backend: Backend) -> int | None:
@@ -87,47 +91,46 @@ async def schema_version(backend: Backend) -> int | None:
         return await _version(ex, backend.dialect.kind)
 
 
-async def migrate(backend: Backend) -> list[int]:
-    """Apply the migrations the database lacks; returns the versions applied."""
+@asynccontextmanager
+async def _locked(backend: Backend) -> AsyncIterator[Tx]:
+    """A transaction holding the database-wide migration lock, with the version table."""
     kind = backend.dialect.kind
     lock, unlock = _LOCK[kind]
-    applied: list[int] = []
     async with backend.transaction() as tx:
         if lock:
             await tx.fetch(lock)
         try:
             for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
                 await tx.execute(stmt, None)
-            current = await _version(tx, kind) or 0
-            for mig in migrations(kind):
-                if mig.version <= current:
-                    continue
-                for stmt in split_statements(mig.sql):
-                    await tx.execute(stmt, None)
-                await tx.execute(
-                    "INSERT INTO dtmx_schema_version (version, applied_at) VALUES (?, ?)",
-                    [mig.version, backend.dialect.ts(time.time())],
-                )
-                applied.append(mig.version)
+            yield tx
         finally:
             if unlock:
                 await tx.fetch(unlock)
+
+
+async def _apply(tx: Tx, backend: Backend, current: int) -> list[int]:
+    applied: list[int] = []
+    for mig in migrations(backend.dialect.kind):
+        if mig.version <= current:
+            continue
+        for stmt in split_statements(mig.sql):
+            await tx.execute(stmt, None)
+        await tx.execute(
+            "INSERT INTO dtmx_schema_version (version, applied_at) VALUES (?, ?)",
+            [mig.version, backend.dialect.ts(time.time())],
+        )
+        applied.append(mig.version)
     return applied
 
 
-async def check(backend: Backend, *, create: bool) -> None:
-    """Create the schema on first start (with `create`); refuse a schema that does not
-    match the code, telling the operator what to do."""
-    kind = backend.dialect.kind
+async def migrate(backend: Backend) -> list[int]:
+    """Apply the migrations the database lacks; returns the versions applied."""
+    async with _locked(backend) as tx:
+        return await _apply(tx, backend, await _version(tx, backend.dialect.kind) or 0)
+
+
+def _require_current(kind: Kind, have: int) -> None:
     want = code_version(kind)
-    have = await schema_version(backend)
-    if have is None:
-        if not create:
-            raise StoreError(
-                f"the {kind.value} store has no dtmx schema: run `dtmx migrate` first"
-            )
-        await migrate(backend)
-        return
     if have < want:
         raise StoreError(
             f"the {kind.value} store schema is at version {have} but this dtmx needs"
@@ -138,3 +141,24 @@ async def check(backend: Backend, *, create: bool) -> None:
             f"the {kind.value} store schema is at version {have}, newer than this dtmx"
             f" (version {want}): upgrade dtmx"
         )
+
+
+async def check(backend: Backend, *, create: bool) -> None:
+    """Create the schema on first start (with `create`); refuse a schema that does not
+    match the code, telling the operator what to do. Under the migration lock, so servers
+    starting together neither race the DDL nor see a half-made schema."""
+    kind = backend.dialect.kind
+    if not create:
+        have = await schema_version(backend)
+        if have is None:
+            raise StoreError(
+                f"the {kind.value} store has no dtmx schema: run `dtmx migrate` first"
+            )
+        _require_current(kind, have)
+        return
+    async with _locked(backend) as tx:
+        have = await _version(tx, kind)
+        if have is None:
+            await _apply(tx, backend, 0)
+            return
+        _require_current(kind, have)

@@ -1,0 +1,204 @@
+"""What only the SQL stores have: schema versions and migrations, DTM-compatible tables,
+driver errors translated to ours. Real servers; the databases/schemas used here are ours."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dtmx.core.models import Status, Transaction, TransOptions, TransType
+from dtmx.errors import StoreError, StoreUnavailable
+from dtmx.stores.sql import SqlStore, migrate, open_sql_store
+from dtmx.stores.sql.schema import code_version
+from tests.support.util import free_port
+
+SCHEMA_DB = "dtmx_test_store_schema"  # a database / schema of its own: tests here break it
+
+Factory = Callable[..., SqlStore]
+
+
+async def _drop_scratch(kind: str) -> None:
+    s = _factory(kind, Path("/nonexistent"))()
+    await s.backend.open(create=True)
+    try:
+        async with s.backend.session() as ex:
+            if kind == "mysql":
+                await ex.execute(f"DROP DATABASE IF EXISTS {SCHEMA_DB}", None)
+            else:
+                await ex.execute(f"DROP SCHEMA IF EXISTS {SCHEMA_DB} CASCADE", None)
+    finally:
+        await s.backend.close()
+
+
+def _factory(kind: str, tmp_path: Path) -> Factory:
+    def make(**kw: object) -> SqlStore:
+        if kind == "sqlite":
+            return SqlStore.sqlite(str(tmp_path / "schema.db"), **kw)  # type: ignore[arg-type]
+        if kind == "mysql":
+            return SqlStore.mysql(
+                "127.0.0.1", 3306, "root", "", SCHEMA_DB, pool_size=2, **kw  # type: ignore[arg-type]
+            )
+        return SqlStore.postgres(
+            "127.0.0.1", 5432, "postgres", "", "postgres", SCHEMA_DB, pool_size=2, **kw  # type: ignore[arg-type]
+        )
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgres"])
+async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """A factory of stores on an empty database (schema) of their own."""
+    kind: str = request.param
+    if kind != "sqlite":
+        await _drop_scratch(kind)
+    yield _factory(kind, tmp_path)
+    if kind != "sqlite":
+        await _drop_scratch(kind)
+
+
+async def _set_version(s: SqlStore, version: int) -> None:
+    async with s.backend.session() as ex:
+        await ex.execute("DELETE FROM dtmx_schema_version")
+        await ex.execute(
+            "INSERT INTO dtmx_schema_version (version, applied_at) VALUES (?, NULL)", [version]
+        )
+
+
+async def test_first_open_creates_schema_and_reopen_is_idempotent(fresh: Factory) -> None:
+    s = fresh()
+    await s.open()
+    try:
+        kind = s.backend.dialect.kind
+        assert await s.schema_version() == code_version(kind) >= 1
+        assert await s.migrate() == []  # nothing to do
+    finally:
+        await s.close()
+    again = fresh()
+    await again.open()
+    await again.close()
+
+
+async def test_concurrent_first_opens_both_succeed(fresh: Factory) -> None:
+    stores = [fresh(), fresh(), fresh()]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert await stores[0].schema_version() == code_version(stores[0].backend.dialect.kind)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_schema_behind_code_asks_for_migrate(fresh: Factory) -> None:
+    s = fresh()
+    await s.open()
+    await _set_version(s, 0)
+    await s.close()
+    old = fresh()
+    with pytest.raises(StoreError, match="dtmx migrate"):
+        await old.open()
+    assert await migrate(old) == [1]
+    await old.open()  # now current
+    await old.close()
+
+
+async def test_schema_ahead_of_code_is_refused(fresh: Factory) -> None:
+    s = fresh()
+    await s.open()
+    await _set_version(s, 999)
+    await s.close()
+    with pytest.raises(StoreError, match="upgrade dtmx"):
+        await fresh().open()
+
+
+async def test_create_false_on_empty_database_asks_for_migrate(fresh: Factory) -> None:
+    # the database / schema exists (an operator made it) but holds no dtmx tables
+    s = fresh()
+    await s.backend.open(create=True)
+    await s.backend.close()
+    with pytest.raises(StoreError, match="dtmx migrate"):
+        await fresh(create=False).open()
+
+
+async def test_tables_are_dtm_compatible(fresh: Factory) -> None:
+    s = fresh()
+    await s.open()
+    try:
+        t = Transaction(
+            gid="dtm-" + uuid.uuid4().hex,
+            trans_type=TransType.SAGA,
+            status=Status.SUBMITTED,
+            options=TransOptions(retry_interval=10, timeout_to_fail=60, branch_headers={"a": "b"}),
+        )
+        assert await s.create(trans=t, branches=[])
+        dtm_columns = (
+            "id, gid, trans_type, status, query_prepared, protocol, create_time, update_time,"
+            " finish_time, rollback_time, options, custom_data, next_cron_interval,"
+            " next_cron_time, owner, ext_data, result, rollback_reason"
+        )
+        async with s.backend.session() as ex:
+            rows = await ex.fetch(
+                f"SELECT {dtm_columns} FROM trans_global WHERE gid = ?", [t.gid]
+            )
+            await ex.fetch(
+                "SELECT id, gid, url, data, bin_data, branch_id, op, status, finish_time,"
+                " rollback_time, create_time, update_time FROM trans_branch_op"
+            )
+            await ex.fetch("SELECT id, cat, k, v, version, create_time, update_time FROM kv")
+        options = orjson.loads(rows[0][10])
+        assert options == {
+            "retry_interval": 10,
+            "timeout_to_fail": 60,
+            "branch_headers": {"a": "b"},
+            "concurrent": False,
+        }
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize("driver", ["mysql", "postgres"])
+async def test_unreachable_server_is_store_unavailable(driver: str) -> None:
+    s = open_sql_store(driver, host="127.0.0.1", port=free_port(), db="x")
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(s.open(), 15)
+
+
+async def test_sqlite_in_missing_directory_is_store_unavailable(tmp_path: Path) -> None:
+    s = SqlStore.sqlite(str(tmp_path / "no" / "such" / "dir" / "x.db"))
+    with pytest.raises(StoreUnavailable):
+        await s.open()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mysql", "postgres"])
+async def test_closed_store_is_unavailable(kind: str, tmp_path: Path) -> None:
+    from tests.integration.stores.conftest import sql_store
+
+    s = sql_store(kind, tmp_path)
+    await s.open()
+    await s.ping()
+    await s.close()
+    with pytest.raises(StoreUnavailable):
+        await s.ping()
+
+
+async def test_bad_scan_position_is_rejected(tmp_path: Path) -> None:
+    from dtmx.core.models import ScanFilter
+    from dtmx.errors import BadRequest
+
+    s = SqlStore.sqlite(str(tmp_path / "p.db"))
+    await s.open()
+    try:
+        with pytest.raises(BadRequest):
+            await s.scan(position="abc", limit=5, filters=ScanFilter())
+    finally:
+        await s.close()
+
+
+def test_unknown_driver_is_a_config_error() -> None:
+    from dtmx.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        open_sql_store("oracle")
