@@ -1,0 +1,90 @@
+"""kill -9 the server during a stream of sagas: a restarted server finishes every one, and no
+action or compensation is applied more (or less) often than its branch results require."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import requests
+
+from dtmx.busi import BusiServer
+from tests.support.server import ServerProcess
+from tests.support.util import eventually, free_port
+
+OK_STEPS = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))
+BAD_STEPS = (("TransInTry", "TransInCancel"), ("TransOutTry", "TransOutCancel"))
+
+
+def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    return {"gid": gid, "trans_type": "saga", "payloads": ["{}"] * len(steps),
+            "steps": [{"action": f"{url}/{a}", "compensate": f"{url}/{c}"} for a, c in steps]}
+
+
+def test_kill_9_during_a_stream_of_sagas() -> None:
+    busi = BusiServer(free_port()).start()
+    busi.state.set("TransOut", "SLEEP:0.02")  # slow enough that the kill lands mid-saga
+    busi.state.set("TransOutTry", "FAILURE")  # second step of a BAD saga always refuses
+    server = ServerProcess(extra={"RequestTimeout": 0.5, "LeaseSeconds": 1}).start()
+    acked: list[tuple[str, bool]] = []
+    attempted: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set() and i < 5000:
+            i += 1
+            good = i % 3 != 0
+            gid = f"crash-{uuid.uuid4().hex[:12]}"
+            attempted.append(gid)
+            try:
+                r = requests.post(f"{server.url}/submit",
+                                  json=body(gid, busi.url, OK_STEPS if good else BAD_STEPS),
+                                  timeout=2)
+            except requests.RequestException:
+                stop.wait(0.02)  # not acknowledged: the server is down; a client backs off
+                continue
+            if r.status_code == 200:
+                acked.append((gid, good))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        eventually(lambda: len(acked) >= 40, timeout=30)
+        server.kill()
+        n_before = len(acked)
+        # the kill must land with acknowledged sagas unfinished, or this tests nothing
+        unfinished = [g for g, good in acked[:n_before]
+                      if busi.state.applied_count("TransIn" if good else "TransInCancel", g) == 0]
+        assert unfinished
+        server.start()
+        eventually(lambda: len(acked) >= n_before + 20, timeout=30)
+    finally:
+        stop.set()
+        t.join(30)
+
+    def all_final() -> bool:
+        for gid, good in acked:
+            if server.status(gid) != ("succeed" if good else "failed"):
+                return False
+        return True
+
+    eventually(all_final, timeout=60, interval=0.2)
+    st = busi.state
+    for gid, good in acked:
+        if good:
+            assert st.applied_count("TransOut", gid) == 1, gid
+            assert st.applied_count("TransIn", gid) == 1, gid
+            assert st.applied_count("TransOutRevert", gid) == 0, gid
+            assert st.count("TransOutRevert", gid) == 0, gid
+        else:
+            assert st.applied_count("TransInTry", gid) == 1, gid
+            assert st.applied_count("TransInCancel", gid) == 1, gid
+            assert st.applied_count("TransOutTry", gid) == 0, gid
+    # a request the server stored but could not answer before dying is finished too
+    acked_gids = {g for g, _ in acked}
+    for gid in attempted:
+        if gid not in acked_gids and server.query(gid)["transaction"] is not None:
+            eventually(lambda g=gid: server.status(g) in ("succeed", "failed"), timeout=30)
+    server.stop()
+    busi.stop()
