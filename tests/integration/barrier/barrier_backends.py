@@ -8,6 +8,7 @@ business tables back through a separate autocommit checker connection of the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import uuid
@@ -82,10 +83,8 @@ class Harness:
             return
         if self.dialect is Dialect.POSTGRES:
             # CREATE SCHEMA IF NOT EXISTS races with itself across sessions; tolerate that.
-            try:
+            with contextlib.suppress(psycopg.errors.UniqueViolation):
                 self._check("CREATE SCHEMA IF NOT EXISTS dtm_barrier")
-            except psycopg.errors.UniqueViolation:
-                pass
         conn = await self.open()
         try:
             if self.sync:
@@ -344,8 +343,19 @@ BACKENDS = (
 )
 
 
+_CACHE: dict[str, Harness] = {}
+
+
+async def get_harness(name: str, tmp: Path) -> Harness:
+    """The ready harness called `name` (one of BACKENDS), made once per session."""
+    if name not in _CACHE:
+        _CACHE[name] = make_harness(name, tmp)
+    await _CACHE[name].ready()
+    return _CACHE[name]
+
+
 def make_harness(name: str, tmp: Path) -> Harness:
-    """The harness called `name` (one of BACKENDS); SQLite files go under `tmp`."""
+    """A new harness called `name` (one of BACKENDS); SQLite files go under `tmp`."""
     makers: dict[str, Callable[[], Harness]] = {
         "aiosqlite": lambda: _aiosqlite(tmp),
         "sqlite3": lambda: _sqlite3(tmp),

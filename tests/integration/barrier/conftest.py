@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.barrier.barrier_backends import BACKENDS, Harness, make_harness
+from tests.integration.barrier.barrier_backends import BACKENDS, Harness, get_harness
 
 
 @pytest.fixture(scope="session")
@@ -14,15 +14,7 @@ def barrier_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("barrier")
 
 
-_HARNESSES: dict[str, Harness] = {}
-
-
 @pytest.fixture(params=BACKENDS)
 async def h(request: pytest.FixtureRequest, barrier_tmp: Path) -> Harness:
-    """A ready harness for each backend (created and set up once per session)."""
-    name = request.param
-    if name not in _HARNESSES:
-        _HARNESSES[name] = make_harness(name, barrier_tmp)
-    harness = _HARNESSES[name]
-    await harness.ready()
-    return harness
+    """A ready harness for each backend."""
+    return await get_harness(request.param, barrier_tmp)

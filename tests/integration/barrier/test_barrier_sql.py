@@ -14,7 +14,9 @@ from dtmx.client.barrier import BranchBarrier, Duplicated, Failure
 from tests.integration.barrier.barrier_backends import Boom, Harness, new_gid
 
 
-def bb(h: Harness, gid: str, op: str, trans_type: str = "saga", branch: str = "01") -> BranchBarrier:
+def bb(
+    h: Harness, gid: str, op: str, trans_type: str = "saga", branch: str = "01"
+) -> BranchBarrier:
     """A fresh barrier, as each incoming branch request builds one."""
     return BranchBarrier(trans_type=trans_type, gid=gid, branch_id=branch, op=op, table=h.table)
 
@@ -50,7 +52,11 @@ async def test_null_compensation_skips_business(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("trans_type", "cancel", "try_"),
-    [("tcc", "cancel", "try"), ("saga", "compensate", "action"), ("workflow", "rollback", "action")],
+    [
+        ("tcc", "cancel", "try"),
+        ("saga", "compensate", "action"),
+        ("workflow", "rollback", "action"),
+    ],
 )
 async def test_hanging_request_skipped(h: Harness, trans_type: str, cancel: str, try_: str) -> None:
     gid = new_gid()
