@@ -4,6 +4,7 @@ driver errors translated to ours. Real servers; the databases/schemas used here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -202,3 +203,43 @@ def test_unknown_driver_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError):
         open_sql_store("oracle")
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgres"])
+async def test_killed_connection_is_unavailable_then_recovers(kind: str) -> None:
+    """A connection the server drops surfaces as StoreUnavailable (never a driver error)
+    and the pool replaces it."""
+    from tests.integration.stores.conftest import TEST_DB
+    from tests.support.util import aeventually
+
+    if kind == "mysql":
+        s = SqlStore.mysql("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
+        admin = SqlStore.mysql("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
+        who, kill = "SELECT CONNECTION_ID()", "KILL ?"
+    else:
+        s = SqlStore.postgres("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1)
+        admin = SqlStore.postgres(
+            "127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1
+        )
+        who, kill = "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"
+    await s.open()
+    await admin.open()
+    try:
+        async with s.backend.session() as ex:
+            conn_id = int((await ex.fetch(who))[0][0])
+        async with admin.backend.session() as ex:
+            await ex.execute(kill, [conn_id])
+        # the dead connection may be handed out once (StoreUnavailable); then it is replaced
+        with contextlib.suppress(StoreUnavailable):
+            await s.get(gid="whatever")
+
+        async def works() -> bool:
+            try:
+                return await s.get(gid="whatever") is None
+            except StoreUnavailable:
+                return False
+
+        assert await aeventually(works, timeout=10)
+    finally:
+        await s.close()
+        await admin.close()

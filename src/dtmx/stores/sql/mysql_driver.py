@@ -110,6 +110,7 @@ class MysqlBackend(Backend):
                 conn = await asyncmy.connect(**self._kw)
                 try:
                     async with conn.cursor() as cur:
+                        await cur.execute("SET SESSION sql_notes = 0")  # no "exists" note
                         await cur.execute(
                             f"CREATE DATABASE IF NOT EXISTS `{self.db}`"
                             " DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"

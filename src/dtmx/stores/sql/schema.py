@@ -23,10 +23,15 @@ _FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
 
 #: Per dialect: statements taking and releasing the migration lock on the connection.
 #: SQLite needs none: the migration runs inside BEGIN IMMEDIATE.
-_LOCK = {
-    Kind.SQLITE: ("", ""),
-    Kind.MYSQL: ("SELECT GET_LOCK('dtmx_migrate', 60)", "SELECT RELEASE_LOCK('dtmx_migrate')"),
-    Kind.POSTGRES: ("SELECT pg_advisory_xact_lock(727001)", ""),
+#: MySQL also turns off notes: "table already exists" notes would make asyncmy log them
+#: and fetch them with an extra SHOW WARNINGS.
+_LOCK: dict[Kind, tuple[tuple[str, ...], str]] = {
+    Kind.SQLITE: ((), ""),
+    Kind.MYSQL: (
+        ("SET SESSION sql_notes = 0", "SELECT GET_LOCK('dtmx_migrate', 60)"),
+        "SELECT RELEASE_LOCK('dtmx_migrate')",
+    ),
+    Kind.POSTGRES: (("SELECT pg_advisory_xact_lock(727001)",), ""),
 }
 
 #: Per dialect: does the version table exist? (One `?` = the table name.)
@@ -97,8 +102,8 @@ async def _locked(backend: Backend) -> AsyncIterator[Tx]:
     kind = backend.dialect.kind
     lock, unlock = _LOCK[kind]
     async with backend.transaction() as tx:
-        if lock:
-            await tx.fetch(lock)
+        for stmt in lock:
+            await tx.fetch(stmt)
         try:
             for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
                 await tx.execute(stmt, None)
