@@ -6,11 +6,14 @@ Each test is one scenario of DTM's barrier contract; the `h` fixture runs it onc
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from dtmx.client.barrier import BranchBarrier, Duplicated, Failure
+from dtmx.client.barrier import BranchBarrier, Dialect, Duplicated, Failure
 from tests.integration.barrier.barrier_backends import Boom, Harness, new_gid
 
 
@@ -163,3 +166,48 @@ async def test_wrong_kind_of_connection_is_refused(h: Harness) -> None:
                 barrier.call_sync(conn, lambda c: None)
     finally:
         await h.close(conn)
+
+
+async def _outer_transaction(h: Harness, conn: Any) -> Callable[[], Awaitable[None]]:
+    """Open a transaction the application's way; return how to commit it."""
+    if h.name == "asyncpg":
+        tx = conn.transaction()
+        await tx.start()
+        return tx.commit  # type: ignore[no-any-return]
+    if h.name in ("aiosqlite", "sqlite3"):
+        result = conn.execute("BEGIN")
+        if inspect.isawaitable(result):
+            await result
+    elif h.name.startswith("sqlalchemy"):
+        result = conn.begin()
+        if inspect.isawaitable(result):
+            await result
+    else:  # psycopg: any statement opens the implicit transaction
+        result = conn.execute("SELECT 1")
+        if inspect.isawaitable(result):
+            await result
+
+    async def commit() -> None:
+        done = conn.commit()
+        if inspect.isawaitable(done):
+            await done
+
+    return commit
+
+
+async def test_inside_an_open_transaction_uses_a_savepoint(h: Harness) -> None:
+    if h.dialect is Dialect.MYSQL:
+        pytest.skip("MySQL has no nested transactions: BEGIN ends the open one (documented)")
+    gid = new_gid()
+    conn = await h.open()
+    try:
+        commit = await _outer_transaction(h, conn)
+        with pytest.raises(Boom):
+            await h.call(bb(h, gid, "action"), conn, fail=True)  # rolls back to the savepoint
+        await h.call(bb(h, gid, "action"), conn)
+        assert h.busi_ops(gid) == []  # not committed yet: the caller owns the transaction
+        await commit()
+    finally:
+        await h.close(conn)
+    assert h.busi_ops(gid) == ["action"]
+    assert h.barrier_rows(gid) == {("01", "action", "01", "action")}
