@@ -7,6 +7,7 @@ for web frameworks are `dtmx.client.starlette` and `dtmx.client.aiohttp_web`; th
 
 from __future__ import annotations
 
+from dtmx.client.barrier import BranchBarrier
 from dtmx.client.base import BranchIdGen, payload_text
 from dtmx.client.branch import BranchInfo, result_for
 from dtmx.client.client import DtmClient
@@ -19,6 +20,7 @@ from dtmx.client.tcc import Tcc, tcc_global_transaction
 from dtmx.client.transport import Transport
 
 __all__ = [
+    "BranchBarrier",
     "BranchIdGen",
     "BranchInfo",
     "BranchResponse",

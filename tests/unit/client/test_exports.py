@@ -7,6 +7,7 @@ import dtmx.client
 import dtmx.client.sync
 
 EXPECTED = {
+    "BranchBarrier",
     "BranchIdGen",
     "BranchInfo",
     "BranchResponse",
