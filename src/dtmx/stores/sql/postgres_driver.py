@@ -26,6 +26,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # raised when the server dropped the connection while asyncpg was between states
+    asyncpg.InternalClientError,
 )
 
 
@@ -134,6 +136,9 @@ class PostgresBackend(Backend):
             conn = await self._pool.acquire()
         try:
             yield conn
+        except StoreUnavailable:
+            conn.terminate()  # a broken connection is replaced, not reused
+            raise
         finally:
             with suppress(Exception):
                 await self._pool.release(conn)

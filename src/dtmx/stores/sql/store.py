@@ -303,12 +303,15 @@ class SqlStore:
         )
         pick_args = [*_UNFINISHED, d.ts(now), limit]
         if d.kind is not Kind.MYSQL:
-            # one statement: MySQL cannot UPDATE a table it selects from with LIMIT.
+            # One statement (MySQL cannot UPDATE a table it selects from with LIMIT). The
+            # pick is a MATERIALIZED CTE: as a plain IN (subquery) Postgres may run the
+            # LIMITed, SKIP LOCKED subquery more than once and claim more than `limit`.
             sql = (
-                f"UPDATE trans_global SET owner = ?, next_cron_time = ? WHERE id IN ({pick})"
-                f" AND {_IN_UNFINISHED} AND next_cron_time <= ? RETURNING {TRANS_COLS}"
+                f"WITH picked AS MATERIALIZED ({pick})"
+                " UPDATE trans_global SET owner = ?, next_cron_time = ?"
+                f" WHERE id IN (SELECT id FROM picked) RETURNING {TRANS_COLS}"
             )
-            args = [owner, d.ts(now + lease), *pick_args, *_UNFINISHED, d.ts(now)]
+            args = [*pick_args, owner, d.ts(now + lease)]
             # SQLite: BEGIN IMMEDIATE serialises claimers of other processes; Postgres: the
             # single statement is atomic and SKIP LOCKED keeps claimers apart.
             claim = self._session() if d.kind is Kind.POSTGRES else self._tx()
