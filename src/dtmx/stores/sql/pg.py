@@ -60,7 +60,8 @@ def add_branches(
     """Insert branches if the global row has `expect_status`, locking it meanwhile so a
     concurrent status change cannot slip between the check and the insert."""
     sql = (
-        "WITH g AS (SELECT id FROM trans_global WHERE gid = ? AND status = ? FOR UPDATE),"
+        "WITH g AS MATERIALIZED (SELECT id FROM trans_global WHERE gid = ? AND status = ?"
+        " FOR UPDATE),"
         f" b AS ({_BRANCH_INSERT})"
         " SELECT count(*) FROM g"
     )
