@@ -87,15 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _migrate(settings: Settings) -> int:
     from dtmx.stores import make_store
+    from dtmx.stores.sql import SqlStore, migrate
 
     async def go() -> None:
         store = make_store(settings)
-        migrate = getattr(store, "migrate", None)
-        if migrate is not None:
-            await migrate()
-        else:
+        if isinstance(store, SqlStore):
+            applied = await migrate(store)
+            print(f"dtmx: applied schema versions {applied}" if applied else
+                  "dtmx: nothing to apply")
+        else:  # Redis has no schema: opening checks that it is reachable
             await store.open()
-        await store.close()
+            await store.close()
 
     try:
         asyncio.run(go())

@@ -123,3 +123,27 @@ def store_conf(driver: str, db: str = "dtm") -> dict[str, Any]:
         "Password": p.password,
         "Db": db,
     }
+
+
+STORES = ("sqlite", "mysql", "postgres", "redis")
+
+
+def store_block(driver: str, name: str, workdir: str) -> dict[str, Any]:
+    """The YAML `Store` block of a dtmx server on `driver`, isolated under `name`
+    (a MySQL database, a PostgreSQL schema, a Redis key prefix or a SQLite file)."""
+    if driver == "sqlite":
+        return {"Driver": "sqlite", "Db": os.path.join(workdir, f"{name}.db")}
+    if driver == "mysql":
+        p = mysql()
+        return {"Driver": "mysql", "Host": p.host, "Port": p.port, "User": p.user,
+                "Password": p.password, "Db": name}
+    if driver == "postgres":
+        p = postgres()
+        return {"Driver": "postgres", "Host": p.host, "Port": p.port, "User": p.user,
+                "Password": p.password, "Db": "postgres", "Schema": name}
+    if driver == "redis":
+        u = urlsplit(os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        return {"Driver": "redis", "Host": u.hostname or "127.0.0.1", "Port": u.port or 6379,
+                "Password": u.password or "", "Db": (u.path or "/0").lstrip("/") or "0",
+                "RedisPrefix": "{" + name + "}"}
+    raise ValueError(f"unknown store driver {driver}")

@@ -11,6 +11,7 @@ import requests
 
 from dtmx.busi import BusiServer
 from tests.support.server import ServerProcess
+from tests.support.services import STORES, store_block
 from tests.support.util import free_port
 
 
@@ -21,9 +22,13 @@ def busi() -> Iterator[BusiServer]:
     b.stop()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    s = ServerProcess().start()
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """The whole core suite runs once per store: SQLite, MySQL, PostgreSQL and Redis."""
+    workdir = str(tmp_path_factory.mktemp("dtmx"))
+    name = f"dtmx_it_{uuid.uuid4().hex[:8]}"
+    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
     yield s
     s.stop()
 

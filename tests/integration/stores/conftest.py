@@ -51,10 +51,8 @@ async def _drop_redis_keys(prefix: str) -> None:
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     kind: str = request.param
     if kind == "redis":
-        try:
-            from dtmx.stores.redis_store import RedisStore
-        except ModuleNotFoundError:
-            pytest.skip("redis store not written yet")
+        from dtmx.stores.redis_store import RedisStore
+
         prefix = "{dtmx-test-" + uuid.uuid4().hex[:12] + "}"
         rs = RedisStore(REDIS_URL, prefix=prefix, finished_ttl=86400.0)
         await rs.open()
