@@ -21,8 +21,10 @@ bash scripts/bootstrap.sh || fail "scripts/bootstrap.sh"
 # Optional top-level trees that take part in lint and tests when present.
 lint_paths=(src tests)
 test_paths=(tests)
-for d in mall bench; do [[ -d $d ]] && lint_paths+=("$d"); done
-[[ -d mall/tests ]] && test_paths+=(mall/tests)
+for d in mall bench; do
+  if [[ -d $d ]]; then lint_paths+=("$d"); fi
+done
+if [[ -d mall/tests ]]; then test_paths+=(mall/tests); fi
 
 if [[ ${DTMX_TEST_SKIP_LINT:-0} != 1 ]]; then
   step "ruff check ${lint_paths[*]}"
@@ -39,7 +41,7 @@ for arg in "$@"; do
   fi
 done
 
-step "pytest ${test_paths[*]} $*"
+step "pytest $(printf '%s ' "${test_paths[@]}" "$@")"
 rc=0
 timeout --kill-after=30 "${DTMX_TEST_TIMEOUT:-1080}" \
   .venv/bin/pytest -q -p no:cacheprovider --durations=15 "${test_paths[@]}" "$@" </dev/null \
