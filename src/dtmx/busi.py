@@ -38,6 +38,9 @@ class BusiState:
     done: set[tuple[str, str, str]] = field(default_factory=set)
     headers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     bodies: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # calls of the same (route, gid) that overlapped in time: two workers on one transaction
+    in_flight: Counter[tuple[str, str]] = field(default_factory=Counter)
+    overlaps: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def set(self, route: str, *results: str) -> None:
@@ -58,6 +61,13 @@ class BusiState:
             self.calls[(route, gid)] += 1
             self.headers[(route, gid)] = headers
             self.bodies[(route, gid)] = body
+            if self.in_flight[(route, gid)]:
+                self.overlaps.append((route, gid))
+            self.in_flight[(route, gid)] += 1
+
+    def finish(self, route: str, q: dict[str, str]) -> None:
+        with self.lock:
+            self.in_flight[(route, q.get("gid", ""))] -= 1
 
     def apply(self, route: str, q: dict[str, str]) -> None:
         """Apply the effect once, with the barrier's rules."""
@@ -89,6 +99,12 @@ def make_app(state: BusiState) -> web.Application:
         body = await request.read()
         q = dict(request.query)
         state.record(route, q, dict(request.headers), body)
+        try:
+            return await answer(route, q)
+        finally:
+            state.finish(route, q)
+
+    async def answer(route: str, q: dict[str, str]) -> web.Response:
         result = state.next_result(route)
         if result.startswith("SLEEP"):  # SLEEP:<seconds>, then success
             await asyncio.sleep(float(result.split(":", 1)[1]))

@@ -19,10 +19,20 @@ log = logging.getLogger("dtmx.poller")
 
 class Poller:
     def __init__(
-        self, service: Service, *, interval: float, batch: int = 16, concurrency: int = 64
+        self,
+        service: Service,
+        *,
+        interval: float,
+        batch: int = 16,
+        concurrency: int = 64,
+        finished_ttl: float = 0.0,
+        expire_every: float = 60.0,
     ) -> None:
         self.service = service
         self.interval = interval
+        self.finished_ttl = finished_ttl
+        self.expire_every = expire_every
+        self._next_expire = 0.0
         self.batch = batch
         self._sem = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
@@ -57,11 +67,26 @@ class Poller:
         finally:
             self._sem.release()
 
+    async def expire_once(self) -> int:
+        """Delete finished transactions older than finished_ttl, in bounded batches.
+
+        Runs from the poll loop at most every `expire_every` seconds, off the hot path.
+        """
+        now = self.service.clock.now()
+        if not self.finished_ttl or now < self._next_expire:
+            return 0
+        self._next_expire = now + self.expire_every
+        n = await self.service.store.expire_finished(before=now - self.finished_ttl, limit=1000)
+        if n:
+            log.info("expired %d finished transactions", n)
+        return n
+
     async def run(self) -> None:
         clock = self.service.clock
         while not self._stop.is_set():
             try:
                 n = await self.poll_once()
+                await self.expire_once()
                 if not self.healthy:
                     log.info("store is reachable again")
                 self.healthy = True

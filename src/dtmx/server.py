@@ -60,7 +60,12 @@ class Server:
             metrics=metrics,
         )
         self.service = Service(engine=engine, new_gid=GidFactory(self.clock))
-        self.poller = Poller(self.service, interval=s.TransCronInterval)
+        self.poller = Poller(
+            self.service,
+            interval=s.TransCronInterval,
+            finished_ttl=float(s.Store.FinishedDataExpire),
+            expire_every=min(60.0, max(s.Store.FinishedDataExpire / 4, s.TransCronInterval)),
+        )
         api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail)
         api.health = self._healthy
         self._runner = web.AppRunner(api.app(), access_log=None)
@@ -120,7 +125,9 @@ async def _start_grpc(service: Service, s: Settings, reuse_port: bool) -> Any:
     except ImportError:
         log.warning("gRPC API not available (grpcio missing)")
         return None
-    return await start_grpc_server(service, s.Host, s.GrpcPort)
+    # with --workers every process binds the same ports (SO_REUSEPORT), as the HTTP site does
+    options = {"grpc.so_reuseport": 1} if reuse_port else None
+    return await start_grpc_server(service, s.Host, s.GrpcPort, options=options)
 
 
 async def _start_registration(s: Settings) -> list[Any]:

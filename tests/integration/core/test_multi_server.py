@@ -1,0 +1,94 @@
+"""Several servers on one store (issue 3): kill -9 one of three during a stream of sagas; the
+others take its work over when the lease ends; every saga finishes, no branch is applied more
+often than its results require, and no two servers ever work on one transaction at once."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+
+import pytest
+import requests
+
+from dtmx.busi import BusiServer
+from tests.support.server import ServerProcess
+from tests.support.services import STORES, store_block
+from tests.support.util import eventually, free_port
+
+OK_STEPS = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))
+BAD_STEPS = (("TransInTry", "TransInCancel"), ("TransOutTry", "TransOutCancel"))
+
+
+def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    return {"gid": gid, "trans_type": "saga", "payloads": ["{}"] * len(steps),
+            "steps": [{"action": f"{url}/{a}", "compensate": f"{url}/{c}"} for a, c in steps]}
+
+
+@pytest.mark.parametrize("driver", STORES)
+def test_three_servers_one_killed(driver: str, tmp_path: object) -> None:
+    busi = BusiServer(free_port()).start()
+    busi.state.set("TransOut", "SLEEP:0.2")
+    busi.state.set("TransOutTry", "FAILURE")
+    name = f"dtmx_ms_{uuid.uuid4().hex[:8]}"
+    block = store_block(driver, name, str(tmp_path))
+    fast = {"RequestTimeout": 0.5, "LeaseSeconds": 1}
+    servers = [ServerProcess(store=block, extra=fast).start() for _ in range(3)]
+    acked: list[tuple[str, bool]] = []
+    on_first: set[str] = set()  # acknowledged by the server that gets killed
+    stop = threading.Event()
+
+    def stream() -> None:
+        for i in itertools.count():
+            if stop.is_set() or i > 5000:
+                return
+            good = i % 5 != 0  # independent of the server choice (i % 3)
+            gid = f"ms-{uuid.uuid4().hex[:12]}"
+            target = servers[i % 3]
+            try:
+                r = requests.post(f"{target.url}/submit",
+                                  json=body(gid, busi.url, OK_STEPS if good else BAD_STEPS),
+                                  timeout=2)
+            except requests.RequestException:
+                continue  # the killed server: the client tries the next one
+            if r.status_code == 200:
+                acked.append((gid, good))
+                if target is servers[0]:
+                    on_first.add(gid)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        eventually(lambda: len(acked) >= 45, timeout=60)
+        servers[0].kill()
+        n = len(acked)
+        # the killed server must leave acknowledged work unfinished for the others to take over
+        orphans = [g for g, good in acked[:n] if g in on_first and busi.state.applied_count(
+            "TransIn" if good else "TransInCancel", g) == 0]
+        assert orphans
+        eventually(lambda: len(acked) >= n + 30, timeout=60)
+    finally:
+        stop.set()
+        t.join(30)
+    survivor = servers[1]
+
+    def all_final() -> bool:
+        return all(survivor.status(g) == ("succeed" if good else "failed") for g, good in acked)
+
+    try:
+        eventually(all_final, timeout=90, interval=0.2)
+        st = busi.state
+        for gid, good in acked:
+            if good:
+                assert st.applied_count("TransOut", gid) == 1, gid
+                assert st.applied_count("TransIn", gid) == 1, gid
+                assert st.count("TransOutRevert", gid) == 0, gid
+            else:
+                assert st.applied_count("TransInTry", gid) == 1, gid
+                assert st.applied_count("TransInCancel", gid) == 1, gid
+                assert st.applied_count("TransOutTry", gid) == 0, gid
+        assert st.overlaps == []
+    finally:
+        for s in servers[1:]:
+            s.stop()
+        busi.stop()
