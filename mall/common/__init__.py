@@ -1,0 +1,1 @@
+"""Shared plumbing of the mall services: config, database, cache, discovery, tracing."""

@@ -1,0 +1,1 @@
+"""gRPC protos of the mall and their generated stubs."""

@@ -1,0 +1,1 @@
+"""user-api: the REST front of the mall."""
