@@ -28,7 +28,7 @@ async def stubs(mall: Mall) -> Any:
     assert mall.user is not None and mall.score is not None
     uch = grpc.aio.insecure_channel(mall.user.address)
     sch = grpc.aio.insecure_channel(mall.score.address)
-    yield user_pb2_grpc.UserStub(uch), user_score_pb2_grpc.UserScoreStub(sch)
+    yield user_pb2_grpc.UserStub(uch), user_score_pb2_grpc.UserScoreStub(sch)  # type: ignore[no-untyped-call]
     await uch.close()
     await sch.close()
 
@@ -80,7 +80,7 @@ async def test_refusals_are_aborted(mall_factory: Any) -> None:
     await mall.start_score()
     assert mall.user is not None and mall.score is not None
     async with grpc.aio.insecure_channel(mall.score.address) as ch:
-        score = user_score_pb2_grpc.UserScoreStub(ch)
+        score = user_score_pb2_grpc.UserScoreStub(ch)  # type: ignore[no-untyped-call]
         req = user_score_pb2.UserScoreRequest(userId=IDS.next_id(), score=10)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await score.saveUserScore(req, metadata=branch_md(uuid.uuid4().hex, "02", "action"))
@@ -91,7 +91,7 @@ async def test_refusals_are_aborted(mall_factory: Any) -> None:
             await score.saveUserScore(req)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     async with grpc.aio.insecure_channel(mall.user.address) as ch:
-        user = user_pb2_grpc.UserStub(ch)
+        user = user_pb2_grpc.UserStub(ch)  # type: ignore[no-untyped-call]
         name = unique_name()
         await user.saveUser(user_pb2.UserRequest(id=IDS.next_id(), name=name, gender="male"),
                             metadata=branch_md(uuid.uuid4().hex, "01", "action"))

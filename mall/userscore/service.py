@@ -40,7 +40,9 @@ DDL: dict[Dialect, list[str]] = {
         "CREATE TABLE IF NOT EXISTS `score_budget` ("
         " `id` int NOT NULL, `granted` bigint NOT NULL DEFAULT 0, PRIMARY KEY (`id`)"
         ") ENGINE=InnoDB",
-        f"INSERT IGNORE INTO `score_budget` (`id`, `granted`) VALUES ({_BUDGET_ID}, 0)",
+        # (not INSERT IGNORE: its duplicate-key warning would be logged at every start)
+        f"INSERT INTO `score_budget` (`id`, `granted`) SELECT {_BUDGET_ID}, 0 FROM DUAL"
+        f" WHERE NOT EXISTS (SELECT 1 FROM `score_budget` WHERE `id` = {_BUDGET_ID})",
     ],
     Dialect.SQLITE: [
         "CREATE TABLE IF NOT EXISTS `user_score` ("
