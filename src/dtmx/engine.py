@@ -200,18 +200,20 @@ class Engine:
             return True
         # only "ongoing" answers keep the interval; any error backs off
         backoff = any(o is not Outcome.ONGOING for o in unsettled)
-        await self._retry_later(r, later, backoff=backoff, counts=_counts_retry(r.trans, todo))
-        return False
+        return await self._retry_later(r, later, backoff=backoff,
+                                       counts=_counts_retry(r.trans, todo))
 
-    async def _retry_later(self, r: _Run, now: float, *, backoff: bool, counts: bool) -> None:
-        """Schedule the next attempt; enforce retry_limit on saga actions."""
+    async def _retry_later(self, r: _Run, now: float, *, backoff: bool, counts: bool) -> bool:
+        """Schedule the next attempt, or, past a saga's retry_limit, roll it back now.
+
+        Returns whether the run goes on (it does after the switch to aborting).
+        """
         t = r.trans
         if counts and t.options.retry_limit > 0:
             if t.options.retry_count >= t.options.retry_limit:
                 limit = t.options.retry_limit
                 reason = f"RetryCount is greater than RetryLimit, RetryLimit: {limit}"
-                await self._transition(r, Transition(Status.ABORTING, reason), now)
-                return
+                return await self._transition(r, Transition(Status.ABORTING, reason), now)
             t.options.retry_count += 1
         base = self.base_interval(t)
         interval = next_interval(t.next_cron_interval, base, self.config.max_retry_interval,
@@ -225,6 +227,7 @@ class Engine:
         ):
             t.next_cron_interval = interval
             t.next_cron_time = now + interval
+        return False
 
     async def _query_prepared(self, r: _Run, now: float) -> bool:
         t = r.trans
