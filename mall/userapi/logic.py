@@ -17,7 +17,7 @@ import jwt
 
 from dtmx.client import DtmClient, DtmError, Failure, Saga
 from dtmx.client.grpc import GrpcTransport
-from mall.common.config import UserApiConf
+from mall.common.config import ConfigError, UserApiConf
 from mall.common.discovery import Balancer, Discovery, EtcdDiscovery
 from mall.common.telemetry import current_gid, outgoing_metadata, traceparent_headers
 from mall.proto import user_pb2, user_pb2_grpc, user_score_pb2, user_score_pb2_grpc
@@ -26,6 +26,7 @@ from mall.userapi.ids import Snowflake
 log = logging.getLogger("mall.userapi")
 
 MAX_NAME = 64
+MIN_SECRET = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 GENDERS = ("male", "female", "other")
 USER_SERVICE = "user.User"
 SCORE_SERVICE = "score.UserScore"
@@ -102,6 +103,8 @@ class UserApiLogic:
     """Registration, login and user info on top of the two rpc services and dtmx."""
 
     def __init__(self, conf: UserApiConf, *, discovery: Discovery | None = None) -> None:
+        if len(conf.Auth.Secret.encode()) < MIN_SECRET:
+            raise ConfigError(f"Auth.Secret must be at least {MIN_SECRET} bytes (HS256 key)")
         self.conf = conf
         self.users = Balancer(conf.UserRpc, discovery)
         self.scores = Balancer(conf.UserScoreRpc, discovery)
