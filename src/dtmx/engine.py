@@ -58,6 +58,7 @@ class _Run:
     branches: list[Branch]
     pending: list[BranchUpdate] = field(default_factory=list)
     failure: str = ""
+    reset_interval: bool = False  # progress was made: the backoff starts again from the base
 
 
 class Engine:
@@ -124,6 +125,8 @@ class Engine:
             return r.trans
 
     async def _write(self, r: _Run, now: float, **fields: object) -> bool:
+        if r.reset_interval and "next_cron_interval" not in fields:
+            fields["next_cron_interval"] = self.base_interval(r.trans)
         change = Change(branches=tuple(r.pending), **fields)  # type: ignore[arg-type]
         ok = await self.store.update(
             gid=r.trans.gid,
@@ -137,6 +140,9 @@ class Engine:
             return False
         r.pending.clear()
         r.trans.update_time = now
+        if r.reset_interval:
+            r.trans.next_cron_interval = self.base_interval(r.trans)
+            r.reset_interval = False
         return True
 
     async def _transition(self, r: _Run, step: Transition, now: float) -> bool:
@@ -197,6 +203,7 @@ class Engine:
             if status is Status.FAILED:
                 r.failure = f"url:{b.url} return failed: {res.detail}"
         if not unsettled:
+            r.reset_interval = r.trans.next_cron_interval > self.base_interval(r.trans)
             return True
         # only "ongoing" answers keep the interval; any error backs off
         backoff = any(o is not Outcome.ONGOING for o in unsettled)

@@ -48,6 +48,11 @@ class Service:
         self._owner_seq = itertools.count(1)
         self._tasks: set[asyncio.Task[Transaction]] = set()
 
+    @property
+    def runs_in_flight(self) -> int:
+        """Background runs started by submit/abort that have not ended yet."""
+        return len(self._tasks)
+
     def new_owner(self) -> str:
         """A fresh owner token per claim, so even this process's stale runs lose their CAS."""
         return f"{self._owner_prefix}:{next(self._owner_seq)}"

@@ -1,0 +1,125 @@
+"""The engine and poller in-process, on a real SQLite store and a real branch service, with
+an injected clock: DTM's default intervals (35 s timeout, 10 s retry) are used as they are and
+the test moves the clock instead of waiting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from dtmx.busi import BusiServer
+from dtmx.clock import GidFactory
+from dtmx.core.models import Status, TransType
+from dtmx.core.request import TransRequest
+from dtmx.engine import Engine, EngineConfig
+from dtmx.invoke.http import HttpInvoker
+from dtmx.poller import Poller
+from dtmx.service import Service
+from dtmx.stores.sql import SqlStore
+from tests.support.clock import FakeClock
+from tests.support.util import aeventually, free_port
+
+
+@pytest.fixture
+def busi() -> Iterator[BusiServer]:
+    b = BusiServer(free_port()).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Service, Poller, FakeClock]]:
+    clock = FakeClock()
+    store = SqlStore.sqlite(str(tmp_path / "e.db"))
+    await store.open()
+    invoker = HttpInvoker()
+    engine = Engine(store=store, invoker=invoker, clock=clock, config=EngineConfig())
+    svc = Service(engine=engine, new_gid=GidFactory(clock))
+    poller = Poller(svc, interval=3)
+    yield svc, poller, clock
+    await poller.stop()
+    await svc.close()
+    await invoker.close()
+    await store.close()
+
+
+def saga(gid: str, busi: BusiServer) -> TransRequest:
+    return TransRequest(gid=gid, trans_type=TransType.SAGA, payloads=[b"{}", b"{}"], steps=[
+        {"action": f"{busi.url}/TransOut", "compensate": f"{busi.url}/TransOutRevert"},
+        {"action": f"{busi.url}/TransIn", "compensate": f"{busi.url}/TransInRevert"}])
+
+
+async def settle(svc: Service) -> None:
+    """Wait for background runs started by the service (not for the clock)."""
+    await aeventually(lambda: _idle(svc), timeout=10)
+
+
+async def _idle(svc: Service) -> bool:
+    return svc.runs_in_flight == 0
+
+
+async def test_backoff_schedule_then_recovery(world: tuple[Service, Poller, FakeClock],
+                                              busi: BusiServer) -> None:
+    svc, poller, clock = world
+    busi.state.set("TransIn", "ERROR", "ERROR", "SUCCESS")
+    t0 = clock.now()
+    await svc.submit(saga("g1", busi))
+    await settle(svc)
+    t = await svc.store.get(gid="g1")
+    assert t is not None and t.status is Status.SUBMITTED
+    assert t.next_cron_interval == 20 and t.next_cron_time == t0 + 20  # 10 s doubled
+    clock.advance(19.9)
+    assert await poller.poll_once() == 0  # not due yet
+    clock.advance(0.1)
+    assert await poller.poll_once() == 1
+    await aeventually(lambda: _interval(svc, "g1", 40), timeout=10)
+    clock.advance(40)
+    assert await poller.poll_once() == 1
+
+    async def done() -> bool:
+        t = await svc.store.get(gid="g1")
+        return t is not None and t.status is Status.SUCCEED
+    await aeventually(done, timeout=10)
+    assert busi.state.count("TransIn", "g1") == 3
+    assert busi.state.applied_count("TransOut", "g1") == 1
+
+
+async def _interval(svc: Service, gid: str, value: float) -> bool:
+    t = await svc.store.get(gid=gid)
+    return t is not None and t.next_cron_interval == value
+
+
+async def test_tcc_prepared_is_cancelled_after_35_seconds(world: tuple[Service, Poller, FakeClock],
+                                                          busi: BusiServer) -> None:
+    svc, poller, clock = world
+    await svc.prepare(TransRequest(gid="t1", trans_type=TransType.TCC))
+    await svc.register_branch({"gid": "t1", "branch_id": "01", "trans_type": "tcc",
+                               "confirm": f"{busi.url}/TransOutConfirm",
+                               "cancel": f"{busi.url}/TransOutCancel"})
+    clock.advance(34.9)
+    assert await poller.poll_once() == 0
+    clock.advance(0.1)
+    assert await poller.poll_once() == 1
+
+    async def failed() -> bool:
+        t = await svc.store.get(gid="t1")
+        return t is not None and t.status is Status.FAILED
+    await aeventually(failed, timeout=10)
+    t = await svc.store.get(gid="t1")
+    assert t is not None and t.rollback_reason == "Timeout after 35 seconds"
+    assert busi.state.count("TransOutCancel", "t1") == 1
+
+
+async def test_lease_lets_another_owner_take_over(world: tuple[Service, Poller, FakeClock],
+                                                  busi: BusiServer) -> None:
+    svc, poller, clock = world
+    busi.state.set("TransOut", "SLEEP:0.3")
+    await svc.submit(saga("l1", busi))
+    # the submitting run holds the lease: the poller may not claim it meanwhile
+    assert await poller.poll_once() == 0
+    await settle(svc)
+    t = await svc.store.get(gid="l1")
+    assert t is not None and t.status is Status.SUCCEED
+    assert busi.state.overlaps == []
