@@ -112,14 +112,24 @@ async def test_tcc_prepared_is_cancelled_after_35_seconds(world: tuple[Service, 
     assert busi.state.count("TransOutCancel", "t1") == 1
 
 
-async def test_lease_lets_another_owner_take_over(world: tuple[Service, Poller, FakeClock],
-                                                  busi: BusiServer) -> None:
+async def test_lease_protects_then_expires(world: tuple[Service, Poller, FakeClock],
+                                          busi: BusiServer) -> None:
     svc, poller, clock = world
-    busi.state.set("TransOut", "SLEEP:0.3")
+    busi.state.set("TransOut", "SLEEP:0.5")
     await svc.submit(saga("l1", busi))
-    # the submitting run holds the lease: the poller may not claim it meanwhile
+    # the submitting run holds the lease (30 s): the poller may not claim it meanwhile
+    clock.advance(29)
     assert await poller.poll_once() == 0
+    # a run that outlives its lease (a hung process) loses the transaction to another owner
+    clock.advance(2)
+    assert await poller.poll_once() == 1
+
+    async def done() -> bool:
+        t = await svc.store.get(gid="l1")
+        return t is not None and t.status is Status.SUCCEED
+    await aeventually(done, timeout=10)
     await settle(svc)
-    t = await svc.store.get(gid="l1")
-    assert t is not None and t.status is Status.SUCCEED
-    assert busi.state.overlaps == []
+    # both runs called TransOut, the stale one's writes were refused, the effect applied once
+    assert busi.state.count("TransOut", "l1") == 2
+    assert busi.state.applied_count("TransOut", "l1") == 1
+    assert busi.state.applied_count("TransIn", "l1") == 1
