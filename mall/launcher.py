@@ -9,6 +9,7 @@ is started once the one before it listens; Ctrl-C (or any child dying) stops the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,16 @@ class Child:
     name: str
     argv: list[str]
     ready: tuple[str, int]
+
+
+def _etcd_healthy(url: str = "http://127.0.0.1:2379/health") -> bool:
+    # Listening is not enough: etcd answers only once it has elected itself leader.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=1) as resp:
+            return bool(json.load(resp).get("health") == "true")
+    except (OSError, ValueError):
+        return False
 
 
 def _listening(addr: tuple[str, int]) -> bool:
@@ -87,6 +99,7 @@ class Launcher:
         self.full = full
         self.log_dir = log_dir
         self.procs: list[tuple[Child, subprocess.Popen[bytes]]] = []
+        self.temp_dirs: list[Path] = []
 
     def _spawn(self, child: Child, env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - the child's
@@ -103,8 +116,14 @@ class Launcher:
             raise SystemExit("full mode needs etcd on 127.0.0.1:2379 "
                              "(apt-get install -y etcd-server)")
         data = Path(tempfile.mkdtemp(prefix="mall-etcd-"))
+        self.temp_dirs.append(data)
         child = Child("etcd", [binary, "--data-dir", str(data)], ("127.0.0.1", 2379))
         self._wait(child, self._spawn(child, env))
+        deadline = time.monotonic() + 30
+        while not _etcd_healthy():
+            if time.monotonic() > deadline:
+                raise SystemExit("etcd did not become healthy within 30 s")
+            time.sleep(0.1)
 
     def _wait(self, child: Child, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         self.procs.append((child, proc))
@@ -150,6 +169,8 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -35,6 +35,7 @@ from mall.common.config import (
 )
 from mall.common.server import RpcServer
 from mall.user import service as user_service
+from mall.user.service import cache_key
 from mall.userapi.app import UserApiServer
 from mall.userapi.app import build as build_api
 from mall.userscore import service as score_service
@@ -223,9 +224,18 @@ async def mall_factory(
         return m
 
     yield make
-    for m in made:
-        await m.stop()
-        await drop_databases(m.user_db, m.score_db)
+    cache = aioredis.Redis.from_url(services.redis_url())
+    try:
+        for m in made:
+            await m.stop()
+            # the cache keys of this mall's users (the seed's prefix is shared by design)
+            with contextlib.suppress(Exception):
+                ids = await m.sql(m.user_db, "SELECT id FROM `user`")
+                if ids:
+                    await cache.delete(*(cache_key(int(i)) for (i,) in ids))
+            await drop_databases(m.user_db, m.score_db)
+    finally:
+        await cache.aclose()
 
 
 @pytest.fixture

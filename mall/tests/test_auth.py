@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import jwt
 
 from mall.tests.conftest import SECRET, Mall, unique_name
+from mall.user.service import cache_key
 
 
 async def registered(http: httpx.AsyncClient, mall: Mall) -> tuple[str, int]:
@@ -45,7 +47,7 @@ async def test_login_refusals(mall: Mall, http: httpx.AsyncClient) -> None:
     assert r.status_code == 400
 
 
-async def test_info_rejects_bad_tokens(mall: Mall, http: httpx.AsyncClient) -> None:
+async def test_info_rejects_bad_tokens(mall: Mall, http: httpx.AsyncClient, redis: Any) -> None:
     _, user_id = await registered(http, mall)
     now = int(time.time())
     forged = jwt.encode({"iat": now, "exp": now + 60, "userId": user_id},
@@ -76,3 +78,4 @@ async def test_info_rejects_bad_tokens(mall: Mall, http: httpx.AsyncClient) -> N
                        SECRET, algorithm="HS256")
     r = await http.get(f"{mall.base}/user/info", headers=bearer(ghost))
     assert r.status_code == 404
+    await redis.delete(cache_key(user_id + 1))  # the placeholder that miss left
