@@ -215,7 +215,8 @@ class EtcdRegistration:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         """`etcd` is `host:port` or an etcd:// URL (its hosts are used, its key ignored)."""
-        self.address = parse_etcd_url(etcd).address if "://" in etcd else _with_port(etcd)
+        hosts = etcd.partition("://")[2] if "://" in etcd else etcd
+        self.address = _with_port(hosts.split("/", 1)[0].split(",")[0].strip())
         self.key = key.strip("/")
         self.value = value
         self.ttl = max(1, int(ttl))
