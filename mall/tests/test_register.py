@@ -90,3 +90,16 @@ async def test_duplicate_name_is_409_and_leaves_one_user(
     rows = await mall.users_named(name)
     assert len(rows) == 1
     assert await mall.points(rows[0][0]) == [(rows[0][0], 10)]
+
+
+async def test_user_service_down_is_503_and_creates_nothing(
+    mall: Mall, http: httpx.AsyncClient
+) -> None:
+    assert mall.user is not None
+    await mall.user.stop(0)  # withdraws its etcd registration
+    mall.user = None
+    name = unique_name("down")
+    r = await register(http, mall, name)
+    assert r.status_code == 503 and "unavailable" in r.json()["message"]
+    await mall.start_user()
+    assert await mall.users_named(name) == []

@@ -18,7 +18,7 @@ import jwt
 from dtmx.client import DtmClient, DtmError, Failure, Saga
 from dtmx.client.grpc import GrpcTransport
 from mall.common.config import ConfigError, UserApiConf
-from mall.common.discovery import Balancer, Discovery, EtcdDiscovery
+from mall.common.discovery import Balancer, Discovery, EtcdDiscovery, NoInstance
 from mall.common.telemetry import current_gid, outgoing_metadata, traceparent_headers
 from mall.proto import user_pb2, user_pb2_grpc, user_score_pb2, user_score_pb2_grpc
 from mall.userapi.ids import Snowflake
@@ -139,16 +139,25 @@ class UserApiLogic:
     async def _branch_base(self, balancer: Balancer) -> str:
         if self.conf.BranchTarget == "etcd":
             return balancer.etcd_target
-        return await balancer.pick()
+        return await self._pick(balancer)
+
+    async def _pick(self, balancer: Balancer) -> str:
+        """An instance of the service; 503 when none is registered or discovery fails."""
+        try:
+            return await balancer.pick()
+        except NoInstance as e:
+            raise ApiError(503, f"service unavailable: {e}") from None
+        except Exception as e:  # etcd unreachable and nothing cached yet
+            raise ApiError(503, f"service discovery failed for {balancer.key}: {e}") from None
 
     def _timeout(self, balancer: Balancer) -> float:
         return balancer.conf.Timeout / 1000
 
     async def _user_stub(self) -> user_pb2_grpc.UserStub:
-        return user_pb2_grpc.UserStub(self.channels.get(await self.users.pick()))  # type: ignore[no-untyped-call]
+        return user_pb2_grpc.UserStub(self.channels.get(await self._pick(self.users)))  # type: ignore[no-untyped-call]
 
     async def _score_stub(self) -> user_score_pb2_grpc.UserScoreStub:
-        return user_score_pb2_grpc.UserScoreStub(self.channels.get(await self.scores.pick()))  # type: ignore[no-untyped-call]
+        return user_score_pb2_grpc.UserScoreStub(self.channels.get(await self._pick(self.scores)))  # type: ignore[no-untyped-call]
 
     # --- register ------------------------------------------------------------------------
 
