@@ -387,7 +387,9 @@ class RedisStore:
             *_flat(fields),
         ]
         for bu in change.branches:
-            stamp = {Status.SUCCEED: "f", Status.FAILED: "r"}.get(bu.status, "")
+            # a branch op that ends (succeed or failed) gets finish_time, as DTM and the SQL
+            # stores do
+            stamp = "f" if bu.status in (Status.SUCCEED, Status.FAILED) else ""
             args += [branch_key(bu.branch_id, bu.op), bu.status.value, stamp]
         keys = [self._g(gid), self._b(gid), self._cron, self._fin]
         return bool(await self._run("update", keys, args))

@@ -191,3 +191,46 @@ def test_malformed_json_and_wrong_method(server: ServerProcess) -> None:
     assert r.status_code == 400
     r = requests.get(f"{server.url}/submit", timeout=5)
     assert r.status_code == 405
+
+
+def branch_statuses(server: ServerProcess, gid: str) -> list[str]:
+    return [b["status"] for b in server.query(gid)["branches"]]
+
+
+def test_concurrent_rollback_order_skips_steps_that_never_ran(server: ServerProcess,
+                                                              busi: BusiServer, gid: str) -> None:
+    # DTM's TestSagaConRollbackOrder: step 1 waits for step 0, which fails
+    busi.state.set("TransOut", "FAILURE")
+    try:
+        body = saga_body(gid, busi, *TRANSFER, custom_data='{"concurrent":true,"orders":{"1":[0]}}')
+        assert post(server, "submit", body).status_code == 200
+        server.wait_status(gid, "failed")
+    finally:
+        busi.state.set("TransOut", "SUCCESS")
+    assert branch_statuses(server, gid) == ["succeed", "failed", "prepared", "prepared"]
+    assert busi.state.count("TransIn", gid) == 0 and busi.state.count("TransInRevert", gid) == 0
+
+
+def test_concurrent_rollback_order_compensates_dependents_first(
+        server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # DTM's TestSagaConRollbackOrder2: step 1 (after step 0) fails
+    busi.state.set("TransIn", "FAILURE")
+    try:
+        body = saga_body(gid, busi, *TRANSFER, custom_data='{"concurrent":true,"orders":{"1":[0]}}')
+        assert post(server, "submit", body).status_code == 200
+        q = server.wait_status(gid, "failed")
+    finally:
+        busi.state.set("TransIn", "SUCCESS")
+    assert branch_statuses(server, gid) == ["succeed", "succeed", "succeed", "failed"]
+    done = {b["op"] + b["branch_id"]: b["finish_time"] for b in q["branches"]}
+    assert done["compensate02"] <= done["compensate01"]
+
+
+def test_concurrent_committed_ongoing(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # DTM's TestSagaConCommittedOngoing: one branch ongoing once, the other done
+    busi.state.set("TransOut", "ONGOING", "SUCCESS")
+    body = saga_body(gid, busi, *TRANSFER, custom_data='{"concurrent":true}')
+    assert post(server, "submit", body).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert branch_statuses(server, gid) == ["prepared", "succeed", "prepared", "succeed"]
+    assert busi.state.count("TransIn", gid) == 1  # not called again while TransOut retried

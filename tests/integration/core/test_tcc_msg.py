@@ -207,3 +207,42 @@ def test_query_all_and_cron_routes(server: ServerProcess, busi: BusiServer, gid:
                         timeout=5).json() == {"msg": "pong"}
     metrics = requests.get(f"http://127.0.0.1:{server.http_port}/api/metrics", timeout=5).text
     assert "dtm_server_transaction_process_total" in metrics
+
+
+def test_msg_custom_timeout_to_fail(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # DTM's TestMsgOptionsTimeoutCustom: the msg's own timeout_to_fail decides the back-check
+    assert post(server, "prepare", msg_body(gid, busi, timeout_to_fail=2)).status_code == 200
+    q = server.query(gid)["transaction"]
+    assert q["timeout_to_fail"] == 2
+    server.wait_status(gid, "succeed")
+    q = server.query(gid)["transaction"]
+    assert q["finish_time"] >= q["create_time"]
+
+
+def test_tcc_branch_headers(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    body = {"gid": gid, "trans_type": "tcc", "branch_headers": {"X-Trace": "abc"}}
+    assert post(server, "prepare", body).status_code == 200
+    register(server, busi, gid, "01", "TransOut")
+    assert post(server, "submit", body).status_code == 200
+    server.wait_status(gid, "succeed")
+    assert busi.state.headers[("TransOutConfirm", gid)]["X-Trace"] == "abc"
+
+
+def test_concurrent_subscribes_all_kept(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # DTM's TestConcurrentUpdateTopic: compare-and-set on the topic's version loses nobody
+    from concurrent.futures import ThreadPoolExecutor
+
+    topic = f"c-{gid}"
+
+    def sub(i: int) -> int:
+        return requests.get(f"{server.url}/subscribe", params={
+            "topic": topic, "url": f"{busi.url}/TransIn?n={i}"}, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(sub, range(8)))
+    kv = requests.get(f"{server.url}/queryKV", params={"cat": "topics", "key": topic},
+                      timeout=5).json()["kv"]
+    import json
+    urls = {s["url"] for s in json.loads(kv[0]["v"])}
+    assert len(urls) == codes.count(200)
+    assert codes.count(200) >= 1 and set(codes) <= {200, 409}

@@ -234,6 +234,20 @@ async def test_update_sets_finish_and_rollback_time(store: Store) -> None:
     assert t2.rollback_time == approx(T0 + 6)
 
 
+async def test_branch_ops_that_end_get_finish_time(store: Store) -> None:
+    # DTM stamps finish_time on a branch op whichever way it ends
+    g = gid()
+    await store.create(trans=mk(g), branches=[
+        Branch(gid=g, branch_id="01", op=Op.ACTION, url="u", data=b""),
+        Branch(gid=g, branch_id="02", op=Op.ACTION, url="u", data=b"")])
+    assert await store.update(
+        gid=g, now=T0 + 7, expect_status=Status.SUBMITTED, expect_owner=None,
+        change=Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),
+                                BranchUpdate("02", Op.ACTION, Status.FAILED))))
+    bs = await store.get_branches(gid=g)
+    assert [b.finish_time for b in bs] == [approx(T0 + 7), approx(T0 + 7)]
+
+
 async def test_update_retry_count_and_interval_keep_other_options(store: Store) -> None:
     g = gid()
     t = replace(mk(g), options=TransOptions(retry_interval=7, branch_headers={"h": "v"}))

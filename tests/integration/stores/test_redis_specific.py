@@ -165,7 +165,7 @@ async def test_update_cas(store: RedisStore) -> None:
     assert [b.status for b in bs] == [Status.PREPARED, Status.SUCCEED, Status.PREPARED,
                                       Status.FAILED]
     assert bs[1].finish_time == T0 + 3 and bs[1].update_time == T0 + 3
-    assert bs[3].rollback_time == T0 + 3 and bs[3].finish_time is None
+    assert bs[3].finish_time == T0 + 3 and bs[3].rollback_time is None
     assert bs[0].data == b"\xff\x00\n\xfe binary"
 
 
