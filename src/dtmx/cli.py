@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as e:
         print(f"dtmx: store unavailable: {e.message}", file=sys.stderr)
         return 2
+    except ConfigError as e:
+        print(f"dtmx: config error: {e.message}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"dtmx: cannot listen: {e}", file=sys.stderr)
         return 2

@@ -107,6 +107,9 @@ class Server:
             await invoker.close()
         if self.store:
             await self.store.close()
+        from dtmx.discovery import close_all
+
+        await close_all()
 
 
 def _grpc_invoker(s: Settings) -> Invoker | None:
@@ -114,7 +117,10 @@ def _grpc_invoker(s: Settings) -> Invoker | None:
         from dtmx.invoke.grpc import GrpcInvoker
     except ImportError:  # grpcio is an optional server dependency
         return None
-    return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}")
+    from dtmx.discovery import resolve_target
+
+    # etcd://host:2379/<key>/pkg.Service/Method branch URLs resolve through etcd
+    return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}", resolver=resolve_target)
 
 
 async def _start_grpc(service: Service, s: Settings, reuse_port: bool) -> Any:
@@ -142,7 +148,11 @@ async def _start_registration(s: Settings) -> list[Any]:
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT."""
     server = Server(settings)
-    await server.start(reuse_port=reuse_port)
+    try:
+        await server.start(reuse_port=reuse_port)
+    except BaseException:
+        await server.stop()  # a half-started server must not keep the process alive
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

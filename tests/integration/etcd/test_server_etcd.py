@@ -4,7 +4,6 @@ branches with etcd:// URLs reach whichever registered instance is alive."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import subprocess
 import sys
@@ -13,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import orjson
-import pytest
 import yaml
 
-import dtmx.server
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
 from dtmx.discovery import DiscoveryError, close_all, register, resolve_target
 from tests.support.etcd import EtcdProcess
@@ -76,9 +73,6 @@ def _empty() -> Any:
     return empty_pb2.Empty()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.py does not catch ConfigError raised by serve, and serve() does not stop the "
-    "half-started server, so the process prints a traceback and hangs instead of exiting 2"))
 def test_serve_with_etcd_down_exits_2_with_a_clear_message(key: str) -> None:
     server = ServerProcess(extra=_microservice(f"127.0.0.1:{free_port()}", key))
     server.conf["MicroService"]["EndPoint"] = server.grpc_target
@@ -87,10 +81,6 @@ def test_serve_with_etcd_down_exits_2_with_a_clear_message(key: str) -> None:
                        capture_output=True, text=True, timeout=10, cwd=server.workdir)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "is not reachable" in r.stderr and "Traceback" not in r.stderr
-
-
-def _server_resolves_etcd() -> bool:
-    return "resolve" in inspect.getsource(dtmx.server._grpc_invoker)
 
 
 def _req(amount: int) -> bytes:
@@ -107,9 +97,6 @@ def _saga(etcd: EtcdProcess, key: str, gid: str) -> dtmgimp_pb2.DtmRequest:
                                   BinPayloads=[_req(30), _req(31)])
 
 
-@pytest.mark.skipif(not _server_resolves_etcd(), reason=(
-    "server.py's _grpc_invoker does not pass dtmx.discovery.resolve_target as the "
-    "GrpcInvoker resolver yet, so etcd:// branch URLs cannot be dialled"))
 async def test_sagas_through_etcd_survive_losing_one_of_two_instances(
     etcd: EtcdProcess, key: str
 ) -> None:
