@@ -82,7 +82,6 @@ async def query_prepared(request: Request) -> None:
 
 async def debit_locally(barrier: BranchBarrier, user_id: int, amount: int) -> None:
     """The local transaction: debit `user_id`, with the msg's barrier row, in one commit."""
-    barrier.table = BARRIER_TABLE  # do_and_submit's barrier defaults to DTM's table name
     async with aiosqlite.connect(app.state.db) as conn:
         await barrier.call(conn, lambda c: adjust_balance(c, user_id, -amount))
 
@@ -151,13 +150,16 @@ async def main() -> None:
             # commit. The server asks QueryPrepared once timeout_to_fail has passed.
             msg.timeout_to_fail = 1
             await msg.prepare(f"{busi}/QueryPrepared")
-            barrier = BranchBarrier(trans_type="msg", gid=msg.gid, branch_id="00", op="msg")
+            barrier = BranchBarrier(trans_type="msg", gid=msg.gid, branch_id="00", op="msg",
+                                    table=BARRIER_TABLE)
             await debit_locally(barrier, 1, args.amount)
             print(f"msg {msg.gid}: committed locally, not submitted")
         else:
             try:
                 await msg.do_and_submit(
-                    f"{busi}/QueryPrepared", lambda b: debit_locally(b, 1, args.amount)
+                    f"{busi}/QueryPrepared",
+                    lambda b: debit_locally(b, 1, args.amount),
+                    barrier_table=BARRIER_TABLE,
                 )
                 print(f"msg {msg.gid}: committed locally and submitted")
             except Failure as e:

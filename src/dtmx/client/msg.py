@@ -82,8 +82,12 @@ class Msg(TransBase):
         self,
         query_prepared: str,
         busi: Callable[[BranchBarrier], Awaitable[Any] | Any],
+        *,
+        barrier_table: str | None = None,
     ) -> None:
         """Prepare, run the local work `busi(barrier)`, then submit; re-raise busi's error.
+
+        `barrier_table` names the barrier table when it is not DTM's `dtm_barrier.barrier`.
 
         If busi raises `Failure`, the msg is aborted. On any other error the outcome of the
         local transaction is unknown, so ask `query_prepared`: submit if it committed, abort
@@ -98,6 +102,8 @@ class Msg(TransBase):
             branch_id=MSG_DO_BRANCH_ID,
             op=MSG_DO_OP.value,
         )
+        if barrier_table is not None:
+            barrier.table = barrier_table
         await self.prepare(query_prepared)
         try:
             result = busi(barrier)
