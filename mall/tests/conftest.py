@@ -7,6 +7,7 @@ can look at the spans the in-process services made.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -95,6 +96,7 @@ def dtmx(etcd: EtcdProcess) -> Iterator[ServerProcess]:
     server.conf_path.write_text(yaml.safe_dump(server.conf))
     with server:
         yield server
+    asyncio.run(drop_databases("mall_test_dtm"))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -103,3 +104,23 @@ async def test_user_service_down_is_503_and_creates_nothing(
     assert r.status_code == 503 and "unavailable" in r.json()["message"]
     await mall.start_user()
     assert await mall.users_named(name) == []
+
+
+async def test_concurrent_registrations_never_overspend_the_budget(
+    mall_factory: Any, http: httpx.AsyncClient
+) -> None:
+    mall: Mall = mall_factory(budget=50)
+    await mall.start_user()
+    await mall.start_score()
+    await mall.start_api()
+    names = [unique_name(f"rush{i}") for i in range(10)]
+    answers = await asyncio.gather(*(register(http, mall, n) for n in names))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] * 5 + [422] * 5, [r.text for r in answers]
+    winners = {r.json()["data"]["name"] for r in answers if r.status_code == 200}
+    rows = await mall.sql(mall.user_db, "SELECT name FROM `user`")
+    assert {n for (n,) in rows} == winners
+    assert await mall.sql(mall.score_db, "SELECT COUNT(*), SUM(score) FROM user_score") == [
+        (5, 50)
+    ]
+    assert await mall.sql(mall.score_db, "SELECT granted FROM score_budget") == [(50,)]
