@@ -124,3 +124,23 @@ async def test_concurrent_registrations_never_overspend_the_budget(
         (5, 50)
     ]
     assert await mall.sql(mall.score_db, "SELECT granted FROM score_budget") == [(50,)]
+
+
+async def test_register_with_etcd_branch_urls(
+    mall_factory: Any, http: httpx.AsyncClient, dtmx: ServerProcess
+) -> None:
+    """BranchTarget etcd: branch URLs are etcd://.../user.rpc/...; dtmx resolves them."""
+    import dataclasses
+
+    mall: Mall = mall_factory()
+    mall.api_conf = dataclasses.replace(mall.api_conf, BranchTarget="etcd")
+    await mall.start_user()
+    await mall.start_score()
+    await mall.start_api()
+    name = unique_name("etcd")
+    r = await register(http, mall, name)
+    assert r.status_code == 200, r.text
+    branches = dtmx.query(r.json()["data"]["gid"])["branches"]
+    assert all(b["url"].startswith("etcd://") for b in branches)
+    user_id = int(r.json()["data"]["id"])
+    assert await mall.points(user_id) == [(user_id, 10)]
