@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dtmx.clock import Clock
 from dtmx.core import processors
@@ -124,10 +124,11 @@ class Engine:
             log.exception("processing %s stopped", r.trans.gid)
             return r.trans
 
-    async def _write(self, r: _Run, now: float, **fields: object) -> bool:
-        if r.reset_interval and "next_cron_interval" not in fields:
-            fields["next_cron_interval"] = self.base_interval(r.trans)
-        change = Change(branches=tuple(r.pending), **fields)  # type: ignore[arg-type]
+    async def _write(self, r: _Run, now: float, change: Change) -> bool:
+        """Write `change` plus the buffered branch results, compare-and-set on our claim."""
+        change = replace(change, branches=tuple(r.pending))
+        if r.reset_interval and change.next_cron_interval is None:
+            change = replace(change, next_cron_interval=self.base_interval(r.trans))
         ok = await self.store.update(
             gid=r.trans.gid,
             now=now,
@@ -149,12 +150,12 @@ class Engine:
         reason = step.reason
         if step.status is Status.ABORTING and not reason:
             reason = r.failure or "fail message lost"
-        fields: dict[str, object] = {"status": step.status}
-        if reason:
-            fields["rollback_reason"] = reason
-        if not step.status.finished:
-            fields["next_cron_time"] = now + self.lease(r.trans)
-        if not await self._write(r, now, **fields):
+        change = Change(
+            status=step.status,
+            rollback_reason=reason or None,
+            next_cron_time=None if step.status.finished else now + self.lease(r.trans),
+        )
+        if not await self._write(r, now, change):
             return False
         r.trans.status = step.status
         if reason:
@@ -180,7 +181,8 @@ class Engine:
         )
 
     async def _call(self, r: _Run, step: Call, now: float) -> bool:
-        if r.pending and not await self._write(r, now, next_cron_time=now + self.lease(r.trans)):
+        extend = Change(next_cron_time=now + self.lease(r.trans))
+        if r.pending and not await self._write(r, now, extend):
             return False
         by_key = {b.key: b for b in r.branches}
         todo = [by_key[k] for k in step.keys]
@@ -225,13 +227,12 @@ class Engine:
         base = self.base_interval(t)
         interval = next_interval(t.next_cron_interval, base, self.config.max_retry_interval,
                                  backoff=backoff)
-        if await self._write(
-            r,
-            now,
+        retry = Change(
             next_cron_time=now + interval,
             next_cron_interval=interval,
             retry_count=t.options.retry_count if counts else None,
-        ):
+        )
+        if await self._write(r, now, retry):
             t.next_cron_interval = interval
             t.next_cron_time = now + interval
         return False
@@ -264,7 +265,7 @@ class Engine:
 
     async def _wait(self, r: _Run, step: Wait, now: float) -> None:
         until = step.until if step.until is not None else now + self.base_interval(r.trans)
-        await self._write(r, now, next_cron_time=until)
+        await self._write(r, now, Change(next_cron_time=until))
 
 
 def _counts_retry(trans: Transaction, called: Sequence[Branch]) -> bool:
