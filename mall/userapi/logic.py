@@ -15,7 +15,7 @@ import grpc
 import grpc.aio
 import jwt
 
-from dtmx.client import DtmClient, DtmError, Failure, Saga
+from dtmx.client import DtmClient, DtmError, Failure
 from dtmx.client.grpc import GrpcTransport
 from mall.common.config import ConfigError, UserApiConf
 from mall.common.discovery import Balancer, Discovery, EtcdDiscovery, NoInstance
@@ -65,17 +65,6 @@ def refusal(message: str) -> ApiError:
     if "already taken" in reason:
         return ApiError(409, reason)
     return ApiError(422, f"registration refused: {reason}")
-
-
-def grpc_add(saga: Saga, action: str, compensate: str, message: Any) -> None:
-    """Add a gRPC step whose payload is the serialized protobuf `message`.
-
-    `Saga.add` takes payloads as JSON text, and bytes are decoded as UTF-8 (which protobuf
-    binary is not), so the step is added empty and its payload set to the bytes afterwards;
-    GrpcTransport sends bytes as they are (BinPayloads).
-    """
-    saga.add(action, compensate, None)
-    saga.payloads[-1] = message.SerializeToString()
 
 
 class Channels:
@@ -178,17 +167,16 @@ class UserApiLogic:
         user_base = await self._branch_base(self.users)
         score_base = await self._branch_base(self.scores)
         saga = client.saga(gid)
-        grpc_add(
-            saga,
+        # gRPC branches take the serialized protobuf as it is (bytes: BinPayloads)
+        saga.add(
             f"{user_base}/{USER_SERVICE}/saveUser",
             f"{user_base}/{USER_SERVICE}/saveUserRevert",
-            user_pb2.UserRequest(id=user_id, name=name, gender=gender),
+            user_pb2.UserRequest(id=user_id, name=name, gender=gender).SerializeToString(),
         )
-        grpc_add(
-            saga,
+        saga.add(
             f"{score_base}/{SCORE_SERVICE}/saveUserScore",
             f"{score_base}/{SCORE_SERVICE}/saveUserScoreCallback",
-            user_score_pb2.UserScoreRequest(userId=user_id, score=score),
+            user_score_pb2.UserScoreRequest(userId=user_id, score=score).SerializeToString(),
         )
         saga.wait_result = True
         # dtmx sends branch headers as gRPC metadata: the rpc services continue this trace.

@@ -28,6 +28,14 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} as JSON")
 
 
+def encode_payload(payload: Payload) -> str | bytes:
+    """What a step carries: `bytes` stay bytes (a serialized protobuf for a gRPC branch may
+    not be UTF-8), everything else is the JSON text of `payload_text`."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    return payload_text(payload)
+
+
 def payload_text(payload: Payload) -> str:
     """The JSON text sent for `payload`.
 

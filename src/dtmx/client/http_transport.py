@@ -112,7 +112,7 @@ class HttpTransport:
         return resp
 
     async def _post(self, op: str, body: Mapping[str, Any]) -> None:
-        await self._call("POST", op, data=orjson.dumps(body))
+        await self._call("POST", op, data=orjson.dumps(_text_payloads(body)))
 
     async def new_gid(self) -> str:
         """A fresh gid from GET newGid."""
@@ -150,3 +150,18 @@ class HttpTransport:
     async def close(self) -> None:
         """Close the underlying session."""
         await self.http.close()
+
+
+def _text_payloads(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """DTM's HTTP API carries payloads as strings: bytes must be UTF-8 text to go this way."""
+    payloads = body.get("payloads")
+    if not payloads or not any(isinstance(p, bytes) for p in payloads):
+        return body
+    try:
+        text = [p.decode() if isinstance(p, bytes) else p for p in payloads]
+    except UnicodeDecodeError:
+        raise DtmError(
+            "a binary (non UTF-8) payload cannot travel over DTM's HTTP API; "
+            "use the gRPC transport (dtmx.client.grpc.GrpcTransport)"
+        ) from None
+    return {**body, "payloads": text}

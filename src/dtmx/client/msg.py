@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from dtmx.client.base import Payload, TransBase, payload_text
+from dtmx.client.base import Payload, TransBase, encode_payload
 from dtmx.client.consts import MSG_DO_BRANCH_ID, MSG_DO_OP, MSG_TOPIC_PREFIX, TransType
 from dtmx.client.errors import DtmError, Failure
 
@@ -29,7 +29,7 @@ class Msg(TransBase):
     def __init__(self, client: DtmClient, gid: str) -> None:
         super().__init__(client, gid)
         self.steps: list[dict[str, str]] = []
-        self.payloads: list[str] = []
+        self.payloads: list[str | bytes] = []
         #: URL the server asks whether the local transaction committed.
         self.query_prepared = ""
         #: Seconds the server waits after submit before calling the steps.
@@ -38,7 +38,7 @@ class Msg(TransBase):
     def add(self, action_url: str, payload: Payload = None) -> Self:
         """Append a step the server will POST `payload` to (retrying until it succeeds)."""
         self.steps.append({"action": action_url})
-        self.payloads.append(payload_text(payload))
+        self.payloads.append(encode_payload(payload))
         return self
 
     def add_topic(self, topic: str, payload: Payload = None) -> Self:

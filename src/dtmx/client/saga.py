@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from dtmx.client.base import Payload, TransBase, payload_text
+from dtmx.client.base import Payload, TransBase, encode_payload
 from dtmx.client.consts import TransType
 
 if TYPE_CHECKING:
@@ -26,16 +26,16 @@ class Saga(TransBase):
     def __init__(self, client: DtmClient, gid: str) -> None:
         super().__init__(client, gid)
         self.steps: list[dict[str, str]] = []
-        self.payloads: list[str] = []
+        self.payloads: list[str | bytes] = []
         #: Run steps concurrently, subject to `orders`.
         self.concurrent = False
         #: step index -> indices of the steps that must succeed before it starts.
         self.orders: dict[int, list[int]] = {}
 
     def add(self, action_url: str, compensate_url: str, payload: Payload = None) -> Self:
-        """Append a step; `payload` is posted to both URLs (see `payload_text`)."""
+        """Append a step; `payload` is posted to both URLs (see `encode_payload`)."""
         self.steps.append({"action": action_url, "compensate": compensate_url})
-        self.payloads.append(payload_text(payload))
+        self.payloads.append(encode_payload(payload))
         return self
 
     def enable_concurrent(self) -> Self:

@@ -135,3 +135,20 @@ def test_tcc_body_and_rollback_reason(client: DtmClient) -> None:
     }
     tcc.rollback_reason = "boom"
     assert tcc.to_body()["rollback_reason"] == "boom"
+
+
+def test_binary_payload_kept_as_bytes_for_grpc_and_refused_over_http() -> None:
+    from dtmx.client.base import encode_payload
+    from dtmx.client.errors import DtmError
+    from dtmx.client.grpc import dtm_request
+    from dtmx.client.http_transport import _text_payloads
+
+    raw = b"\x08\x96\x01\xff"  # a serialized protobuf, not UTF-8
+    assert encode_payload(raw) == raw
+    assert encode_payload({"a": 1}) == '{"a":1}'
+    assert dtm_request({"gid": "g", "trans_type": "saga", "payloads": [raw]}).BinPayloads == [raw]
+    assert _text_payloads({"payloads": [b"{}"]}) == {"payloads": ["{}"]}
+    import pytest
+
+    with pytest.raises(DtmError, match="gRPC transport"):
+        _text_payloads({"payloads": [raw]})
