@@ -122,8 +122,10 @@ class ServerProcess:
             return q if t and t["status"] == status else None
 
         try:
-            return eventually(check, timeout=timeout)
+            found = eventually(check, timeout=timeout)
         except AssertionError:
             raise AssertionError(
                 f"{gid} not {status} within {timeout}s: {self.query(gid)}"
             ) from None
+        assert found is not None
+        return found
