@@ -60,3 +60,58 @@ def test_migrate_sqlite(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     r = run("migrate", "-c", str(conf))
     assert r.returncode == 0 and "nothing to apply" in r.stdout
+
+
+def test_workers_share_the_ports(tmp_path: Path) -> None:
+    """`dtmx serve --workers 2`: two server processes behind one HTTP and one gRPC port."""
+    import os
+    import signal
+    import uuid
+
+    from dtmx.busi import BusiServer
+    from tests.support.util import eventually
+
+    http, grpc_port = free_port(), free_port()
+    conf = tmp_path / "c.yml"
+    conf.write_text(f"Store:\n  Driver: sqlite\n  Db: {tmp_path / 'w.db'}\nHttpPort: {http}\n"
+                    f"GrpcPort: {grpc_port}\nTransCronInterval: 0.05\nRetryInterval: 0.2\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dtmx", "serve", "-c", str(conf),
+                             "--workers", "2"], cwd=tmp_path)
+    busi = BusiServer(free_port()).start()
+    url = f"http://127.0.0.1:{http}/api/dtmsvr"
+    try:
+        def children() -> list[int]:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+                                 capture_output=True, text=True).stdout.split()
+            return [int(p) for p in out]
+
+        eventually(lambda: len(children()) == 2, timeout=20)
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{url}/version", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        eventually(up, timeout=20)
+        gids = [f"w-{uuid.uuid4().hex}" for _ in range(20)]
+        for gid in gids:
+            r = requests.post(f"{url}/submit", timeout=10, json={
+                "gid": gid, "trans_type": "saga", "payloads": ["{}"],
+                "steps": [{"action": f"{busi.url}/TransIn", "compensate": ""}]})
+            assert r.status_code == 200, r.text
+
+        def done() -> bool:
+            return all(requests.get(f"{url}/query", params={"gid": g}, timeout=5).json()
+                       ["transaction"]["status"] == "succeed" for g in gids)
+
+        eventually(done, timeout=30)
+        assert all(busi.state.applied_count("TransIn", g) == 1 for g in gids)
+        # the owner token names the process that ran it: the kernel spread work over both
+        owners = {requests.get(f"{url}/query", params={"gid": g}, timeout=5).json()
+                  ["transaction"]["owner"].split(":")[1] for g in gids}
+        assert owners == {str(p) for p in children()}
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
+        busi.stop()
