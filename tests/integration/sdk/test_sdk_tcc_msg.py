@@ -76,7 +76,6 @@ async def test_msg_prepare_and_submit(client: DtmClient, branches: BranchService
 async def test_msg_do_and_submit_failure_aborts(
     client: DtmClient, branches: BranchService
 ) -> None:
-    pytest.importorskip("dtmx.client.barrier")
     gid = await client.new_gid()
     msg = client.msg(gid).add(branches.url("in1"), {"amount": 5})
     seen: list[Any] = []
@@ -93,7 +92,6 @@ async def test_msg_do_and_submit_failure_aborts(
 
 
 async def test_msg_do_and_submit_success(client: DtmClient, branches: BranchService) -> None:
-    pytest.importorskip("dtmx.client.barrier")
     gid = await client.new_gid()
     msg = client.msg(gid).add(branches.url("in1"), {"amount": 5})
     await msg.do_and_submit(branches.url("qp"), lambda barrier: None)
