@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--save", action="store_true",
                    help="also write bench/results/<scenario>-<store>.json")
+    p.add_argument("--profile", default="",
+                   help="py-spy the server during the dtmx phase into this file "
+                        "(.svg: flame graph, else collapsed stacks)")
     p.add_argument("--stores", default=",".join(STORES), help="for all: stores to run")
     p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                    help="for all: scenarios to run")
@@ -44,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    if os.environ.get("BENCH_NO_UVLOOP"):
+        return asyncio.run(coro)
     try:
         import uvloop
     except ImportError:
@@ -56,7 +62,8 @@ def one(a: argparse.Namespace) -> dict[str, Any]:
 
     base = a.baseline_seconds or a.seconds
     if a.scenario in SCENARIOS:
-        return _run(run.standard(a.scenario, a.store, a.clients, a.seconds, base, a.warmup))
+        return _run(run.standard(a.scenario, a.store, a.clients, a.seconds, base, a.warmup,
+                                 a.profile))
     if a.scenario == "scale":
         return _run(run.scale(a.store, a.clients, a.seconds, a.warmup))
     if a.scenario == "floor":

@@ -123,12 +123,14 @@ async def start_grpc(c: Completions, port: int) -> Any:
 
 async def main(port: int, grpc_port: int) -> None:
     c = Completions()
+    # before HTTP (the parent waits for HTTP only); keep a reference, or the server is
+    # collected and shuts down
+    grpc_server = await start_grpc(c, grpc_port) if grpc_port else None
     runner = web.AppRunner(http_app(c), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-    if grpc_port:
-        await start_grpc(c, grpc_port)
     await asyncio.Event().wait()
+    del grpc_server
 
 
 def run() -> None:

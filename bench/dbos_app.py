@@ -3,7 +3,8 @@
 `POST /saga?gid=...` runs the workflow (workflow id = gid) and answers when it finished:
 step one calls branch a1, step two calls a2; if a2 fails, a1's compensation runs (the
 saga's rollback). Each step is a DBOS step (checkpointed in PostgreSQL). `GET /stats`
-gives the SQL statements DBOS sent (counted on every SQLAlchemy engine of the process).
+gives the SQL statements and commits DBOS sent (counted on every SQLAlchemy engine of
+the process; BEGIN is not counted).
 
     python -m bench.dbos_app --port P --branches http://127.0.0.1:B --db-url postgresql://...
 """
@@ -17,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 PAYLOAD = b'{"amount":30}'
-_count = [0]
+_count = [0, 0]  # statements, commits
 
 
 def _count_sql() -> None:
@@ -27,7 +28,11 @@ def _count_sql() -> None:
     def before(*_a: object) -> None:
         _count[0] += 1
 
+    def commit(*_a: object) -> None:
+        _count[1] += 1
+
     event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "commit", commit)
 
 
 async def main(port: int, branches: str, db_url: str) -> None:
@@ -72,7 +77,7 @@ async def main(port: int, branches: str, db_url: str) -> None:
         return web.Response(text=f'{{"dtm_result":"SUCCESS","status":"{result}"}}')
 
     async def stats(_r: web.Request) -> web.Response:
-        return web.json_response({"sql_statements": _count[0]})
+        return web.json_response({"sql_statements": _count[0], "commits": _count[1]})
 
     app = web.Application()
     app.router.add_post("/saga", run_saga)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bench.load import PhaseResult, pct, run_phase
+from bench.load import TX_TIMEOUT, PhaseResult, pct, run_phase
 from bench.procs import self_cpu
 
 ROUNDTRIP_SAMPLE = 40
@@ -43,11 +43,11 @@ async def count_roundtrips(conf: dict[str, Any], workdir: Path,
             f"http://127.0.0.1:{conf['HttpPort']}/api/dtmsvr", f"127.0.0.1:{conf['GrpcPort']}"
         )
         for i in range(3):  # warm up: connections, prepared statements, the poller's claim
-            await one(i)
+            await asyncio.wait_for(one(i), TX_TIMEOUT)
         await _idle(server)
         before = server.store.roundtrips
         for i in range(ROUNDTRIP_SAMPLE):
-            await one(i)
+            await asyncio.wait_for(one(i), TX_TIMEOUT)
         await _idle(server)
         return (server.store.roundtrips - before) / ROUNDTRIP_SAMPLE
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -57,7 +58,8 @@ def _make_target(scenario: str, session: aiohttp.ClientSession, br: Branches,
 
 
 async def standard(scenario: str, store: str, clients: int, seconds: float,
-                   baseline_seconds: float, warmup: float) -> dict[str, Any]:
+                   baseline_seconds: float, warmup: float,
+                   profile: str = "") -> dict[str, Any]:
     """saga2, saga2-wait, msg1, tcc2, saga2-grpc: direct baseline, then dtmx, same run."""
     wd = workdir()
     reset_store(store)
@@ -76,8 +78,11 @@ async def standard(scenario: str, store: str, clients: int, seconds: float,
                 target = _make_target(scenario, s, br, [srv.url], [srv.grpc_target], waiter)
                 direct = await run_phase(target.direct, clients=clients,
                                          seconds=baseline_seconds, warmup=min(1.0, warmup))
+                spy = _py_spy(srv.pid, profile, warmup + seconds) if profile else None
                 res = await run_phase(target.dtmx, clients=clients, seconds=seconds,
                                       warmup=warmup, cpu_of=srv.cpu)
+                if spy is not None:
+                    spy.wait(30)
                 out["check"] = await sample_check(s, srv.url, waiter.completed[-5000:])
                 if isinstance(target, GrpcTarget):
                     await target.close()
@@ -212,7 +217,8 @@ async def dbos(clients: int, seconds: float, baseline_seconds: float,
     out.update(tps=_r(db.tps, 1), baseline_tps=_r(direct.tps, 1),
                ratio=_ratio(db.tps, direct.tps), cpu_ms_per_tx=_r(db.cpu_ms_per_tx),
                store_roundtrips_per_tx=None, p50_ms=db.p50_ms, p99_ms=db.p99_ms,
-               dbos_sql_statements_per_tx=_r((sql1 - sql0) / max(1, started), 1),
+               dbos_sql_statements_per_tx=_r((sql1[0] - sql0[0]) / max(1, started), 1),
+               dbos_commits_per_tx=_r((sql1[1] - sql0[1]) / max(1, started), 1),
                dtmx_tps=_r(dt.tps, 1), dtmx_ratio=_ratio(dt.tps, direct.tps),
                dtmx_over_dbos=_ratio(dt.tps, db.tps), dtmx_cpu_ms_per_tx=_r(dt.cpu_ms_per_tx),
                dtmx_p50_ms=dt.p50_ms, dtmx_p99_ms=dt.p99_ms,
@@ -221,9 +227,19 @@ async def dbos(clients: int, seconds: float, baseline_seconds: float,
     return out
 
 
-async def _dbos_sql(s: aiohttp.ClientSession, port: int) -> int:
+async def _dbos_sql(s: aiohttp.ClientSession, port: int) -> tuple[int, int]:
     async with s.get(f"http://127.0.0.1:{port}/stats") as r:
-        return int((await r.json())["sql_statements"])
+        d = await r.json()
+    return int(d["sql_statements"]), int(d["commits"])
+
+
+def _py_spy(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes]:
+    """Sample the server with py-spy during the dtmx phase (raw collapsed stacks or svg)."""
+    fmt = "flamegraph" if path.endswith(".svg") else "raw"
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "-d", str(int(seconds)),
+                             "-r", "100", "--format", fmt, "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _reset_dbos_db() -> None:
