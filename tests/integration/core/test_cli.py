@@ -65,6 +65,7 @@ def test_migrate_sqlite(tmp_path: Path) -> None:
 def test_workers_share_the_ports(tmp_path: Path) -> None:
     """`dtmx serve --workers 2`: two server processes behind one HTTP and one gRPC port."""
     import os
+    import re
     import signal
     import uuid
 
@@ -94,6 +95,13 @@ def test_workers_share_the_ports(tmp_path: Path) -> None:
                 return False
 
         eventually(up, timeout=20)
+
+        def listeners() -> set[int]:
+            out = subprocess.run(["ss", "-Htlnp", f"sport = :{http}"], capture_output=True,
+                                 text=True).stdout
+            return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+        eventually(lambda: listeners() == set(children()), timeout=20)  # both are serving
         gids = [f"w-{uuid.uuid4().hex}" for _ in range(20)]
         for gid in gids:
             r = requests.post(f"{url}/submit", timeout=10, json={
