@@ -98,6 +98,11 @@ class Engine:
         """Process `trans` (owned by `owner`) until it finishes or has to wait."""
         r = _Run(trans=trans, owner=owner, branches=list(branches))
         try:
+            if self.lease(trans) > self.config.lease:
+                # claimed with the default lease, but this one's calls may take longer
+                extend = Change(next_cron_time=self.clock.now() + self.lease(trans))
+                if not await self._write(r, self.clock.now(), extend):
+                    return r.trans
             while True:
                 now = self.clock.now()
                 step = processors.plan(r.trans, r.branches, now, self.defaults)
@@ -117,12 +122,24 @@ class Engine:
                     await self._wait(r, step, now)
                     return r.trans
         except asyncio.CancelledError:
+            # Shutting down: hand the transaction back, due now, instead of leaving it to
+            # wait out the lease.
+            await self._release(r)
             raise
         except Exception:
             # A store error mid-run: nothing unwritten is lost, because the lease ends and
             # the transaction is picked up again from what was committed.
             log.exception("processing %s stopped", r.trans.gid)
             return r.trans
+
+    async def _release(self, r: _Run) -> None:
+        if r.trans.status.finished:
+            return
+        try:
+            # with the results gathered so far: less to redo
+            await self._write(r, self.clock.now(), Change(next_cron_time=self.clock.now()))
+        except Exception as e:  # the lease still ends on its own
+            log.info("could not release %s: %s", r.trans.gid, e)
 
     async def _write(self, r: _Run, now: float, change: Change) -> bool:
         """Write `change` plus the buffered branch results, compare-and-set on our claim."""

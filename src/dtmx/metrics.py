@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from dtmx.core.models import Branch, Outcome, Transaction
@@ -23,11 +25,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        # labels() builds a key and takes a lock on every call: keep the children
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        key = (counter._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
+
     def finished(self, trans: Transaction) -> None:
-        self._trans.labels(trans.trans_type.value, trans.status.value).inc()
+        self._child(self._trans, trans.trans_type.value, trans.status.value).inc()
 
     def branch(self, trans: Transaction, branch: Branch, outcome: Outcome) -> None:
-        self._branch.labels(trans.trans_type.value, branch.op.value, outcome.value).inc()
+        self._child(self._branch, trans.trans_type.value, branch.op.value, outcome.value).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,10 +21,13 @@ class SagaCustom:
     orders: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
+_PLAIN = SagaCustom()
+
+
 def parse_custom(custom_data: str, n_steps: int | None = None) -> SagaCustom:
     """Parse and (when n_steps is given) validate `{"concurrent":..,"orders":{"1":[0]}}`."""
     if not custom_data:
-        return SagaCustom()
+        return _PLAIN
     try:
         raw = orjson.loads(custom_data)
     except orjson.JSONDecodeError:

@@ -85,3 +85,24 @@ def test_kill_9_during_a_stream_of_sagas() -> None:
             eventually(lambda g=gid: server.status(g) in ("succeed", "failed"), timeout=30)
     server.stop()
     busi.stop()
+
+
+def test_graceful_stop_hands_work_back_at_once() -> None:
+    """SIGTERM mid-saga: the server releases its lease, so a restart resumes at once
+    instead of after LeaseSeconds (30 s here)."""
+    busi = BusiServer(free_port()).start()
+    busi.state.set("TransIn", "SLEEP:1")
+    server = ServerProcess(extra={"LeaseSeconds": 30, "RequestTimeout": 3}).start()
+    try:
+        gid = f"stop-{uuid.uuid4().hex[:12]}"
+        r = requests.post(f"{server.url}/submit", json=body(gid, busi.url, OK_STEPS), timeout=5)
+        assert r.status_code == 200
+        eventually(lambda: busi.state.count("TransIn", gid) == 1)  # in flight
+        server.stop()  # SIGTERM
+        server.start()
+        server.wait_status(gid, "succeed", timeout=15)  # well before the 30 s lease
+        assert busi.state.applied_count("TransIn", gid) == 1
+        assert busi.state.applied_count("TransOut", gid) == 1
+    finally:
+        server.stop()
+        busi.stop()
