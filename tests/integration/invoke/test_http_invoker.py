@@ -1,0 +1,328 @@
+"""HttpInvoker against real aiohttp web servers (and a few raw asyncio servers for the
+misbehaving cases): DTM's calling contract over our own HTTP/1.1 client."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from dtmx.core.models import Outcome
+from dtmx.invoke.base import BranchCall
+from dtmx.invoke.http import HttpInvoker, Router
+from tests.support.util import aeventually, free_port
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, str]
+    raw_query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Branches:
+    base: str
+    seen: list[Seen] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    active: int = 0
+    max_active: int = 0
+
+
+async def _start(app: web.Application, **kw: Any) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, **kw)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+def _app(b: Branches) -> web.Application:
+    async def record(req: web.Request) -> None:
+        b.seen.append(Seen(req.method, req.path, dict(req.query), req.rel_url.raw_query_string,
+                           dict(req.headers), await req.read()))
+
+    async def ok(req: web.Request) -> web.Response:
+        await record(req)
+        return web.json_response({"dtm_result": "SUCCESS"})
+
+    async def status(req: web.Request) -> web.Response:
+        await record(req)
+        return web.Response(status=int(req.match_info["code"]), text="no")
+
+    async def text(req: web.Request) -> web.Response:
+        return web.json_response({"dtm_result": req.match_info["word"]})
+
+    async def chunked(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        for _ in range(50):
+            await resp.write(b"x" * 4000)
+        await resp.write(b"ONGOING")
+        await resp.write_eof()
+        return resp
+
+    async def close(req: web.Request) -> web.Response:
+        await record(req)
+        resp = web.Response(text="ok")
+        resp.force_close()
+        return resp
+
+    async def hold(req: web.Request) -> web.Response:
+        b.active += 1
+        b.max_active = max(b.max_active, b.active)
+        try:
+            await b.release.wait()
+        finally:
+            b.active -= 1
+        return web.Response(text="ok")
+
+    async def size(req: web.Request) -> web.Response:
+        body = await req.read()
+        return web.Response(text=f"{len(body)} {body[:1].decode()}")
+
+    async def gz(req: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(b'{"dtm_result":"FAILURE"}'),
+                            headers={"Content-Encoding": "gzip"})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/ok", ok)
+    app.router.add_route("*", "/ok/{tail:.*}", ok)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/text/{word}", text)
+    app.router.add_route("*", "/chunked", chunked)
+    app.router.add_route("*", "/close", close)
+    app.router.add_route("*", "/hold", hold)
+    app.router.add_route("*", "/size", size)
+    app.router.add_route("*", "/gzip", gz)
+    return app
+
+
+@pytest.fixture
+async def branches() -> AsyncIterator[Branches]:
+    b = Branches(base="")
+    runner, port = await _start(_app(b))
+    b.base = f"http://127.0.0.1:{port}"
+    yield b
+    b.release.set()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def invoker() -> AsyncIterator[HttpInvoker]:
+    inv = HttpInvoker()
+    yield inv
+    await inv.close()
+
+
+def _call(url: str, payload: bytes = b'{"amount":30}', **kw: Any) -> BranchCall:
+    base: dict[str, Any] = dict(gid="gid-1", trans_type="saga", branch_id="01", op="action")
+    base.update(kw)
+    return BranchCall(url=url, payload=payload, **base)
+
+
+async def test_success_post_with_query_headers_and_body(
+    branches: Branches, invoker: HttpInvoker
+) -> None:
+    res = await invoker.call(_call(branches.base + "/ok", headers={"X-Token": "t1"}))
+    assert res.outcome is Outcome.SUCCESS and res.detail == ""
+    s = branches.seen[-1]
+    assert s.method == "POST"
+    assert s.query == {"gid": "gid-1", "trans_type": "saga", "branch_id": "01", "op": "action"}
+    assert s.headers["Content-Type"] == "application/json"
+    assert s.headers["X-Token"] == "t1"
+    assert s.body == b'{"amount":30}'
+
+
+async def test_get_when_payload_empty_post_for_xa(
+    branches: Branches, invoker: HttpInvoker
+) -> None:
+    assert (await invoker.call(_call(branches.base + "/ok", b""))).outcome is Outcome.SUCCESS
+    assert branches.seen[-1].method == "GET" and branches.seen[-1].body == b""
+    assert branches.seen[-1].headers["Content-Type"] == "application/json"
+    res = await invoker.call(_call(branches.base + "/ok", b"", trans_type="xa", force_post=True))
+    assert res.outcome is Outcome.SUCCESS
+    assert branches.seen[-1].method == "POST" and branches.seen[-1].body == b""
+    assert branches.seen[-1].headers["Content-Length"] == "0"
+
+
+async def test_query_escaping_and_existing_query(
+    branches: Branches, invoker: HttpInvoker
+) -> None:
+    gid = "g 1&x=y/é+%"
+    url = branches.base + "/ok/a%20b?keep=1&sp=a%20b"
+    assert (await invoker.call(_call(url, gid=gid))).outcome is Outcome.SUCCESS
+    s = branches.seen[-1]
+    assert s.path == "/ok/a b"
+    assert s.query == {"keep": "1", "sp": "a b", "gid": gid, "trans_type": "saga",
+                       "branch_id": "01", "op": "action"}
+    assert s.raw_query.startswith("keep=1&sp=a%20b&gid=")
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome", "detail"),
+    [
+        ("/status/409", Outcome.FAILURE, "409 no"),
+        ("/status/425", Outcome.ONGOING, "425 no"),
+        ("/status/500", Outcome.ERROR, "500 no"),
+        ("/status/404", Outcome.ERROR, "404 no"),
+        ("/text/ONGOING", Outcome.ONGOING, '200 {"dtm_result": "ONGOING"}'),
+        ("/text/FAILURE", Outcome.FAILURE, '200 {"dtm_result": "FAILURE"}'),
+        ("/gzip", Outcome.FAILURE, '200 {"dtm_result":"FAILURE"}'),
+    ],
+)
+async def test_result_mapping(
+    branches: Branches, invoker: HttpInvoker, path: str, outcome: Outcome, detail: str
+) -> None:
+    res = await invoker.call(_call(branches.base + path))
+    assert (res.outcome, res.detail) == (outcome, detail)
+
+
+async def test_connections_are_reused(branches: Branches, invoker: HttpInvoker) -> None:
+    for _ in range(5):
+        assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
+    assert invoker.http1.connects == 1
+
+
+async def test_chunked_response(branches: Branches, invoker: HttpInvoker) -> None:
+    res = await invoker.call(_call(branches.base + "/chunked"))
+    assert res.outcome is Outcome.ONGOING
+    # and the connection is still good after a chunked answer
+    assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
+    assert invoker.http1.connects == 1
+
+
+async def test_connection_close_is_honoured(branches: Branches, invoker: HttpInvoker) -> None:
+    for _ in range(3):
+        assert (await invoker.call(_call(branches.base + "/close"))).outcome is Outcome.SUCCESS
+    assert invoker.http1.connects == 3
+    assert invoker.http1.idle_count(("127.0.0.1", int(branches.base.rsplit(":", 1)[1]))) == 0
+
+
+async def test_server_closing_idle_keepalive_between_calls(invoker: HttpInvoker) -> None:
+    b = Branches(base="")
+    runner, port = await _start(_app(b), keepalive_timeout=0.05)
+    try:
+        url = f"http://127.0.0.1:{port}/ok"
+        for _ in range(3):
+            assert (await invoker.call(_call(url))).outcome is Outcome.SUCCESS
+            await aeventually(_no_open(invoker), timeout=5)  # the server closed it
+        assert invoker.http1.connects == 3
+        assert len(b.seen) == 3
+    finally:
+        await runner.cleanup()
+
+
+def _no_open(invoker: HttpInvoker) -> Any:
+    async def check() -> bool:
+        return invoker.http1.open_connections == 0
+    return check
+
+
+async def test_timeout_then_recovery(branches: Branches, invoker: HttpInvoker) -> None:
+    res = await invoker.call(_call(branches.base + "/hold", timeout=0.2))
+    assert res.outcome is Outcome.ERROR and res.detail == "timeout after 0.2s"
+    assert invoker.http1.open_connections == 0  # a timed-out connection is not reused
+    assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
+
+
+async def test_unreachable_port(invoker: HttpInvoker) -> None:
+    res = await invoker.call(_call(f"http://127.0.0.1:{free_port()}/x"))
+    assert res.outcome is Outcome.ERROR
+    assert "ConnectionRefusedError" in res.detail or "OSError" in res.detail
+    assert invoker.http1.open_connections == 0
+
+
+async def test_bad_header_is_an_error_result(branches: Branches, invoker: HttpInvoker) -> None:
+    res = await invoker.call(_call(branches.base + "/ok", headers={"X-A": "v\r\nX-B: 1"}))
+    assert res.outcome is Outcome.ERROR and "HeaderError" in res.detail
+    assert branches.seen == []
+
+
+async def test_large_payload(branches: Branches, invoker: HttpInvoker) -> None:
+    payload = b"[" + b"1," * (3 * 1024 * 1024) + b"1]"
+    res = await invoker.call(_call(branches.base + "/size", payload))
+    assert res.outcome is Outcome.SUCCESS
+    small = b'{"a":1}'
+    assert (await invoker.call(_call(branches.base + "/size", small))).outcome is Outcome.SUCCESS
+    assert invoker.http1.connects == 1
+
+
+async def test_empty_url_is_success(invoker: HttpInvoker) -> None:
+    assert (await invoker.call(_call(""))).outcome is Outcome.SUCCESS
+
+
+async def test_user_info_url_goes_through_aiohttp(
+    branches: Branches, invoker: HttpInvoker
+) -> None:
+    url = branches.base.replace("http://", "http://u:p@") + "/ok"
+    assert (await invoker.call(_call(url))).outcome is Outcome.SUCCESS
+    assert branches.seen[-1].headers["Authorization"].startswith("Basic ")
+    assert branches.seen[-1].query["gid"] == "gid-1"
+    assert invoker.http1.connects == 0
+
+
+async def test_router_sends_http_to_http(branches: Branches) -> None:
+    r = Router(HttpInvoker())
+    try:
+        assert (await r.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
+        assert (await r.call(_call("localhost:1/svc.X/Y"))).outcome is Outcome.ERROR
+    finally:
+        await r.close()
+
+
+async def test_idle_bound_and_idle_timeout(branches: Branches) -> None:
+    inv = HttpInvoker()
+    inv.http1.max_idle_per_host = 2
+    inv.http1.idle_timeout = 0.2
+    try:
+        calls = [asyncio.create_task(inv.call(_call(branches.base + "/hold"))) for _ in range(5)]
+        await aeventually(_active(branches, 5), timeout=5)
+        branches.release.set()
+        results = await asyncio.gather(*calls)
+        assert all(r.outcome is Outcome.SUCCESS for r in results)
+        key = ("127.0.0.1", int(branches.base.rsplit(":", 1)[1]))
+        assert inv.http1.idle_count(key) == 2
+        await aeventually(_no_open(inv), timeout=5)  # closed by the idle sweeper
+    finally:
+        await inv.close()
+
+
+def _active(b: Branches, n: int) -> Any:
+    async def check() -> bool:
+        return b.active == n
+    return check
+
+
+async def test_connection_limit(branches: Branches) -> None:
+    inv = HttpInvoker(limit=2)
+    try:
+        calls = [asyncio.create_task(inv.call(_call(branches.base + "/hold"))) for _ in range(6)]
+        await aeventually(_active(branches, 2), timeout=5)
+        branches.release.set()
+        results = await asyncio.gather(*calls)
+        assert all(r.outcome is Outcome.SUCCESS for r in results)
+        assert branches.max_active == 2
+        assert inv.http1.connects == 2
+    finally:
+        await inv.close()
+
+
+async def test_cancelled_call_closes_its_connection(
+    branches: Branches, invoker: HttpInvoker
+) -> None:
+    task = asyncio.create_task(invoker.call(_call(branches.base + "/hold")))
+    await aeventually(_active(branches, 1), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert invoker.http1.open_connections == 0
