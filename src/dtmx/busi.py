@@ -38,6 +38,7 @@ class BusiState:
     done: set[tuple[str, str, str]] = field(default_factory=set)
     headers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     bodies: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     # calls of the same (route, gid) that overlapped in time: two workers on one transaction
     in_flight: Counter[tuple[str, str]] = field(default_factory=Counter)
     overlaps: list[tuple[str, str]] = field(default_factory=list)
@@ -61,6 +62,7 @@ class BusiState:
             self.calls[(route, gid)] += 1
             self.headers[(route, gid)] = headers
             self.bodies[(route, gid)] = body
+            self.requests.append((route, q.get("method", ""), q))
             if self.in_flight[(route, gid)]:
                 self.overlaps.append((route, gid))
             self.in_flight[(route, gid)] += 1
@@ -98,6 +100,7 @@ def make_app(state: BusiState) -> web.Application:
         route = request.match_info["route"]
         body = await request.read()
         q = dict(request.query)
+        q["method"] = request.method
         state.record(route, q, dict(request.headers), body)
         try:
             return await answer(route, q)

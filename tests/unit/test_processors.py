@@ -139,3 +139,13 @@ def test_backoff_doubles_and_caps() -> None:
     assert next_interval(1, 1, 100, backoff=True) == 2
     assert next_interval(64, 1, 100, backoff=True) == 100
     assert next_interval(64, 1, 100, backoff=False) == 1
+
+
+def test_xa_second_phase_in_registration_order() -> None:
+    t = Transaction(gid="g", trans_type=TransType.XA, status=Status.SUBMITTED, create_time=100.0)
+    bs = tcc.gen_registered(TransType.XA, "g", "01", b"", {"url": "u1"}, 100)
+    bs += tcc.gen_registered(TransType.XA, "g", "02", b"", {"url": "u2"}, 100)
+    assert [(b.op, b.url) for b in bs[:2]] == [(Op.ROLLBACK, "u1"), (Op.COMMIT, "u1")]
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.COMMIT),))
+    t.status = Status.ABORTING
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.ROLLBACK),))

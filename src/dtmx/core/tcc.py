@@ -1,7 +1,8 @@
 """TCC and XA: the client registers branches; the server confirms or cancels them all.
 
-Second-phase ops run one at a time in reverse registration order, so that nested branches
-(registered after their parent) are finished before the parent.
+Second-phase ops run one at a time. TCC goes in reverse registration order, so that nested
+branches (registered after their parent) are finished before the parent; XA goes in
+registration order, as DTM does (its branches are independent local XA transactions).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: D
         op, final = backward, Status.FAILED
     else:
         return Wait()
-    for b in reversed(branches):
+    ordered = reversed(branches) if trans.trans_type is TransType.TCC else iter(branches)
+    for b in ordered:
         if b.op is op and b.status is Status.PREPARED:
             return Call((b.key,))
     return Transition(final)

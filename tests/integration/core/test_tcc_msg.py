@@ -246,3 +246,26 @@ def test_concurrent_subscribes_all_kept(server: ServerProcess, busi: BusiServer,
     urls = {s["url"] for s in json.loads(kv[0]["v"])}
     assert len(urls) == codes.count(200)
     assert codes.count(200) >= 1 and set(codes) <= {200, 409}
+
+
+def xa_calls(busi: BusiServer, gid: str) -> list[tuple[str, str, str, str]]:
+    return [(r, q["method"], q["branch_id"], q["op"]) for r, _, q in busi.state.requests
+            if q.get("gid") == gid]
+
+
+def test_xa_commit_and_rollback(server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # XA: the server only drives the second phase, POSTing op=commit / op=rollback in
+    # registration order (the app did XA START/END/PREPARE in its own database)
+    for g, end in ((gid, "submit"), (gid + "r", "abort")):
+        assert post(server, "prepare", {"gid": g, "trans_type": "xa"}).status_code == 200
+        for bid, route in (("01", "TransOut"), ("02", "TransIn")):
+            r = post(server, "registerBranch", {"gid": g, "branch_id": bid, "trans_type": "xa",
+                                                "url": f"{busi.url}/{route}", "data": ""})
+            assert r.status_code == 200, r.text
+        assert post(server, end, {"gid": g, "trans_type": "xa"}).status_code == 200
+    server.wait_status(gid, "succeed")
+    server.wait_status(gid + "r", "failed")
+    assert xa_calls(busi, gid) == [("TransOut", "POST", "01", "commit"),
+                                   ("TransIn", "POST", "02", "commit")]
+    assert xa_calls(busi, gid + "r") == [("TransOut", "POST", "01", "rollback"),
+                                         ("TransIn", "POST", "02", "rollback")]
