@@ -214,7 +214,10 @@ class Http1Client:
                 conn._clear()
                 conn.abort()
                 raise
-            if keep_alive and not conn.closed:
+            # an early answer (before the whole body went out) leaves bytes in flight
+            transport = conn.transport
+            if keep_alive and not conn.closed and transport is not None \
+                    and not transport.get_write_buffer_size():
                 self._release(conn, loop)
             else:
                 conn.abort()
@@ -313,17 +316,23 @@ class Http1Client:
     async def _connect(
         self, target: Target, deadline: float, loop: asyncio.AbstractEventLoop
     ) -> _Conn:
-        while self._open >= self.limit and not self._evict_other_idle():
+        while self._open >= self.limit:
+            idle = self._take_idle(target.key)
+            if idle is not None:
+                return idle
+            if self._evict_other_idle():
+                break
             w: asyncio.Future[None] = loop.create_future()
             self._slot_waiters.append(w)
             try:
                 async with asyncio.timeout_at(deadline):
                     await w
+            except BaseException:
+                if w.done() and not w.cancelled():
+                    self._wake_one()  # we were woken but leave: pass the turn on
+                raise
             finally:
                 w.cancel()
-            conn = self._take_idle(target.key)
-            if conn is not None:
-                return conn
         self._open += 1
         conn = _Conn(self, target.key)
         try:

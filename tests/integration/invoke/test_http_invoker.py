@@ -326,3 +326,17 @@ async def test_cancelled_call_closes_its_connection(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert invoker.http1.open_connections == 0
+
+
+async def test_limit_evicts_idle_connection_of_another_host(branches: Branches) -> None:
+    other = Branches(base="")
+    runner, port = await _start(_app(other))
+    inv = HttpInvoker(limit=1)
+    try:
+        assert (await inv.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
+        res = await inv.call(_call(f"http://127.0.0.1:{port}/ok"))
+        assert res.outcome is Outcome.SUCCESS
+        assert inv.http1.open_connections == 1 and inv.http1.connects == 2
+    finally:
+        await inv.close()
+        await runner.cleanup()
