@@ -12,18 +12,13 @@ a finished one leaves the cron index and expires `finished_ttl` after it finishe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import fields as dc_fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-import redis.exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 
 from dtmx.core.models import (
     KV,
@@ -37,7 +32,8 @@ from dtmx.core.models import (
     TransOptions,
     TransType,
 )
-from dtmx.errors import DuplicateBranch, StoreError, StoreUnavailable
+from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailable
+from dtmx.stores.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
 
 _LUA_DIR = Path(__file__).with_name("redis_lua")
 _SCRIPTS_WITH_PRELUDE = ("create", "update", "add_branches")
@@ -104,7 +100,7 @@ def encode_trans(t: Transaction) -> dict[str, str | bytes]:
 
 
 def decode_trans(raw: dict[bytes, bytes]) -> Transaction:
-    """Inverse of `encode_trans` (fields as bytes, the way redis-py returns them)."""
+    """Inverse of `encode_trans` (fields and values as bytes, as Redis returns them)."""
     h = {k.decode(): v for k, v in raw.items()}
     opts: dict[str, Any] = orjson.loads(h["options"]) if "options" in h else {}
     options = TransOptions(
@@ -230,7 +226,12 @@ def _decode_kv(cat: str, key: str, rec: bytes) -> KV:
 
 # ---- the store ------------------------------------------------------------------------
 class RedisStore:
-    """`Store` on Redis (redis-py asyncio). See the module docstring for the layout."""
+    """`Store` on Redis through our pipelined RESP client (`dtmx.stores.resp`).
+
+    See the module docstring for the layout. `connections` pipelined connections carry all
+    the concurrency (Redis runs one command at a time anyway); `pool_size` is accepted for
+    the settings' MaxOpenConns and only caps `connections`.
+    """
 
     def __init__(
         self,
@@ -239,52 +240,52 @@ class RedisStore:
         finished_ttl: float = 86400.0,
         data_ttl: float = 604800.0,
         pool_size: int = 64,
+        connections: int = 2,
+        connect_timeout: float = 5.0,
+        reader: Callable[[], Reader] = default_reader,
     ) -> None:
         self.roundtrips = 0
-        self._url = url
         self._p = prefix
         self._fttl_ms = str(int(finished_ttl * 1000))
         self._dttl_ms = str(int(data_ttl * 1000))
-        self._pool_size = pool_size
-        self._redis: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        try:
+            address = RedisAddress.from_url(url)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        self._client = RespClient(
+            address,
+            connections=max(1, min(connections, pool_size)),
+            connect_timeout=connect_timeout,
+            reader=reader,
+        )
+        self._bodies = {name: _load_lua(name) for name in _SCRIPTS}
+        self._shas = {name: hashlib.sha1(body.encode()).hexdigest()
+                      for name, body in self._bodies.items()}
 
     # ---- plumbing ---------------------------------------------------------------------
-    def _client(self) -> aioredis.Redis:
-        if self._redis is None:
-            # No automatic retries: a script re-sent after a lost reply could, for example,
-            # report an existing gid for a create that did succeed. The engine retries.
-            # A blocking pool makes a burst above pool_size wait for a connection instead
-            # of failing with "too many connections".
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self._pool_size,
-                timeout=10.0,
-                decode_responses=False,
-                socket_connect_timeout=5.0,
-                retry=Retry(NoBackoff(), 0),
-            )
-            self._redis = aioredis.Redis.from_pool(pool)
-            self._scripts = {
-                name: self._redis.register_script(_load_lua(name)) for name in _SCRIPTS
-            }
-        return self._redis
-
-    @asynccontextmanager
-    async def _trip(self) -> AsyncIterator[aioredis.Redis]:
-        """One counted round trip, with redis errors translated to ours."""
-        client = self._client()
+    async def _call(self, *args: Any) -> Any:
+        """One counted round trip, with errors translated to ours (never re-sent)."""
         self.roundtrips += 1
         try:
-            yield client
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
-            raise StoreUnavailable(f"redis unreachable: {e}") from e
-        except rexc.RedisError as e:
+            return await self._client.execute(*args)
+        except ReplyError as e:
             raise StoreError(f"redis error: {e}") from e
+        except (ConnectionError, OSError) as e:
+            raise StoreUnavailable(f"redis unreachable: {e}") from e
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        async with self._trip():
-            return await self._scripts[name](keys=keys, args=args)
+        """EVALSHA the script; if Redis lost it (restart, SCRIPT FLUSH), load it and retry
+        once: a NOSCRIPT reply means nothing ran, so the retry cannot apply anything twice."""
+        self.roundtrips += 1
+        try:
+            return await self._client.execute("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        except ReplyError as e:
+            if not str(e).startswith("NOSCRIPT"):
+                raise StoreError(f"redis error: {e}") from e
+        except (ConnectionError, OSError) as e:
+            raise StoreUnavailable(f"redis unreachable: {e}") from e
+        await self._call("SCRIPT", "LOAD", self._bodies[name])
+        return await self._call("EVALSHA", self._shas[name], len(keys), *keys, *args)
 
     def _g(self, gid: str) -> str:
         return f"{self._p}:g:{gid}"
@@ -310,21 +311,17 @@ class RedisStore:
     # ---- lifecycle --------------------------------------------------------------------
     async def open(self) -> None:
         """Ping and load the scripts (so the first EVALSHA of each does not miss)."""
-        async with self._trip() as r:
-            await r.ping()
-            pipe = r.pipeline(transaction=False)
-            for script in self._scripts.values():
-                pipe.script_load(script.script)
-            await pipe.execute()
+        await self._call("PING")
+        for name, body in self._bodies.items():
+            sha = await self._call("SCRIPT", "LOAD", body)
+            if sha.decode() != self._shas[name]:  # would make every EVALSHA miss
+                raise StoreError(f"redis: unexpected SHA for script {name}: {sha!r}")
 
     async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        await self._client.close()
 
     async def ping(self) -> None:
-        async with self._trip() as r:
-            await r.ping()
+        await self._call("PING")
 
     # ---- transactions -----------------------------------------------------------------
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
@@ -354,14 +351,12 @@ class RedisStore:
         return bool(await self._run("create", keys, args))
 
     async def get(self, *, gid: str) -> Transaction | None:
-        async with self._trip() as r:
-            raw = cast(dict[bytes, bytes], await r.hgetall(self._g(gid)))
-        return decode_trans(raw) if raw else None
+        raw: list[bytes] = await self._call("HGETALL", self._g(gid))
+        return decode_trans(_pairs(raw)) if raw else None
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
-        async with self._trip() as r:
-            raw = cast(dict[bytes, bytes], await r.hgetall(self._b(gid)))
-        return decode_branches(gid, raw)
+        raw: list[bytes] = await self._call("HGETALL", self._b(gid))
+        return decode_branches(gid, _pairs(raw))
 
     async def update(
         self,
@@ -447,8 +442,7 @@ class RedisStore:
 
     # ---- key-value --------------------------------------------------------------------
     async def kv_find(self, *, cat: str, key: str) -> KV | None:
-        async with self._trip() as r:
-            rec = cast(bytes | None, await r.hget(self._kv(cat)[0], key))
+        rec: bytes | None = await self._call("HGET", self._kv(cat)[0], key)
         return None if rec is None else _decode_kv(cat, key, rec)
 
     async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +24,7 @@ from dtmx.core.models import (
 from dtmx.errors import DuplicateBranch, StoreUnavailable
 from dtmx.stores.base import Store
 from dtmx.stores.redis_store import RedisStore
+from dtmx.stores.resp import HAVE_HIREDIS, PyReader, Reader, hiredis_reader
 from tests.support.util import free_port
 
 URL = "redis://127.0.0.1:6379/0"
@@ -45,9 +46,16 @@ def prefix() -> str:
     return "{dtmx-rs-" + uuid.uuid4().hex[:12] + "}"
 
 
-@pytest.fixture
-async def store(prefix: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(URL, prefix=prefix, finished_ttl=100.0, data_ttl=1000.0)
+# every test runs with the C reply parser (hiredis, when installed) and the pure-Python one
+READERS: dict[str, Callable[[], Reader]] = {"python": PyReader}
+if HAVE_HIREDIS:
+    READERS["hiredis"] = hiredis_reader
+
+
+@pytest.fixture(params=sorted(READERS))
+async def store(prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
+    s = RedisStore(URL, prefix=prefix, finished_ttl=100.0, data_ttl=1000.0,
+                   reader=READERS[request.param])
     await s.open()
     try:
         yield s
@@ -344,11 +352,16 @@ async def test_kv(store: RedisStore) -> None:
     assert len(page) == 3 and pos == ""
 
 
-async def test_burst_above_pool_size_waits(prefix: str) -> None:
-    s = RedisStore(URL, prefix=prefix, pool_size=2)
+async def test_burst_on_one_connection(prefix: str) -> None:
+    """Many concurrent verbs share one pipelined connection, each gets its own answer."""
+    s = RedisStore(URL, prefix=prefix, pool_size=1)
     try:
-        ts = [trans() for _ in range(20)]
-        assert all(await asyncio.gather(*[s.create(trans=t, branches=[]) for t in ts]))
+        ts = [trans() for _ in range(50)]
+        assert all(await asyncio.gather(*[s.create(trans=t, branches=saga_branches(t.gid))
+                                          for t in ts]))
+        got = await asyncio.gather(*[s.get(gid=t.gid) for t in ts],
+                                   *[s.get_branches(gid=t.gid) for t in ts])
+        assert got == [*ts, *[saga_branches(t.gid) for t in ts]]
     finally:
         await s.close()
         await _drop(prefix)

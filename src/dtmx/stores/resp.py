@@ -1,0 +1,336 @@
+"""A small pipelined asyncio RESP2 client: just what the Redis store needs, and cheap.
+
+Why not redis-py: under load its per-command machinery (connection checkout with timeouts,
+retry wrappers, argument deprecation shims, script objects) cost more server CPU than the
+transactions themselves. Here each command is one packed write and one future:
+
+- A few long-lived connections, each pipelined: a command is written as soon as it is issued
+  (writes made in the same loop turn go out in one send) and its future waits in a FIFO;
+  replies arrive in order, so each parsed reply resolves the oldest future. Concurrent
+  callers share a connection with no checkout and no lock.
+- A lost connection fails every pending future with `ConnectionError` and is replaced on the
+  next call. Nothing is ever re-sent: a command whose reply was lost may have been applied.
+- Replies are parsed by `hiredis.Reader` when hiredis is installed, else by `PyReader`.
+
+Errors: `ReplyError` for an error reply, `ConnectionError` (or `OSError`) when Redis cannot
+be reached; the store translates both into dtmx errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+from urllib.parse import unquote, urlparse
+
+
+class ReplyError(Exception):
+    """An error reply from Redis (its text, e.g. "NOSCRIPT No matching script")."""
+
+
+class ProtocolError(Exception):
+    """Redis sent bytes that are not RESP2."""
+
+
+Arg = str | bytes | int | float
+
+
+class Reader(Protocol):
+    """The part of `hiredis.Reader` we use: feed bytes, take complete replies (False = none)."""
+
+    def feed(self, data: bytes, /) -> None: ...
+
+    def gets(self) -> Any: ...
+
+
+# ---- packing and parsing (pure) -------------------------------------------------------
+def py_pack_command(args: tuple[Arg, ...]) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, bytes):
+            b = a
+        elif isinstance(a, str):
+            b = a.encode()
+        elif isinstance(a, int):
+            b = b"%d" % a
+        else:
+            b = repr(a).encode()
+        out += (b"$%d\r\n" % len(b), b, b"\r\n")
+    return b"".join(out)
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class PyReader:
+    """Pure-Python RESP2 reply parser with `hiredis.Reader`'s feed/gets interface.
+
+    Bulk and status strings come back as bytes, integers as int, nil as None, arrays as
+    lists, error replies as `ReplyError` instances (returned, not raised, like hiredis).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes, /) -> None:
+        self._buf += data
+
+    def gets(self) -> Any:
+        """The next complete reply, or False if the buffer does not hold one yet."""
+        if self._pos >= len(self._buf):
+            return False
+        try:
+            reply, pos = self._parse(self._pos)
+        except _Incomplete:
+            # a partial reply is parsed again from its start once more bytes came; replies
+            # here are small, so that costs less than keeping a resumable parse state
+            return False
+        if pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif pos > 65536:
+            del self._buf[:pos]
+            self._pos = 0
+        else:
+            self._pos = pos
+        return reply
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        buf = self._buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            raise _Incomplete
+        kind = buf[pos]
+        line = bytes(buf[pos + 1 : end])
+        pos = end + 2
+        if kind == 0x24:  # $ bulk string
+            n = int(line)
+            if n < 0:
+                return None, pos
+            if len(buf) < pos + n + 2:
+                raise _Incomplete
+            return bytes(buf[pos : pos + n]), pos + n + 2
+        if kind == 0x3A:  # : integer
+            return int(line), pos
+        if kind == 0x2A:  # * array
+            n = int(line)
+            if n < 0:
+                return None, pos
+            items: list[Any] = []
+            for _ in range(n):
+                item, pos = self._parse(pos)
+                items.append(item)
+            return items, pos
+        if kind == 0x2B:  # + status
+            return line, pos
+        if kind == 0x2D:  # - error
+            return ReplyError(line.decode(errors="replace")), pos
+        raise ProtocolError(f"unexpected reply type byte {kind!r}")
+
+
+try:
+    _hiredis: Any = importlib.import_module("hiredis")
+except ImportError:  # pragma: no cover - depends on the install
+    _hiredis = None
+
+HAVE_HIREDIS = _hiredis is not None
+
+
+def hiredis_reader() -> Reader:
+    """A C reader (hiredis) that returns error replies as our `ReplyError`."""
+    if _hiredis is None:
+        raise RuntimeError("hiredis is not installed")
+    reader: Reader = _hiredis.Reader(replyError=ReplyError, protocolError=ProtocolError)
+    return reader
+
+
+default_reader: Callable[[], Reader] = hiredis_reader if HAVE_HIREDIS else PyReader
+# hiredis packs in C; it takes a tuple only (every caller here passes one)
+pack_command: Callable[[tuple[Arg, ...]], bytes] = (
+    _hiredis.pack_command if _hiredis is not None else py_pack_command
+)
+
+
+# ---- address --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where Redis is and how to log in: redis://[[user]:password@]host[:port][/db]."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        u = urlparse(url)
+        if u.scheme != "redis":
+            raise ValueError(f"not a redis:// URL: scheme {u.scheme!r}")
+        path = u.path.strip("/")
+        try:
+            db = int(path) if path else 0
+        except ValueError:
+            raise ValueError(f"redis URL: database must be a number, not {path!r}") from None
+        return cls(
+            host=u.hostname or "127.0.0.1",
+            port=u.port or 6379,
+            db=db,
+            username=unquote(u.username or ""),
+            password=unquote(u.password or ""),
+        )
+
+    def handshake(self) -> list[tuple[Arg, ...]]:
+        """Commands to send on each new connection before anything else."""
+        cmds: list[tuple[Arg, ...]] = []
+        if self.password:
+            user = (self.username,) if self.username else ()
+            cmds.append(("AUTH", *user, self.password))
+        if self.db:
+            cmds.append(("SELECT", self.db))
+        return cmds
+
+
+# ---- one connection -------------------------------------------------------------------
+class _Conn(asyncio.Protocol):
+    """One pipelined connection: a FIFO of futures resolved by replies in order."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only look-alikes
+        self._transport = cast(asyncio.Transport, transport)
+
+    def send(self, data: bytes) -> asyncio.Future[Any]:
+        """Queue one packed command; the future gets its reply (or the error)."""
+        if self.closed:
+            raise ConnectionError("redis connection closed")
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        if not self._out:
+            # gather the commands issued in this loop turn into one send
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+        return fut
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and not self.closed:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        try:
+            reader.feed(data)
+            waiters = self._waiters
+            while (reply := reader.gets()) is not False:
+                fut = waiters.popleft()
+                if fut.done():  # the caller was cancelled; the reply is dropped
+                    continue
+                if isinstance(reply, ReplyError):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+        except (ProtocolError, IndexError, ValueError) as e:
+            # garbage or a reply nobody asked for: the stream cannot be trusted any more
+            self._fail(ConnectionError(f"redis protocol error: {e!r}"))
+            if self._transport is not None:
+                self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"redis connection lost: {exc or 'closed by server'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        self._out.clear()
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        self._fail(ConnectionError("redis connection closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+
+# ---- the client -----------------------------------------------------------------------
+class RespClient:
+    """`connections` pipelined connections to one Redis, used round robin, opened lazily."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        *,
+        connections: int = 2,
+        connect_timeout: float = 5.0,
+        reader: Callable[[], Reader] = default_reader,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be >= 1")
+        self.address = address
+        self._connect_timeout = connect_timeout
+        self._reader = reader
+        self._conns: list[_Conn | None] = [None] * connections
+        self._locks = [asyncio.Lock() for _ in range(connections)]
+        self._next = 0
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command and return its reply; raises ReplyError or ConnectionError."""
+        i = self._next
+        self._next = (i + 1) % len(self._conns)
+        conn = self._conns[i]
+        if conn is None or conn.closed:
+            conn = await self._reconnect(i)
+        return await conn.send(pack_command(args))
+
+    async def _reconnect(self, i: int) -> _Conn:
+        async with self._locks[i]:
+            conn = self._conns[i]
+            if conn is None or conn.closed:
+                conn = await self._open()
+                self._conns[i] = conn
+            return conn
+
+    async def _open(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        a = self.address
+        conn: _Conn | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self._reader()), a.host, a.port
+                )
+                for cmd in [conn.send(pack_command(c)) for c in a.handshake()]:
+                    await cmd
+        except TimeoutError:
+            if conn is not None:
+                conn.close()
+            raise ConnectionError(
+                f"redis at {a.host}:{a.port}: no connection within {self._connect_timeout}s"
+            ) from None
+        except ReplyError as e:
+            # a wrong password or database: the connection is useless, say so plainly
+            assert conn is not None
+            conn.close()
+            raise ConnectionError(f"redis at {a.host}:{a.port} refused the login: {e}") from e
+        return conn
+
+    async def close(self) -> None:
+        """Close every connection; pending commands fail with ConnectionError."""
+        for i, conn in enumerate(self._conns):
+            if conn is not None:
+                conn.close()
+                self._conns[i] = None
