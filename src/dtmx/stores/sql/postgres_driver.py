@@ -137,7 +137,10 @@ class PostgresBackend(Backend):
         try:
             yield conn
         except StoreUnavailable:
-            conn.terminate()  # a broken connection is replaced, not reused
+            # a broken connection is replaced, not reused; asyncpg may have released it
+            # already, and then terminate() complains: the original error is what matters
+            with suppress(Exception):
+                conn.terminate()
             raise
         finally:
             with suppress(Exception):
