@@ -230,7 +230,10 @@ class RedisStore:
 
     See the module docstring for the layout. `connections` pipelined connections carry all
     the concurrency (Redis runs one command at a time anyway); `pool_size` is accepted for
-    the settings' MaxOpenConns and only caps `connections`.
+    the settings' MaxOpenConns and only caps `connections`. Connecting and logging in give
+    up after `connect_timeout`; a connection whose commands get no reply for
+    `reply_timeout` is dropped (its callers get StoreUnavailable). `reader` picks the reply
+    parser (hiredis when installed; tests also run the pure-Python one).
     """
 
     def __init__(
@@ -242,6 +245,7 @@ class RedisStore:
         pool_size: int = 64,
         connections: int = 2,
         connect_timeout: float = 5.0,
+        reply_timeout: float | None = 15.0,
         reader: Callable[[], Reader] = default_reader,
     ) -> None:
         self.roundtrips = 0
@@ -256,6 +260,7 @@ class RedisStore:
             address,
             connections=max(1, min(connections, pool_size)),
             connect_timeout=connect_timeout,
+            reply_timeout=reply_timeout,
             reader=reader,
         )
         self._bodies = {name: _load_lua(name) for name in _SCRIPTS}

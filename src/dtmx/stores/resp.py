@@ -199,19 +199,41 @@ class RedisAddress:
 
 # ---- one connection -------------------------------------------------------------------
 class _Conn(asyncio.Protocol):
-    """One pipelined connection: a FIFO of futures resolved by replies in order."""
+    """One pipelined connection: a FIFO of futures resolved by replies in order.
 
-    def __init__(self, reader: Reader) -> None:
+    A watchdog aborts the connection when commands wait and no reply came for a whole
+    `reply_timeout` (a stopped or wedged Redis sends no RST): callers then get an error
+    instead of waiting forever. It costs nothing per command, so a stall is noticed after
+    between one and two `reply_timeout`s.
+    """
+
+    def __init__(self, reader: Reader, reply_timeout: float | None) -> None:
         self._reader = reader
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
+        self._reply_timeout = reply_timeout
+        self._replies = 0  # data_received calls, read by the watchdog only
+        self._replies_seen = 0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only look-alikes
         self._transport = cast(asyncio.Transport, transport)
+        if self._reply_timeout is not None:
+            self._watchdog = self._loop.call_later(self._reply_timeout, self._watch)
+
+    def _watch(self) -> None:
+        assert self._reply_timeout is not None
+        if self._waiters and self._replies == self._replies_seen:
+            self._fail(ConnectionError(f"redis: no reply within {self._reply_timeout}s"))
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._replies_seen = self._replies
+        self._watchdog = self._loop.call_later(self._reply_timeout, self._watch)
 
     def send(self, data: bytes) -> asyncio.Future[Any]:
         """Queue one packed command; the future gets its reply (or the error)."""
@@ -231,6 +253,7 @@ class _Conn(asyncio.Protocol):
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def data_received(self, data: bytes) -> None:
+        self._replies += 1
         reader = self._reader
         try:
             reader.feed(data)
@@ -255,6 +278,9 @@ class _Conn(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         self.closed = True
         self._out.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
@@ -268,7 +294,11 @@ class _Conn(asyncio.Protocol):
 
 # ---- the client -----------------------------------------------------------------------
 class RespClient:
-    """`connections` pipelined connections to one Redis, used round robin, opened lazily."""
+    """`connections` pipelined connections to one Redis, used round robin, opened lazily.
+
+    `connect_timeout` bounds connecting and logging in; `reply_timeout` (None = never) is
+    how long a connection may leave commands unanswered before it is dropped (`_Conn`).
+    """
 
     def __init__(
         self,
@@ -276,12 +306,14 @@ class RespClient:
         *,
         connections: int = 2,
         connect_timeout: float = 5.0,
+        reply_timeout: float | None = 15.0,
         reader: Callable[[], Reader] = default_reader,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
         self.address = address
         self._connect_timeout = connect_timeout
+        self._reply_timeout = reply_timeout
         self._reader = reader
         self._conns: list[_Conn | None] = [None] * connections
         self._locks = [asyncio.Lock() for _ in range(connections)]
@@ -311,21 +343,25 @@ class RespClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self._reader()), a.host, a.port
+                    lambda: _Conn(self._reader(), self._reply_timeout), a.host, a.port
                 )
-                for cmd in [conn.send(pack_command(c)) for c in a.handshake()]:
-                    await cmd
+                sent = [conn.send(pack_command(c)) for c in a.handshake()]
+                replies = await asyncio.gather(*sent, return_exceptions=True)
         except TimeoutError:
             if conn is not None:
                 conn.close()
             raise ConnectionError(
                 f"redis at {a.host}:{a.port}: no connection within {self._connect_timeout}s"
             ) from None
-        except ReplyError as e:
-            # a wrong password or database: the connection is useless, say so plainly
-            assert conn is not None
-            conn.close()
-            raise ConnectionError(f"redis at {a.host}:{a.port} refused the login: {e}") from e
+        except BaseException:  # cancelled or refused: leave no half-open connection behind
+            if conn is not None:
+                conn.close()
+            raise
+        for r in replies:
+            if isinstance(r, BaseException):
+                conn.close()
+                # a wrong password or database: the connection is useless, say so plainly
+                raise ConnectionError(f"redis at {a.host}:{a.port} refused the login: {r}")
         return conn
 
     async def close(self) -> None:

@@ -7,8 +7,11 @@ own on a free port."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -296,3 +299,52 @@ async def test_connect_timeout_is_bounded() -> None:
             w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_stalled_redis_fails_callers_then_recovers(tmp_path: Path) -> None:
+    """A stopped Redis sends no RST: the reply watchdog drops the connection instead."""
+    own = OwnRedis(tmp_path)
+    own.start()
+    assert own.proc is not None
+    s = RedisStore(f"redis://127.0.0.1:{own.port}/0", prefix="{p}", reply_timeout=0.2,
+                   connect_timeout=0.5)
+    try:
+        await s.open()
+        os.kill(own.proc.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(5):
+                with pytest.raises(StoreUnavailable, match="no reply within"):
+                    await s.ping()
+        finally:
+            os.kill(own.proc.pid, signal.SIGCONT)
+        await aeventually(_pings(s), timeout=5)
+    finally:
+        await s.close()
+        own.stop()
+
+
+def _pings(s: RedisStore) -> Callable[[], Any]:
+    async def check() -> bool:
+        try:
+            await s.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+    return check
+
+
+def test_without_hiredis_the_python_parser_is_used() -> None:
+    code = (
+        "import sys, asyncio; sys.modules['hiredis'] = None\n"
+        "from dtmx.stores import resp\n"
+        "assert not resp.HAVE_HIREDIS and resp.default_reader is resp.PyReader\n"
+        "assert resp.pack_command is resp.py_pack_command\n"
+        "async def go():\n"
+        "    c = resp.RespClient(resp.RedisAddress('127.0.0.1', 6379))\n"
+        "    assert await c.execute('ECHO', b'x' * 100000) == b'x' * 100000\n"
+        "    await c.close()\n"
+        "asyncio.run(go())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
