@@ -233,8 +233,8 @@ class RedisStore:
     largest batches (measured: 2 connections cost ~5% more CPU in the store floor, 4 more
     still). `pool_size` is accepted for the settings' MaxOpenConns and caps `connections`.
     Connecting and logging in give up after `connect_timeout`; a connection whose commands
-    get no reply for `reply_timeout` is dropped (its callers get StoreUnavailable). `reader` picks the reply
-    parser (hiredis when installed; tests also run the pure-Python one).
+    get no reply for `reply_timeout` is dropped (its callers get StoreUnavailable).
+    `reader` picks the reply parser (hiredis when installed; tests also run the Python one).
     """
 
     def __init__(
