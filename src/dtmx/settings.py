@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import yaml
 
@@ -194,7 +194,7 @@ def store_target(st: StoreSettings) -> StoreTarget:
     db = st.Db or {"sqlite": "dtmx.db", "redis": "0"}.get(st.Driver, "dtm")
     url = ""
     if st.Driver == "redis":
-        auth = f":{st.Password}@" if st.Password else ""
+        auth = f":{quote(st.Password, safe='')}@" if st.Password else ""
         url = f"redis://{auth}{st.Host}:{st.Port or 6379}/{db}"
     return StoreTarget(
         st.Driver, st.Host, st.Port or defaults[st.Driver], st.User, st.Password, db,
