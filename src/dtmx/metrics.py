@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from dtmx.core.models import Branch, Outcome, Transaction
 
@@ -41,5 +44,19 @@ class Metrics:
     def branch(self, trans: Transaction, branch: Branch, outcome: Outcome) -> None:
         self._child(self._branch, trans.trans_type.value, branch.op.value, outcome.value).inc()
 
+    def count_store_roundtrips(self, read: Callable[[], int]) -> None:
+        """Export the store's round-trip counter (read at scrape time, off the hot path)."""
+        self.registry.register(_Roundtrips(read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Roundtrips(Collector):
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "dtmx_store_roundtrips", "Calls that reached the store", value=self._read()
+        )

@@ -43,6 +43,8 @@ class Server:
         self.store = self.store or make_store(s)
         await self.store.open()
         metrics = Metrics()
+        store = self.store
+        metrics.count_store_roundtrips(lambda: store.roundtrips)
         grpc_invoker = _grpc_invoker(s)
         invoker = Router(HttpInvoker(), grpc_invoker)
         engine = Engine(
