@@ -151,7 +151,15 @@ class BusiServer:
         asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
         return self
 
+    def __enter__(self) -> BusiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -123,3 +123,26 @@ def test_workers_share_the_ports(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(20) == 0
         busi.stop()
+
+
+def test_finished_transactions_expire(tmp_path: Path) -> None:
+    """Store.FinishedDataExpire applies on every store (DTM: Redis only); here SQLite."""
+    import uuid
+
+    from tests.support.util import eventually
+
+    s = ServerProcess(extra={"Store": {"Driver": "sqlite", "Db": str(tmp_path / "x.db"),
+                                       "FinishedDataExpire": 1}}, workdir=str(tmp_path)).start()
+    try:
+        gid = f"exp-{uuid.uuid4().hex}"
+        body = {"gid": gid, "trans_type": "saga", "steps": [{"action": "", "compensate": ""}],
+                "payloads": [""], "wait_result": True}
+        assert requests.post(f"{s.url}/submit", json=body, timeout=5).status_code == 200
+        prepared = f"{gid}-p"
+        requests.post(f"{s.url}/prepare", json={"gid": prepared, "trans_type": "tcc",
+                                                "timeout_to_fail": 3600}, timeout=5)
+        assert s.status(gid) == "succeed"
+        eventually(lambda: s.query(gid)["transaction"] is None, timeout=15)
+        assert s.status(prepared) == "prepared"  # unfinished work is never expired
+    finally:
+        s.stop()

@@ -3,6 +3,7 @@ action or compensation is applied more (or less) often than its branch results r
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 
@@ -21,11 +22,12 @@ def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, ob
             "steps": [{"action": f"{url}/{a}", "compensate": f"{url}/{c}"} for a, c in steps]}
 
 
-def test_kill_9_during_a_stream_of_sagas() -> None:
-    busi = BusiServer(free_port()).start()
+def test_kill_9_during_a_stream_of_sagas(cleanup: contextlib.ExitStack) -> None:
+    busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransOut", "SLEEP:0.2")  # slow enough that the kill lands mid-saga
     busi.state.set("TransOutTry", "FAILURE")  # second step of a BAD saga always refuses
-    server = ServerProcess(extra={"RequestTimeout": 0.5, "LeaseSeconds": 1}).start()
+    server = cleanup.enter_context(ServerProcess(extra={"RequestTimeout": 0.5,
+                                                        "LeaseSeconds": 1}))
     acked: list[tuple[str, bool]] = []
     attempted: list[str] = []
     stop = threading.Event()
@@ -83,26 +85,21 @@ def test_kill_9_during_a_stream_of_sagas() -> None:
     for gid in attempted:
         if gid not in acked_gids and server.query(gid)["transaction"] is not None:
             eventually(lambda g=gid: server.status(g) in ("succeed", "failed"), timeout=30)
-    server.stop()
-    busi.stop()
 
 
-def test_graceful_stop_hands_work_back_at_once() -> None:
+def test_graceful_stop_hands_work_back_at_once(cleanup: contextlib.ExitStack) -> None:
     """SIGTERM mid-saga: the server releases its lease, so a restart resumes at once
     instead of after LeaseSeconds (30 s here)."""
-    busi = BusiServer(free_port()).start()
+    busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransIn", "SLEEP:1")
-    server = ServerProcess(extra={"LeaseSeconds": 30, "RequestTimeout": 3}).start()
-    try:
-        gid = f"stop-{uuid.uuid4().hex[:12]}"
-        r = requests.post(f"{server.url}/submit", json=body(gid, busi.url, OK_STEPS), timeout=5)
-        assert r.status_code == 200
-        eventually(lambda: busi.state.count("TransIn", gid) == 1)  # in flight
-        server.stop()  # SIGTERM
-        server.start()
-        server.wait_status(gid, "succeed", timeout=15)  # well before the 30 s lease
-        assert busi.state.applied_count("TransIn", gid) == 1
-        assert busi.state.applied_count("TransOut", gid) == 1
-    finally:
-        server.stop()
-        busi.stop()
+    server = cleanup.enter_context(ServerProcess(extra={"LeaseSeconds": 30,
+                                                        "RequestTimeout": 3}))
+    gid = f"stop-{uuid.uuid4().hex[:12]}"
+    r = requests.post(f"{server.url}/submit", json=body(gid, busi.url, OK_STEPS), timeout=5)
+    assert r.status_code == 200
+    eventually(lambda: busi.state.count("TransIn", gid) == 1)  # in flight
+    server.stop()  # SIGTERM
+    server.start()
+    server.wait_status(gid, "succeed", timeout=15)  # well before the 30 s lease
+    assert busi.state.applied_count("TransIn", gid) == 1
+    assert busi.state.applied_count("TransOut", gid) == 1

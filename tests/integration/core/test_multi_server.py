@@ -4,6 +4,7 @@ often than its results require, and no two servers ever work on one transaction 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import uuid
@@ -26,14 +27,15 @@ def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, ob
 
 
 @pytest.mark.parametrize("driver", STORES)
-def test_three_servers_one_killed(driver: str, tmp_path: object) -> None:
-    busi = BusiServer(free_port()).start()
+def test_three_servers_one_killed(driver: str, tmp_path: object,
+                                  cleanup: contextlib.ExitStack) -> None:
+    busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransOut", "SLEEP:0.2")
     busi.state.set("TransOutTry", "FAILURE")
     name = f"dtmx_ms_{uuid.uuid4().hex[:8]}"
     block = store_block(driver, name, str(tmp_path))
     fast = {"RequestTimeout": 0.5, "LeaseSeconds": 1}
-    servers = [ServerProcess(store=block, extra=fast).start() for _ in range(3)]
+    servers = [cleanup.enter_context(ServerProcess(store=block, extra=fast)) for _ in range(3)]
     acked: list[tuple[str, bool]] = []
     on_first: set[str] = set()  # acknowledged by the server that gets killed
     stop = threading.Event()
@@ -75,20 +77,15 @@ def test_three_servers_one_killed(driver: str, tmp_path: object) -> None:
     def all_final() -> bool:
         return all(survivor.status(g) == ("succeed" if good else "failed") for g, good in acked)
 
-    try:
-        eventually(all_final, timeout=90, interval=0.2)
-        st = busi.state
-        for gid, good in acked:
-            if good:
-                assert st.applied_count("TransOut", gid) == 1, gid
-                assert st.applied_count("TransIn", gid) == 1, gid
-                assert st.count("TransOutRevert", gid) == 0, gid
-            else:
-                assert st.applied_count("TransInTry", gid) == 1, gid
-                assert st.applied_count("TransInCancel", gid) == 1, gid
-                assert st.applied_count("TransOutTry", gid) == 0, gid
-        assert st.overlaps == []
-    finally:
-        for s in servers[1:]:
-            s.stop()
-        busi.stop()
+    eventually(all_final, timeout=90, interval=0.2)
+    st = busi.state
+    for gid, good in acked:
+        if good:
+            assert st.applied_count("TransOut", gid) == 1, gid
+            assert st.applied_count("TransIn", gid) == 1, gid
+            assert st.count("TransOutRevert", gid) == 0, gid
+        else:
+            assert st.applied_count("TransInTry", gid) == 1, gid
+            assert st.applied_count("TransInCancel", gid) == 1, gid
+            assert st.applied_count("TransOutTry", gid) == 0, gid
+    assert st.overlaps == []

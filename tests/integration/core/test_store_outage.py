@@ -7,6 +7,7 @@ not disturb anything else on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -57,10 +58,12 @@ def redis(tmp_path: Path) -> Iterator[OwnRedis]:
         r.kill()
 
 
-def test_redis_stops_and_returns_under_load(redis: OwnRedis) -> None:
-    busi = BusiServer(free_port()).start()
+def test_redis_stops_and_returns_under_load(redis: OwnRedis,
+                                           cleanup: contextlib.ExitStack) -> None:
+    busi = cleanup.enter_context(BusiServer(free_port()))
     store = {"Driver": "redis", "Host": "127.0.0.1", "Port": redis.port, "RedisPrefix": "{o}"}
-    server = ServerProcess(store=store, extra={"RequestTimeout": 0.5, "LeaseSeconds": 1}).start()
+    server = cleanup.enter_context(
+        ServerProcess(store=store, extra={"RequestTimeout": 0.5, "LeaseSeconds": 1}))
     health = f"http://127.0.0.1:{server.http_port}/api/health"
     acked: list[str] = []
     refused: list[int] = []
@@ -97,13 +100,9 @@ def test_redis_stops_and_returns_under_load(redis: OwnRedis) -> None:
     finally:
         stop.set()
         t.join(30)
-    try:
-        assert set(refused) == {503}  # refused while down: a clear "unavailable", never a 500
-        eventually(lambda: all(server.status(g) == "succeed" for g in acked), timeout=60,
-                   interval=0.2)
-        for gid in acked:
-            assert busi.state.applied_count("TransOut", gid) == 1, gid
-            assert busi.state.applied_count("TransIn", gid) == 1, gid
-    finally:
-        server.stop()
-        busi.stop()
+    assert set(refused) == {503}  # refused while down: a clear "unavailable", never a 500
+    eventually(lambda: all(server.status(g) == "succeed" for g in acked), timeout=60,
+               interval=0.2)
+    for gid in acked:
+        assert busi.state.applied_count("TransOut", gid) == 1, gid
+        assert busi.state.applied_count("TransIn", gid) == 1, gid
