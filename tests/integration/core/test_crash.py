@@ -10,16 +10,9 @@ import uuid
 import requests
 
 from dtmx.busi import BusiServer
+from tests.support.sagas import BAD_STEPS, OK_STEPS, assert_applied_exactly_once, body, unfinished
 from tests.support.server import ServerProcess
 from tests.support.util import eventually, free_port
-
-OK_STEPS = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))
-BAD_STEPS = (("TransInTry", "TransInCancel"), ("TransOutTry", "TransOutCancel"))
-
-
-def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, object]:
-    return {"gid": gid, "trans_type": "saga", "payloads": ["{}"] * len(steps),
-            "steps": [{"action": f"{url}/{a}", "compensate": f"{url}/{c}"} for a, c in steps]}
 
 
 def test_kill_9_during_a_stream_of_sagas(cleanup: contextlib.ExitStack) -> None:
@@ -56,9 +49,7 @@ def test_kill_9_during_a_stream_of_sagas(cleanup: contextlib.ExitStack) -> None:
         server.kill()
         n_before = len(acked)
         # the kill must land with acknowledged sagas unfinished, or this tests nothing
-        unfinished = [g for g, good in acked[:n_before]
-                      if busi.state.applied_count("TransIn" if good else "TransInCancel", g) == 0]
-        assert unfinished
+        assert unfinished(busi.state, acked[:n_before])
         server.start()
         eventually(lambda: len(acked) >= n_before + 20, timeout=30)
     finally:
@@ -69,17 +60,7 @@ def test_kill_9_during_a_stream_of_sagas(cleanup: contextlib.ExitStack) -> None:
         return all(server.status(g) == ("succeed" if good else "failed") for g, good in acked)
 
     eventually(all_final, timeout=60, interval=0.2)
-    st = busi.state
-    for gid, good in acked:
-        if good:
-            assert st.applied_count("TransOut", gid) == 1, gid
-            assert st.applied_count("TransIn", gid) == 1, gid
-            assert st.applied_count("TransOutRevert", gid) == 0, gid
-            assert st.count("TransOutRevert", gid) == 0, gid
-        else:
-            assert st.applied_count("TransInTry", gid) == 1, gid
-            assert st.applied_count("TransInCancel", gid) == 1, gid
-            assert st.applied_count("TransOutTry", gid) == 0, gid
+    assert_applied_exactly_once(busi.state, acked)
     # a request the server stored but could not answer before dying is finished too
     acked_gids = {g for g, _ in acked}
     for gid in attempted:

@@ -13,17 +13,10 @@ import pytest
 import requests
 
 from dtmx.busi import BusiServer
+from tests.support.sagas import BAD_STEPS, OK_STEPS, assert_applied_exactly_once, body, unfinished
 from tests.support.server import ServerProcess
 from tests.support.services import STORES, store_block
 from tests.support.util import eventually, free_port
-
-OK_STEPS = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))
-BAD_STEPS = (("TransInTry", "TransInCancel"), ("TransOutTry", "TransOutCancel"))
-
-
-def body(gid: str, url: str, steps: tuple[tuple[str, str], ...]) -> dict[str, object]:
-    return {"gid": gid, "trans_type": "saga", "payloads": ["{}"] * len(steps),
-            "steps": [{"action": f"{url}/{a}", "compensate": f"{url}/{c}"} for a, c in steps]}
 
 
 @pytest.mark.parametrize("driver", STORES)
@@ -65,9 +58,7 @@ def test_three_servers_one_killed(driver: str, tmp_path: object,
         servers[0].kill()
         n = len(acked)
         # the killed server must leave acknowledged work unfinished for the others to take over
-        orphans = [g for g, good in acked[:n] if g in on_first and busi.state.applied_count(
-            "TransIn" if good else "TransInCancel", g) == 0]
-        assert orphans
+        assert unfinished(busi.state, [(g, good) for g, good in acked[:n] if g in on_first])
         eventually(lambda: len(acked) >= n + 30, timeout=60)
     finally:
         stop.set()
@@ -78,14 +69,4 @@ def test_three_servers_one_killed(driver: str, tmp_path: object,
         return all(survivor.status(g) == ("succeed" if good else "failed") for g, good in acked)
 
     eventually(all_final, timeout=90, interval=0.2)
-    st = busi.state
-    for gid, good in acked:
-        if good:
-            assert st.applied_count("TransOut", gid) == 1, gid
-            assert st.applied_count("TransIn", gid) == 1, gid
-            assert st.count("TransOutRevert", gid) == 0, gid
-        else:
-            assert st.applied_count("TransInTry", gid) == 1, gid
-            assert st.applied_count("TransInCancel", gid) == 1, gid
-            assert st.applied_count("TransOutTry", gid) == 0, gid
-    assert st.overlaps == []
+    assert_applied_exactly_once(busi.state, acked)
