@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction
+from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
 
 
 @runtime_checkable
@@ -54,6 +54,28 @@ class Store(Protocol):
         only if the stored status equals `expect_status` and, when `expect_owner` is not
         None, the stored owner equals it. Returns False and writes nothing otherwise.
         Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED)."""
+
+    async def take(
+        self,
+        *,
+        gid: str,
+        now: float,
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        change: Change,
+    ) -> tuple[Transaction, list[Branch]] | None:
+        """Compare-and-set an existing transaction and read it back, in one round trip.
+
+        Applies `change` to the global row exactly as `update` would (update_time = `now`,
+        finish_time / rollback_time on SUCCEED / FAILED) only if the row exists, its status
+        equals `expect_status` and, when `expect_type` is not None, its trans_type equals
+        it; the owner is not compared. `change.branches` must be empty (ValueError
+        otherwise): branch rows are read, never written, here.
+
+        Returns None (writing nothing) when the gid is missing or the compare fails;
+        otherwise the global row as stored AFTER the change and its branches in insertion
+        (registration) order, both read in the same atomic step as the write.
+        """
 
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status

@@ -36,7 +36,7 @@ from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailab
 from dtmx.stores.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
 
 _LUA_DIR = Path(__file__).with_name("redis_lua")
-_SCRIPTS_WITH_PRELUDE = ("create", "update", "add_branches")
+_SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches")
 _SCRIPTS = (
     *_SCRIPTS_WITH_PRELUDE,
     "claim_due",
@@ -394,6 +394,35 @@ class RedisStore:
             args += [branch_key(bu.branch_id, bu.op), bu.status.value, stamp]
         keys = [self._g(gid), self._b(gid), self._cron, self._fin]
         return bool(await self._run("update", keys, args))
+
+    async def take(
+        self,
+        *,
+        gid: str,
+        now: float,
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        change: Change,
+    ) -> tuple[Transaction, list[Branch]] | None:
+        if change.branches:
+            raise ValueError("take does not write branches; use update")
+        after = change.status if change.status is not None else expect_status
+        args: list[Any] = [
+            gid,
+            expect_status.value,
+            "" if expect_type is None else expect_type.value,
+            "1" if after.finished else "0",
+            _f(now),
+            self._fttl_ms,
+            self._dttl_ms,
+            *_flat(change_fields(change, now)),
+        ]
+        keys = [self._g(gid), self._b(gid), self._cron, self._fin]
+        res = await self._run("take", keys, args)
+        if not res:
+            return None
+        raw_g, raw_b = res
+        return decode_trans(_pairs(raw_g)), decode_branches(gid, _pairs(raw_b))
 
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status

@@ -288,6 +288,100 @@ async def test_concurrent_updates_only_one_wins(store: Store) -> None:
     assert b.status is got.status  # the winner wrote both, the losers nothing
 
 
+# ---- take --------------------------------------------------------------------------------
+async def test_take_changes_and_returns_the_row_and_its_branches(store: Store) -> None:
+    g = gid()
+    t = replace(mk(g, status=Status.PREPARED, tt=TransType.TCC), custom_data="cd",
+                options=TransOptions(retry_interval=7, branch_headers={"h": "v"}))
+    branches = [br(g, "02", Op.CANCEL, b"\xff\x00"), br(g, "01", Op.CONFIRM, b""),
+                br(g, "01", Op.CANCEL)]
+    await store.create(trans=t, branches=branches)
+    before = store.roundtrips
+    got = await store.take(
+        gid=g, now=T0 + 3, expect_status=Status.PREPARED, expect_type=TransType.TCC,
+        change=Change(status=Status.SUBMITTED, owner="me", next_cron_time=T0 + 33),
+    )
+    assert store.roundtrips == before + 1
+    assert got is not None
+    trans, bs = got
+    assert (trans.gid, trans.status, trans.owner, trans.trans_type) == (
+        g, Status.SUBMITTED, "me", TransType.TCC)
+    assert (trans.custom_data, trans.options) == ("cd", t.options)
+    assert trans.next_cron_time == approx(T0 + 33) and trans.update_time == approx(T0 + 3)
+    assert trans.create_time == approx(T0)
+    assert (trans.finish_time, trans.rollback_time) == (None, None)
+    assert [(b.key, b.data, b.status) for b in bs] == [
+        (b.key, b.data, Status.PREPARED) for b in branches
+    ]
+    assert all(b.gid == g for b in bs)
+    # what take returned is what is stored
+    assert await store.get(gid=g) == trans
+    assert await store.get_branches(gid=g) == bs
+
+
+async def test_take_compares_status_and_type_and_writes_nothing_otherwise(store: Store) -> None:
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.MSG, owner="o"),
+                       branches=saga_branches(g, 1))
+    change = Change(status=Status.SUBMITTED, owner="me", next_cron_time=T0 + 33)
+    before = store.roundtrips
+    assert await store.take(gid=gid(), now=T0 + 1, expect_status=Status.PREPARED,
+                            change=change) is None
+    assert store.roundtrips == before + 1
+    assert await store.take(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
+                            change=change) is None
+    assert await store.take(gid=g, now=T0 + 1, expect_status=Status.PREPARED,
+                            expect_type=TransType.TCC, change=change) is None
+    stored = await store.get(gid=g)
+    assert stored is not None
+    assert (stored.status, stored.owner, stored.update_time) == (Status.PREPARED, "o", T0)
+    assert stored.next_cron_time == approx(T0 + 10)
+    # without expect_type any type matches; the owner is never compared
+    got = await store.take(gid=g, now=T0 + 1, expect_status=Status.PREPARED, change=change)
+    assert got is not None and got[0].status is Status.SUBMITTED and got[0].owner == "me"
+    assert len(got[1]) == 2
+    with pytest.raises(ValueError):
+        await store.take(
+            gid=g, now=T0 + 2, expect_status=Status.SUBMITTED,
+            change=Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),)),
+        )
+
+
+async def test_take_without_branches_and_to_a_final_status(store: Store) -> None:
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.MSG), branches=[])
+    got = await store.take(
+        gid=g, now=T0 + 4, expect_status=Status.PREPARED, expect_type=TransType.MSG,
+        change=Change(status=Status.FAILED, rollback_reason="no"),
+    )
+    assert got is not None
+    trans, bs = got
+    assert bs == []
+    assert (trans.status, trans.rollback_reason, trans.finish_time) == (
+        Status.FAILED, "no", None)
+    assert trans.rollback_time == approx(T0 + 4)
+    # a finished transaction is not due any more
+    assert await store.claim_due(now=T0 + 1000, lease=5, owner="x", limit=10) == []
+    assert await store.get(gid=g) == trans
+
+
+async def test_concurrent_takes_only_one_wins(store: Store) -> None:
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.TCC),
+                       branches=saga_branches(g, 1))
+
+    async def attempt(i: int) -> tuple[Transaction, list[Branch]] | None:
+        return await store.take(
+            gid=g, now=T0 + 1, expect_status=Status.PREPARED,
+            change=Change(status=Status.SUBMITTED, owner=f"o{i}"),
+        )
+
+    results = [r for r in await asyncio.gather(*(attempt(i) for i in range(6))) if r]
+    assert len(results) == 1
+    stored = await store.get(gid=g)
+    assert stored is not None and stored.owner == results[0][0].owner
+
+
 # ---- add_branches ------------------------------------------------------------------------
 async def test_add_branches(store: Store) -> None:
     g = gid()

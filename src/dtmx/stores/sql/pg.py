@@ -12,7 +12,14 @@ from typing import Any
 
 from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
 from dtmx.stores.sql.dialect import POSTGRES
-from dtmx.stores.sql.rows import BRANCH_INSERT_COLS, TRANS_INSERT_COLS, placeholders, trans_params
+from dtmx.stores.sql.rows import (
+    BRANCH_COLS,
+    BRANCH_INSERT_COLS,
+    TRANS_COLS,
+    TRANS_INSERT_COLS,
+    placeholders,
+    trans_params,
+)
 
 _D = POSTGRES
 
@@ -96,3 +103,24 @@ def update_with_branches(
         gid,
     ]
     return sql, args
+
+
+#: How many leading columns of a `take` row belong to the global transaction.
+TAKE_TRANS_WIDTH = len(TRANS_COLS.split(","))
+_TAKE_BRANCH_COLS = ", ".join(f"b.{c.strip()}" for c in BRANCH_COLS.split(","))
+
+
+def take(global_sql: str, global_args: list[Any]) -> tuple[str, list[Any]]:
+    """The conditional global UPDATE and a read of the updated row with its branches.
+
+    One row per branch (global columns first, TAKE_TRANS_WIDTH of them), ordered by branch
+    id; one row with NULL branch columns if there are none; no row if the UPDATE matched
+    nothing. The branch rows are not written by this statement, so reading them from the
+    statement's snapshot sees them as they are.
+    """
+    sql = (
+        f"WITH g AS ({global_sql} RETURNING {TRANS_COLS})"
+        f" SELECT g.*, {_TAKE_BRANCH_COLS} FROM g"
+        " LEFT JOIN trans_branch_op AS b ON b.gid = g.gid ORDER BY b.id"
+    )
+    return sql, global_args

@@ -2,7 +2,7 @@
 
 One class for the three databases; what differs lives in the Dialect (placeholders, time
 columns, snippets) and the Backend (driver, pool, error translation). On PostgreSQL the hot
-verbs (`create`, `update`, `add_branches`) are single statements with data-modifying CTEs,
+verbs (`create`, `update`, `add_branches`, `take`) are single statements with data-modifying CTEs,
 so they cost one network round trip and need no explicit transaction.
 """
 
@@ -20,6 +20,7 @@ from dtmx.core.models import (
     ScanFilter,
     Status,
     Transaction,
+    TransType,
 )
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.sql import pg, schema
@@ -267,6 +268,50 @@ class SqlStore:
                 ],
             )
             return True
+
+    async def take(
+        self,
+        *,
+        gid: str,
+        now: float,
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        change: Change,
+    ) -> tuple[Transaction, list[Branch]] | None:
+        if change.branches:
+            raise ValueError("take does not write branches; use update")
+        d = self._d
+        sql, args = self._global_update(gid, now, expect_status, None, change)
+        if expect_type is not None:
+            sql += " AND trans_type = ?"  # the WHERE clause ends the statement
+            args.append(expect_type.value)
+        if d.kind is Kind.POSTGRES:
+            sql, args = pg.take(sql, args)
+            async with self._session() as ex:
+                rows = await ex.fetch(sql, args)
+            if not rows:
+                return None
+            n = pg.TAKE_TRANS_WIDTH
+            # a LEFT JOIN: a transaction without branches comes back as one row of NULLs
+            branches = [branch_from_row(r[n:], d) for r in rows if r[n] is not None]
+            return trans_from_row(rows[0][:n], d), branches
+        async with self._tx() as tx:
+            if d.kind is Kind.MYSQL:  # MySQL/MariaDB have no UPDATE ... RETURNING
+                found = await tx.execute(sql, args) > 0
+                trows = (
+                    await tx.fetch(f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ?", [gid])
+                    if found
+                    else []
+                )
+            else:
+                trows = await tx.fetch(f"{sql} RETURNING {TRANS_COLS}", args)
+            if not trows:
+                tx.rollback_only()
+                return None
+            brows = await tx.fetch(
+                f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? ORDER BY id", [gid]
+            )
+        return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
 
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status

@@ -1,0 +1,12 @@
+-- KEYS: g, b, cron, fin
+-- ARGV: 1 gid, 2 expect_status, 3 expect trans_type ('' = any), 4 finished after,
+--       5 now, 6 finished ttl ms, 7 data ttl ms, 8 .. field/value pairs of the change.
+-- Returns 0 (nothing written) if the gid is missing or the compare failed; otherwise
+-- {HGETALL g, HGETALL b} read after the change.
+local g, b = KEYS[1], KEYS[2]
+local cur = redis.call('HMGET', g, 'status', 'trans_type')
+if cur[1] ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and cur[2] ~= ARGV[3] then return 0 end
+redis.call('HSET', g, unpack(ARGV, 8, #ARGV))
+settle(ARGV[1], g, b, KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return {redis.call('HGETALL', g), redis.call('HGETALL', b)}
