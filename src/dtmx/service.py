@@ -34,6 +34,8 @@ from dtmx.stores.base import Store
 log = logging.getLogger("dtmx.service")
 
 TOPICS = "topics"
+#: Transaction types that are normally prepared before they are submitted.
+_PREPARED_FIRST = (TransType.MSG, TransType.TCC, TransType.XA)
 
 
 class Service:
@@ -131,6 +133,12 @@ class Service:
         now = self.clock.now()
         owner = self.new_owner()
         branches = await self._new_branches(req, now)
+        if req.trans_type in _PREPARED_FIRST:
+            # usually prepared already: claim it in one round trip, create only if that fails
+            taken = await self._take(req.gid, req.trans_type, Status.SUBMITTED, now, owner)
+            if taken is not None:
+                await self._process(*self._submitted(req, taken), owner)
+                return
         trans = self._new_trans(req, Status.SUBMITTED, now, owner)
         if not await self.store.create(trans=trans, branches=branches):
             existing = await self.store.get(gid=req.gid)
@@ -144,32 +152,45 @@ class Service:
                 raise BadRequest(
                     f"gid {req.gid} is a {existing.trans_type}, not a {req.trans_type}"
                 )
-            trans = await self._take(existing, Status.SUBMITTED, now, owner)
-            branches = await self.store.get_branches(gid=req.gid)
-            if req.options.wait_result:
-                trans.options.wait_result = True
+            taken = await self._take(req.gid, req.trans_type, Status.SUBMITTED, now, owner)
+            if taken is None:
+                raise Failure(f"{req.gid} changed status concurrently; retry")
+            trans, branches = self._submitted(req, taken)
         await self._process(trans, branches, owner)
 
+    @staticmethod
+    def _submitted(
+        req: TransRequest, taken: tuple[Transaction, list[Branch]]
+    ) -> tuple[Transaction, list[Branch]]:
+        trans, branches = taken
+        if req.options.wait_result:
+            trans.options.wait_result = True
+        return trans, branches
+
     async def _take(
-        self, existing: Transaction, status: Status, now: float, owner: str, reason: str = ""
-    ) -> Transaction:
-        """Move a stored transaction to `status` and claim it for this process."""
+        self,
+        gid: str,
+        trans_type: TransType,
+        status: Status,
+        now: float,
+        owner: str,
+        reason: str = "",
+        expect_status: Status = Status.PREPARED,
+    ) -> tuple[Transaction, list[Branch]] | None:
+        """Move a stored `trans_type` transaction from `expect_status` to `status` and
+        claim it for this process; None if it is not there in that state."""
+        # The default lease, as claim_due gives: Engine.run extends it at once for a
+        # transaction whose stored options need a longer one.
         change = Change(
             status=status,
             owner=owner,
-            next_cron_time=now + self.engine.lease(existing),
+            next_cron_time=now + self.engine.config.lease,
             rollback_reason=reason or None,
         )
-        if not await self.store.update(
-            gid=existing.gid, now=now, expect_status=existing.status, expect_owner=None,
+        return await self.store.take(
+            gid=gid, now=now, expect_status=expect_status, expect_type=trans_type,
             change=change,
-        ):
-            raise Failure(f"{existing.gid} changed status concurrently; retry")
-        existing.status = status
-        existing.owner = owner
-        if reason:
-            existing.rollback_reason = reason
-        return existing
+        )
 
     async def _process(self, trans: Transaction, branches: list[Branch], owner: str) -> None:
         if not trans.options.wait_result:
@@ -183,10 +204,27 @@ class Service:
             raise Failure(done.rollback_reason or f"wait result not return success: {done.status}")
 
     async def abort(self, req: TransRequest) -> None:
+        now = self.clock.now()
+        if req.trans_type is TransType.MSG:
+            # a prepared msg just fails: nothing was called yet, so there is nothing to run
+            change = Change(status=Status.FAILED, rollback_reason=req.rollback_reason or None)
+            if await self.store.take(
+                gid=req.gid, now=now, expect_status=Status.PREPARED,
+                expect_type=TransType.MSG, change=change,
+            ):
+                return
+        elif req.trans_type in (TransType.TCC, TransType.XA):
+            owner = self.new_owner()
+            taken = await self._take(
+                req.gid, req.trans_type, Status.ABORTING, now, owner, req.rollback_reason
+            )
+            if taken is not None:
+                await self._process(*taken, owner)
+                return
+        # not prepared as the request says: decide from what is stored, as before
         existing = await self.store.get(gid=req.gid)
         if existing is None:
             raise Failure(f"no transaction with gid {req.gid}")
-        now = self.clock.now()
         if existing.trans_type is TransType.MSG and existing.status is Status.PREPARED:
             if not await self.store.update(
                 gid=req.gid, now=now, expect_status=Status.PREPARED, expect_owner=None,
@@ -203,9 +241,13 @@ class Service:
                 "cannot abort"
             )
         owner = self.new_owner()
-        trans = await self._take(existing, Status.ABORTING, now, owner, req.rollback_reason)
-        branches = await self.store.get_branches(gid=req.gid)
-        await self._process(trans, branches, owner)
+        taken = await self._take(
+            req.gid, existing.trans_type, Status.ABORTING, now, owner, req.rollback_reason,
+            expect_status=existing.status,
+        )
+        if taken is None:
+            raise Failure(f"{req.gid} changed status concurrently; retry")
+        await self._process(*taken, owner)
 
     async def force_stop(self, gid: str) -> None:
         check_gid(gid)
