@@ -274,3 +274,14 @@ def test_xa_commit_and_rollback(server: ServerProcess, busi: BusiServer, gid: st
                                    ("TransIn", "POST", "02", "commit")]
     assert xa_calls(busi, gid + "r") == [("TransOut", "POST", "01", "rollback"),
                                          ("TransIn", "POST", "02", "rollback")]
+
+
+def test_submit_with_another_type_leaves_the_transaction_alone(server: ServerProcess,
+                                                               busi: BusiServer, gid: str) -> None:
+    assert post(server, "prepare", {"gid": gid, "trans_type": "tcc"}).status_code == 200
+    r = post(server, "submit", msg_body(gid, busi))  # same gid, but as a msg
+    assert r.status_code == 400 and "is a tcc" in r.json()["message"]
+    assert server.status(gid) == "prepared"
+    # abort goes by the stored type, as DTM's does: this is a tcc, so it is cancelled
+    assert post(server, "abort", {"gid": gid, "trans_type": "msg"}).status_code == 200
+    server.wait_status(gid, "failed")
