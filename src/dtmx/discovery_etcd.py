@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,35 @@ def acquire_client(address: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> An
     return shared.client
 
 
+def client_in_use(address: str) -> bool:
+    """Whether this event loop already holds a client (a channel) for `address`."""
+    pool = _pools.get(asyncio.get_running_loop(), {})
+    return address in pool
+
+
+async def first_call(call: Callable[[], Awaitable[None]], *, shared_channel: bool,
+                     timeout: float) -> None:
+    """Run the first etcd call of a registration or resolver.
+
+    On a channel that other users already hold, a connection failure may be stale: after an
+    etcd restart grpc keeps failing calls at once with the last connect error until its
+    reconnect backoff (at most 2 s, see _CHANNEL_OPTIONS) runs out, although etcd is back.
+    So there the call is retried until `timeout`. On a fresh channel the refusal was just
+    observed, and it is the answer: fail at once.
+    """
+    from aetcd.exceptions import ConnectionFailedError
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await call()
+            return
+        except ConnectionFailedError:
+            if not shared_channel or asyncio.get_running_loop().time() >= deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
 async def release_client(address: str) -> None:
     """Give back a client from `acquire_client`."""
     pool = _pools.get(asyncio.get_running_loop(), {})
@@ -241,9 +271,10 @@ class EtcdRegistration:
         """Register now and keep the registration alive in the background."""
         if self._task is not None:
             return self
+        shared = client_in_use(self.address)
         self._client = acquire_client(self.address, timeout=self._call_timeout)
         try:
-            await self._register()
+            await first_call(self._register, shared_channel=shared, timeout=self._call_timeout)
         except Exception as e:
             await release_client(self.address)
             self._client = None
@@ -359,11 +390,13 @@ class EtcdResolver:
         async with self._lock:
             if self._task is not None:
                 return self
-            if self._client is None:
-                self._client = acquire_client(self.target.address, timeout=self._call_timeout)
+            shared = client_in_use(self.target.address)
+            self._client = acquire_client(self.target.address, timeout=self._call_timeout)
             try:
-                await self._load()
+                await first_call(self._load, shared_channel=shared, timeout=self._call_timeout)
             except Exception as e:
+                self._client = None
+                await release_client(self.target.address)
                 raise DiscoveryError(
                     f"etcd at {self.target.address} is not reachable: {_why(e)}"
                 ) from e
