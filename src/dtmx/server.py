@@ -9,9 +9,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from dtmx.api.http import HttpApi
+from dtmx.api.http_server import HttpServer
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.engine import Engine, EngineConfig
 from dtmx.invoke.base import Invoker
@@ -33,7 +32,7 @@ class Server:
     store: Store | None = None
     service: Service | None = None
     poller: Poller | None = None
-    _runner: web.AppRunner | None = None
+    _http: HttpServer | None = None
     _grpc: Any = None
     _poll_task: asyncio.Task[None] | None = None
     _extras: list[Any] = field(default_factory=list)
@@ -70,10 +69,8 @@ class Server:
         )
         api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail)
         api.health = self._healthy
-        self._runner = web.AppRunner(api.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, s.Host, s.HttpPort, reuse_port=reuse_port)
-        await site.start()
+        self._http = api.server()
+        await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port)
         self._grpc = await _start_grpc(self.service, s, reuse_port)
         self._extras = await _start_registration(s)
         self._poll_task = asyncio.create_task(self.poller.run())
@@ -101,8 +98,8 @@ class Server:
                 await self._poll_task
         if self._grpc is not None:
             await self._grpc.stop(grace=1)
-        if self._runner:
-            await self._runner.cleanup()
+        if self._http:
+            await self._http.stop()
         if self.service:
             await self.service.close()
             invoker = self.service.engine.invoker

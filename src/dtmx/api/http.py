@@ -1,7 +1,8 @@
-"""DTM's HTTP routes under /api/dtmsvr, thin over `Service`.
+"""DTM's HTTP routes under /api/dtmsvr, thin over `Service`, served by `http_server`.
 
-Errors are mapped once, in `_wrap`: our `DtmxError`s carry their status and body; anything
-else is a 500 with a generic message (and a log line), never a stack trace to the client.
+Errors are mapped once, in `_error_response`: our `DtmxError`s carry their status and body;
+anything else is a 500 with a generic message (and a log line), never a stack trace to the
+client.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from dtmx import __version__
+from dtmx.api.http_server import HttpServer, Request, Response, Routes, json_response
 from dtmx.api.serialize import branch_json, kv_json, trans_json
 from dtmx.core.models import ScanFilter, Status
 from dtmx.core.request import parse_trans_body, parse_trans_type
@@ -23,34 +24,36 @@ from dtmx.service import Service
 
 log = logging.getLogger("dtmx.http")
 
-SUCCESS = {"dtm_result": "SUCCESS"}
-Handler = Callable[[web.Request], Awaitable[Any]]
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+SUCCESS = orjson.dumps({"dtm_result": "SUCCESS"})
+Handler = Callable[[Request], Awaitable[Any]]
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def _error_response(request: Request, e: Exception) -> Response:
+    if isinstance(e, DtmxError):
+        if e.http_status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, e.message)
+        return json_response(e.body(), e.http_status)
+    log.error("%s %s failed", request.method, request.path, exc_info=e)
+    return json_response({"message": "internal server error"}, 500)
 
 
-def _wrap(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        try:
-            out = await fn(request)
-        except DtmxError as e:
-            if e.http_status >= 500:
-                log.warning("%s %s: %s", request.method, request.path, e.message)
-            return _json(e.body(), e.http_status)
-        except Exception:
-            log.exception("%s %s failed", request.method, request.path)
-            return _json({"message": "internal server error"}, 500)
-        if isinstance(out, web.StreamResponse):
+def _wrap(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A handler returns None (SUCCESS), a JSON-able value, or a Response."""
+
+    async def handler(request: Request) -> Response:
+        out = await fn(request)
+        if out is None:
+            return Response(SUCCESS)
+        if isinstance(out, Response):
             return out
-        return _json(SUCCESS if out is None else out)
+        return json_response(out)
 
     return handler
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+async def _body(request: Request) -> Any:
+    raw = request.body
     if not raw:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
@@ -59,7 +62,7 @@ async def _body(request: web.Request) -> Any:
         raise BadRequest(f"malformed JSON: {e}") from None
 
 
-def _int_arg(request: web.Request, name: str, default: int, *, lo: int = 0) -> int:
+def _int_arg(request: Request, name: str, default: int, *, lo: int = 0) -> int:
     raw = request.query.get(name, "")
     if raw == "":
         return default
@@ -88,8 +91,7 @@ class HttpApi:
         self.timeout_to_fail = timeout_to_fail
         self.health: Callable[[], Awaitable[bool]] | None = None
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+    def server(self) -> HttpServer:
         p = "/api/dtmsvr"
         routes = [
             ("GET", f"{p}/version", self.version),
@@ -115,42 +117,43 @@ class HttpApi:
             ("GET", "/api/health", self.healthz),
             ("GET", "/api/metrics", self.prometheus),
         ]
+        table = Routes()
         for method, path, fn in routes:
-            app.router.add_route(method, path, _wrap(fn))
-        return app
+            table.add(method, path, _wrap(fn))
+        return HttpServer(table, error_response=_error_response)
 
-    async def version(self, r: web.Request) -> Any:
+    async def version(self, r: Request) -> Any:
         return {"version": f"dtmx-{__version__}"}
 
-    async def new_gid(self, r: web.Request) -> Any:
+    async def new_gid(self, r: Request) -> Any:
         return {"gid": await self.svc.new_gid(), "dtm_result": "SUCCESS"}
 
-    async def prepare(self, r: web.Request) -> Any:
+    async def prepare(self, r: Request) -> Any:
         await self.svc.prepare(parse_trans_body(await _body(r)))
 
-    async def submit(self, r: web.Request) -> Any:
+    async def submit(self, r: Request) -> Any:
         await self.svc.submit(parse_trans_body(await _body(r)))
 
-    async def abort(self, r: web.Request) -> Any:
+    async def abort(self, r: Request) -> Any:
         await self.svc.abort(parse_trans_body(await _body(r)))
 
-    async def force_stop(self, r: web.Request) -> Any:
+    async def force_stop(self, r: Request) -> Any:
         await self.svc.force_stop(_gid_from_body(await _body(r)))
 
-    async def reset_next_cron_time(self, r: web.Request) -> Any:
+    async def reset_next_cron_time(self, r: Request) -> Any:
         await self.svc.reset_next_cron_time(_gid_from_body(await _body(r)))
 
-    async def register_branch(self, r: web.Request) -> Any:
+    async def register_branch(self, r: Request) -> Any:
         body = await _body(r)
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object of strings")
         await self.svc.register_branch(body)
 
-    async def prepare_workflow(self, r: web.Request) -> Any:
+    async def prepare_workflow(self, r: Request) -> Any:
         trans, branches = await self.svc.prepare_workflow(parse_trans_body(await _body(r)))
         return {"transaction": trans_json(trans), "progresses": [branch_json(b) for b in branches]}
 
-    async def query(self, r: web.Request) -> Any:
+    async def query(self, r: Request) -> Any:
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
@@ -160,7 +163,7 @@ class HttpApi:
             "branches": [branch_json(b) for b in branches],
         }
 
-    async def all(self, r: web.Request) -> Any:
+    async def all(self, r: Request) -> Any:
         q = r.query
         status = q.get("status") or None
         try:
@@ -178,23 +181,23 @@ class HttpApi:
         )
         return {"transactions": [trans_json(t) for t in transactions], "next_position": position}
 
-    async def reset_cron_time(self, r: web.Request) -> Any:
+    async def reset_cron_time(self, r: Request) -> Any:
         timeout = _int_arg(r, "timeout", int(3 * self.timeout_to_fail))
         limit = _int_arg(r, "limit", 100, lo=1)
         count, remaining = await self.svc.reset_cron_time(timeout=timeout, limit=limit)
         return {"has_remaining": remaining, "succeed_count": count}
 
-    async def subscribe(self, r: web.Request) -> Any:
+    async def subscribe(self, r: Request) -> Any:
         q = r.query
         await self.svc.subscribe(q.get("topic", ""), q.get("url", ""), q.get("remark", ""))
 
-    async def unsubscribe(self, r: web.Request) -> Any:
+    async def unsubscribe(self, r: Request) -> Any:
         await self.svc.unsubscribe(r.query.get("topic", ""), r.query.get("url", ""))
 
-    async def delete_topic(self, r: web.Request) -> Any:
+    async def delete_topic(self, r: Request) -> Any:
         await self.svc.delete_topic(r.match_info.get("name", ""))
 
-    async def scan_kv(self, r: web.Request) -> Any:
+    async def scan_kv(self, r: Request) -> Any:
         kvs, position = await self.svc.scan_kv(
             cat=r.query.get("cat", ""),
             position=r.query.get("position", ""),
@@ -202,19 +205,19 @@ class HttpApi:
         )
         return {"kv": [kv_json(k) for k in kvs], "next_position": position}
 
-    async def query_kv(self, r: web.Request) -> Any:
+    async def query_kv(self, r: Request) -> Any:
         kvs = await self.svc.query_kv(cat=r.query.get("cat", ""), key=r.query.get("key", ""))
         return {"kv": [kv_json(k) for k in kvs]}
 
-    async def ping(self, r: web.Request) -> Any:
+    async def ping(self, r: Request) -> Any:
         return {"msg": "pong"}
 
-    async def healthz(self, r: web.Request) -> Any:
+    async def healthz(self, r: Request) -> Any:
         ok = await self.health() if self.health else True
-        return _json({"healthy": ok}, 200 if ok else 503)
+        return json_response({"healthy": ok}, 200 if ok else 503)
 
-    async def prometheus(self, r: web.Request) -> Any:
-        return web.Response(body=self.metrics.render(), content_type="text/plain")
+    async def prometheus(self, r: Request) -> Any:
+        return Response(self.metrics.render(), content_type=PROMETHEUS_TEXT)
 
 
 def _ms(v: str | None) -> float | None:

@@ -1,0 +1,208 @@
+"""dtmx's own HTTP/1.1 server (dtmx.api.http_server), spoken to over raw sockets.
+
+Clients we did not write (requests, aiohttp, curl-like Expect headers, HTTP/1.0 tools) must
+all get well-formed answers: pipelined requests in order, chunked bodies, 100-continue,
+clear 4xx for what cannot be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from dtmx.api.http_server import HttpServer, Request, Response, Routes, json_response
+from tests.support.server import ServerProcess
+from tests.support.util import free_port
+
+
+async def _echo(r: Request) -> Response:
+    return json_response({"method": r.method, "path": r.path, "query": r.query,
+                          "body": r.body.decode(), "match": r.match_info})
+
+
+async def _slow(r: Request) -> Response:
+    await asyncio.sleep(float(r.query.get("s", "0.05")))
+    return json_response({"slow": r.query.get("n", "")})
+
+
+async def _boom(r: Request) -> Response:
+    raise RuntimeError("handler bug")
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[tuple[HttpServer, int]]:
+    routes = Routes()
+    routes.add("POST", "/echo", _echo)
+    routes.add("GET", "/echo", _echo)
+    routes.add("GET", "/slow", _slow)
+    routes.add("GET", "/boom", _boom)
+    routes.add("DELETE", "/topic/{name}", _echo)
+    server = HttpServer(
+        routes,
+        error_response=lambda r, e: json_response({"message": f"mapped {type(e).__name__}"}, 500),
+        max_body=1000,
+        idle_timeout=0.3,
+    )
+    port = free_port()
+    await server.start("127.0.0.1", port)
+    yield server, port
+    await server.stop()
+
+
+async def _exchange(port: int, raw: bytes, *, until_close: bool = True,
+                    responses: int = 0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        if until_close:
+            return await asyncio.wait_for(reader.read(), 5)
+        got = b""
+        while got.count(b"HTTP/1.1 ") < responses:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break
+            got += chunk
+        return got
+    finally:
+        writer.close()
+
+
+def _bodies(raw: bytes) -> list[tuple[int, dict[str, object]]]:
+    """Split a byte stream of responses (all with Content-Length) into (status, json)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (h.partition(b": ") for h in lines[1:])
+                      if k.lower() == b"content-length")
+        out.append((status, orjson.loads(rest[:length])))
+        raw = rest[length:]
+    return out
+
+
+async def test_pipelined_requests_are_answered_in_order(wire: tuple[HttpServer, int]) -> None:
+    _, port = wire
+    # the first one is slow: the later ones must still come back after it
+    raw = (b"GET /slow?n=1&s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /slow?n=2&s=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    got = _bodies(await _exchange(port, raw, until_close=False, responses=3))
+    assert [b for _, b in got] == [{"slow": "1"}, {"slow": "2"},
+                                   {"method": "POST", "path": "/echo", "query": {},
+                                    "body": "hi", "match": {}}]
+
+
+async def test_chunked_body_query_and_path_parameter(wire: tuple[HttpServer, int]) -> None:
+    _, port = wire
+    raw = (b"POST /echo?a=1&a=2&b=%20x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+           b"Connection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    [(status, body)] = _bodies(await _exchange(port, raw))
+    assert status == 200
+    assert body == {"method": "POST", "path": "/echo", "query": {"a": "1", "b": " x"},
+                    "body": "abcde", "match": {}}
+    raw = b"DELETE /topic/my%20topic HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    [(status, body)] = _bodies(await _exchange(port, raw))
+    assert status == 200 and body["match"] == {"name": "my topic"}
+
+
+async def test_expect_100_continue(wire: tuple[HttpServer, int]) -> None:
+    _, port = wire
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"body")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        writer.close()
+
+
+async def test_http_1_0_gets_its_answer_and_the_connection_closes(
+    wire: tuple[HttpServer, int]
+) -> None:
+    _, port = wire
+    raw = await _exchange(port, b"GET /echo?x=1 HTTP/1.0\r\n\r\n")
+    assert b"Connection: close" in raw
+    [(status, body)] = _bodies(raw)
+    assert status == 200 and body["query"] == {"x": "1"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404, "not found"),
+        (b"PUT /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "not allowed"),
+        (b"PUT /topic/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "not allowed"),
+        (b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 500, "mapped Runtime"),
+        (b"GARBAGE\r\n\r\n", 400, "malformed HTTP request"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413, "larger than"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         + b"7d0\r\n" + b"x" * 2000 + b"\r\n0\r\n\r\n", 413, "larger than"),
+    ],
+)
+async def test_what_cannot_be_served_gets_a_clear_4xx(
+    wire: tuple[HttpServer, int], raw: bytes, status: int, message: str
+) -> None:
+    _, port = wire
+    [(got, body)] = _bodies(await _exchange(port, raw))
+    assert got == status
+    assert message in str(body["message"])
+
+
+async def test_idle_connections_are_closed(wire: tuple[HttpServer, int]) -> None:
+    server, port = wire
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        # idle_timeout is 0.3 s: the server hangs up by itself
+        rest = await asyncio.wait_for(reader.read(), 5)
+        assert rest.endswith(b"}")
+        assert not server.connections
+    finally:
+        writer.close()
+
+
+async def test_stop_lets_a_running_handler_finish(wire: tuple[HttpServer, int]) -> None:
+    server, port = wire
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /slow?n=last&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the handler is running
+        await server.stop()
+        raw = await asyncio.wait_for(reader.read(), 5)
+        assert _bodies(raw) == [(200, {"slow": "last"})]
+    finally:
+        writer.close()
+
+
+def test_real_server_pipelining_chunked_and_bad_requests(server: ServerProcess) -> None:
+    """The same against `dtmx serve` on every store: two pipelined newGid, a chunked
+    submit with malformed JSON (400 with a message, nothing stored), an unknown route."""
+    host, port = server.url.removeprefix("http://").split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /api/dtmsvr/newGid HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /api/dtmsvr/newGid HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /api/dtmsvr/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"\r\n5\r\n{\"gid\r\n0\r\n\r\n"
+                  b"GET /api/dtmsvr/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    got = _bodies(raw)
+    assert [st for st, _ in got] == [200, 200, 400, 404]
+    gids = [b["gid"] for _, b in got[:2]]
+    assert len(set(gids)) == 2 and all(gids)
+    assert "malformed JSON" in str(got[2][1]["message"])
