@@ -127,6 +127,24 @@ async def test_create_twice_second_is_false_and_changes_nothing(store: Store) ->
     ]
 
 
+async def test_create_with_duplicate_branches_stores_nothing(store: Store) -> None:
+    g = gid()
+    with pytest.raises(DuplicateBranch):
+        await store.create(trans=mk(g), branches=[br(g, "01", Op.ACTION),
+                                                  br(g, "01", Op.ACTION, b"again")])
+    assert await store.get(gid=g) is None
+    assert await store.get_branches(gid=g) == []
+    # the store (and its connection) is fine afterwards
+    assert await store.create(trans=mk(g), branches=saga_branches(g)) is True
+
+
+async def test_create_with_many_branches(store: Store) -> None:
+    g = gid()
+    many = saga_branches(g, 650)  # 1,300 rows: more than one multi-row INSERT
+    assert await store.create(trans=mk(g), branches=many) is True
+    assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in many]
+
+
 async def test_missing_gid(store: Store) -> None:
     assert await store.get(gid=gid()) is None
     assert await store.get_branches(gid=gid()) == []

@@ -20,8 +20,15 @@ from dtmx.stores.sql.dialect import Dialect
 Row = Sequence[Any]
 
 
+#: One statement of a script: SQL with `?` placeholders, and its parameters.
+Statement = tuple[str, Sequence[Any]]
+
+
 class UniqueViolation(StoreError):
-    """A row with that unique key already exists."""
+    """A row with that unique key already exists. In a script, `statement` is the index
+    of the statement that hit it."""
+
+    statement: int | None = None
 
 
 class Executor(abc.ABC):
@@ -71,3 +78,13 @@ class Backend(abc.ABC):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """One transaction: committed at the end, rolled back on an exception or when
         `rollback_only()` was called."""
+
+    async def script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
+        """Run `statements` as one transaction in one network round trip; for each, the
+        rows it matched and the rows it returned. Rolled back if any statement fails.
+
+        Only where the driver can send several statements at once (MySQL); PostgreSQL
+        gets the same effect from single statements with data-modifying CTEs, and SQLite
+        has no network round trip to save.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not batch statements")

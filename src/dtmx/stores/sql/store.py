@@ -24,7 +24,7 @@ from dtmx.core.models import (
 )
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.sql import pg, schema
-from dtmx.stores.sql.conn import Backend, Executor, Tx, UniqueViolation
+from dtmx.stores.sql.conn import Backend, Executor, Row, Statement, Tx, UniqueViolation
 from dtmx.stores.sql.dialect import Kind
 from dtmx.stores.sql.rows import (
     BRANCH_COLS,
@@ -52,6 +52,25 @@ _UPDATE_BRANCH = (
     "UPDATE trans_branch_op SET status = ?, update_time = ?,"
     " finish_time = COALESCE(?, finish_time) WHERE gid = ? AND branch_id = ? AND op = ?"
 )
+# MySQL scripts: remember whether the compare-and-set UPDATE before matched (with
+# CLIENT_FOUND_ROWS, ROW_COUNT() counts matched rows), and gate what follows on it.
+_REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
+_UPDATE_BRANCH_IF_MATCHED = _UPDATE_BRANCH + " AND @dtmx_matched > 0"
+#: Branch rows per multi-row INSERT (10 parameters each; well under every driver's limit).
+_INSERT_CHUNK = 500
+
+
+def _insert_branches(rows: Sequence[Sequence[Any]]) -> list[Statement]:
+    """Multi-row INSERTs of branch rows (for a script)."""
+    out: list[Statement] = []
+    for i in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[i:i + _INSERT_CHUNK]
+        values = ", ".join([f"({placeholders(10)})"] * len(chunk))
+        out.append((f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES {values}",
+                    [v for r in chunk for v in r]))
+    return out
+
+
 #: Rows deleted per transaction by expire_finished.
 EXPIRE_BATCH = 500
 
@@ -158,6 +177,10 @@ class SqlStore:
         async with self.backend.transaction() as tx:
             yield tx
 
+    async def _script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
+        self.roundtrips += 1
+        return await self.backend.script(statements)
+
     # ---- transactions -------------------------------------------------------------
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
         d = self._d
@@ -170,6 +193,15 @@ class SqlStore:
                 async with self._session() as ex:
                     await ex.execute(_INSERT_TRANS, trans_params(trans, d))
                     return True
+            if d.kind is Kind.MYSQL:
+                try:
+                    await self._script([(_INSERT_TRANS, trans_params(trans, d)),
+                                        *_insert_branches([branch_params(b, d) for b in branches])])
+                except UniqueViolation as e:
+                    if e.statement == 0:  # the gid exists
+                        return False
+                    raise
+                return True
             async with self._tx() as tx:
                 try:
                     await tx.execute(_INSERT_TRANS, trans_params(trans, d))
@@ -249,24 +281,28 @@ class SqlStore:
             sql, args = pg.update_with_branches(sql, args, gid, now, change.branches)
             async with self._session() as ex:
                 return bool((await ex.fetch(sql, args))[0][0])
+        rows = [
+            [
+                b.status.value,
+                d.ts(now),
+                d.ts(now) if b.status.finished else None,
+                gid,
+                b.branch_id,
+                b.op.value,
+            ]
+            for b in change.branches
+        ]
+        if d.kind is Kind.MYSQL:
+            # one round trip; the branch rows change only if the compare-and-set matched
+            results = await self._script(
+                [(sql, args), _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
+            )
+            return results[0][0] > 0
         async with self._tx() as tx:
             if await tx.execute(sql, args) == 0:
                 tx.rollback_only()
                 return False
-            await tx.executemany(
-                _UPDATE_BRANCH,
-                [
-                    [
-                        b.status.value,
-                        d.ts(now),
-                        d.ts(now) if b.status.finished else None,
-                        gid,
-                        b.branch_id,
-                        b.op.value,
-                    ]
-                    for b in change.branches
-                ],
-            )
+            await tx.executemany(_UPDATE_BRANCH, rows)
             return True
 
     async def take(
@@ -295,16 +331,22 @@ class SqlStore:
             # a LEFT JOIN: a transaction without branches comes back as one row of NULLs
             branches = [branch_from_row(r[n:], d) for r in rows if r[n] is not None]
             return trans_from_row(rows[0][:n], d), branches
+        if d.kind is Kind.MYSQL:
+            # no UPDATE ... RETURNING: read back in the same script, if the update matched
+            results = await self._script([
+                (sql, args),
+                _REMEMBER_MATCHED,
+                (f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ? AND @dtmx_matched > 0",
+                 [gid]),
+                (f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? AND @dtmx_matched > 0"
+                 " ORDER BY id", [gid]),
+            ])
+            trows, brows = results[2][1], results[3][1]
+            if not trows:
+                return None
+            return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
         async with self._tx() as tx:
-            if d.kind is Kind.MYSQL:  # MySQL/MariaDB have no UPDATE ... RETURNING
-                found = await tx.execute(sql, args) > 0
-                trows = (
-                    await tx.fetch(f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ?", [gid])
-                    if found
-                    else []
-                )
-            else:
-                trows = await tx.fetch(f"{sql} RETURNING {TRANS_COLS}", args)
+            trows = await tx.fetch(f"{sql} RETURNING {TRANS_COLS}", args)
             if not trows:
                 tx.rollback_only()
                 return None
