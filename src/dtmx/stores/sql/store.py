@@ -60,13 +60,19 @@ _UPDATE_BRANCH_IF_MATCHED = _UPDATE_BRANCH + " AND @dtmx_matched > 0"
 _INSERT_CHUNK = 500
 
 
-def _insert_branches(rows: Sequence[Sequence[Any]]) -> list[Statement]:
-    """Multi-row INSERTs of branch rows (for a script)."""
+def _insert_branches(rows: Sequence[Sequence[Any]], *, if_matched: bool = False
+                     ) -> list[Statement]:
+    """Multi-row INSERTs of branch rows (for a script); with `if_matched`, rows are
+    inserted only if the compare-and-set before matched."""
     out: list[Statement] = []
     for i in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[i:i + _INSERT_CHUNK]
-        values = ", ".join([f"({placeholders(10)})"] * len(chunk))
-        out.append((f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES {values}",
+        if if_matched:
+            one = f"SELECT {placeholders(10)} FROM DUAL WHERE @dtmx_matched > 0"
+            values = " UNION ALL ".join([one] * len(chunk))
+        else:
+            values = "VALUES " + ", ".join([f"({placeholders(10)})"] * len(chunk))
+        out.append((f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) {values}",
                     [v for r in chunk for v in r]))
     return out
 
@@ -364,6 +370,17 @@ class SqlStore:
                 sql, args = pg.add_branches(gid, now, branches, expect_status)
                 async with self._session() as ex:
                     return bool((await ex.fetch(sql, args))[0][0])
+            if d.kind is Kind.MYSQL:
+                # one round trip: lock the transaction row if it is still in expect_status,
+                # insert only then, and report whether it was
+                results = await self._script([
+                    ("SELECT COUNT(*) INTO @dtmx_matched FROM trans_global"
+                     " WHERE gid = ? AND status = ? FOR UPDATE", [gid, expect_status.value]),
+                    *_insert_branches([branch_params(b, d, now) for b in branches],
+                                      if_matched=True),
+                    ("SELECT @dtmx_matched", ()),
+                ])
+                return bool(results[-1][1][0][0])
             async with self._tx() as tx:
                 found = await tx.fetch(
                     f"SELECT id FROM trans_global WHERE gid = ? AND status = ?{d.for_update}",
