@@ -79,7 +79,11 @@ class ServerProcess:
             except requests.RequestException:
                 return False
 
-        eventually(up, timeout=timeout)
+        try:
+            eventually(up, timeout=timeout)
+        except BaseException:
+            self.kill()  # a server that never came up must not outlive the test
+            raise
         return self
 
     def kill(self) -> None:
