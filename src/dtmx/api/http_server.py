@@ -143,6 +143,7 @@ class HttpProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._reading = True
+        self._write_paused = False
         self._idle: asyncio.TimerHandle | None = None
         # set by the parser callbacks (an exception raised there would come back from
         # httptools as a generic parser error)
@@ -179,9 +180,8 @@ class HttpProtocol(asyncio.Protocol):
     # ---- httptools callbacks
     def on_message_begin(self) -> None:
         self._cur = _Parsed()
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        # a request must arrive whole within the idle timeout (no slow-drip clients)
+        self._arm_idle()
 
     def on_url(self, url: bytes) -> None:
         self._cur.url += url
@@ -206,6 +206,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._too_large:
             return
+        if self._idle is not None:  # the handler may take as long as it needs
+            self._idle.cancel()
+            self._idle = None
         cur = self._cur
         keep_alive = self._parser.should_keep_alive()
         method = self._parser.get_method().decode("ascii", "replace")
@@ -219,21 +222,38 @@ class HttpProtocol(asyncio.Protocol):
                          ) if url.query else {}
             request = Request(method, path, query, cur.headers, b"".join(cur.body))
             self._queue.append((request, keep_alive, 0))
-        if len(self._queue) >= MAX_PIPELINED and self._reading and self._transport:
-            self._transport.pause_reading()
-            self._reading = False
+        if len(self._queue) >= MAX_PIPELINED:
+            self._pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._drain())
+
+    # ---- flow control: stop reading requests while answers pile up
+    def pause_writing(self) -> None:
+        """The client does not read its answers: take no more requests from it."""
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._maybe_resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self._reading and self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+            self._reading = False
+
+    def _maybe_resume_reading(self) -> None:
+        if (not self._reading and not self._write_paused and not self._closing
+                and len(self._queue) < MAX_PIPELINED // 2 and self._transport is not None):
+            self._transport.resume_reading()
+            self._reading = True
 
     # ---- handling
     async def _drain(self) -> None:
         try:
             while self._queue and not self._closing:
                 request, keep_alive, status = self._queue.popleft()
-                if not self._reading and len(self._queue) < MAX_PIPELINED // 2:
-                    assert self._transport is not None
-                    self._transport.resume_reading()
-                    self._reading = True
+                self._maybe_resume_reading()
                 if request is None:
                     self._write(json_response({"message": "malformed URL"}, status), False)
                     return
@@ -287,6 +307,11 @@ class HttpProtocol(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         return self._task is not None
+
+    @property
+    def reading(self) -> bool:
+        """False while requests are not read (too many queued, or answers not taken)."""
+        return self._reading
 
 
 class HttpServer:

@@ -16,7 +16,7 @@ import pytest
 
 from dtmx.api.http_server import HttpServer, Request, Response, Routes, json_response
 from tests.support.server import ServerProcess
-from tests.support.util import free_port
+from tests.support.util import aeventually, free_port
 
 
 async def _echo(r: Request) -> Response:
@@ -33,6 +33,13 @@ async def _boom(r: Request) -> Response:
     raise RuntimeError("handler bug")
 
 
+BIG = b"x" * 65536
+
+
+async def _big(r: Request) -> Response:
+    return Response(BIG, content_type="application/octet-stream")
+
+
 @pytest.fixture
 async def wire() -> AsyncIterator[tuple[HttpServer, int]]:
     routes = Routes()
@@ -40,6 +47,7 @@ async def wire() -> AsyncIterator[tuple[HttpServer, int]]:
     routes.add("GET", "/echo", _echo)
     routes.add("GET", "/slow", _slow)
     routes.add("GET", "/boom", _boom)
+    routes.add("GET", "/big", _big)
     routes.add("DELETE", "/topic/{name}", _echo)
     server = HttpServer(
         routes,
@@ -206,3 +214,40 @@ def test_real_server_pipelining_chunked_and_bad_requests(server: ServerProcess) 
     gids = [b["gid"] for _, b in got[:2]]
     assert len(set(gids)) == 2 and all(gids)
     assert "malformed JSON" in str(got[2][1]["message"])
+
+
+async def test_a_request_dripping_in_too_slowly_is_cut_off(wire: tuple[HttpServer, int]) -> None:
+    server, port = wire
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+        await writer.drain()
+        # idle_timeout is 0.3 s: the half-sent request does not hold the connection
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert not server.connections
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_does_not_read_is_not_fed(wire: tuple[HttpServer, int]) -> None:
+    """300 pipelined requests for 64 KiB answers, nothing read: the server stops taking
+    requests once its send buffer is full, instead of buffering 19 MiB; when the client
+    reads, every answer arrives, in order."""
+    server, port = wire
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        n = 300
+        writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+
+        async def paused() -> bool:
+            return any(not c.reading for c in server.connections)
+
+        await aeventually(paused, timeout=5)
+        got = 0
+        while got < n:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 65536" in head
+            assert await asyncio.wait_for(reader.readexactly(65536), 5) == BIG
+            got += 1
+    finally:
+        writer.close()
