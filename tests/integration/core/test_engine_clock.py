@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dtmx.busi import BusiServer
 from dtmx.clock import GidFactory
-from dtmx.core.models import Status, TransType
+from dtmx.core.models import Change, Status, TransType
 from dtmx.core.request import TransRequest
 from dtmx.engine import Engine, EngineConfig
+from dtmx.invoke.base import BranchCall, CallResult
 from dtmx.invoke.http import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
@@ -133,3 +135,64 @@ async def test_lease_protects_then_expires(world: tuple[Service, Poller, FakeClo
     assert busi.state.count("TransOut", "l1") == 2
     assert busi.state.applied_count("TransOut", "l1") == 1
     assert busi.state.applied_count("TransIn", "l1") == 1
+
+
+class _SlowCalls:
+    """An invoker whose every branch call takes `seconds` of the injected clock."""
+
+    def __init__(self, inner: HttpInvoker, clock: FakeClock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    async def call(self, call: BranchCall) -> CallResult:
+        self.clock.advance(self.seconds)
+        return await self.inner.call(call)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class _RecordingStore:
+    """The real store, with the changes the engine writes recorded."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.changes: list[Change] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def update(self, **kw: Any) -> bool:
+        self.changes.append(kw["change"])
+        return await self.store.update(**kw)
+
+
+async def test_claim_is_extended_only_when_half_the_lease_is_gone(
+    tmp_path: Path, busi: BusiServer
+) -> None:
+    """Default lease 30 s; each branch call takes 10 s of the clock. After step 1 (20 s
+    left) the results are written without touching next_cron_time; after step 2 (10 s
+    left) the claim is extended to now + 30 before step 3 is called."""
+    clock = FakeClock()
+    store = SqlStore.sqlite(str(tmp_path / "x.db"))
+    await store.open()
+    recording = _RecordingStore(store)
+    invoker = _SlowCalls(HttpInvoker(), clock, 10)
+    engine = Engine(store=recording, invoker=invoker, clock=clock,  # type: ignore[arg-type]
+                    config=EngineConfig())
+    svc = Service(engine=engine, new_gid=GidFactory(clock))
+    try:
+        t0 = clock.now()
+        step = {"action": f"{busi.url}/TransIn", "compensate": f"{busi.url}/TransInRevert"}
+        await svc.submit(TransRequest(gid="x1", trans_type=TransType.SAGA,
+                                      payloads=[b"{}"] * 3, steps=[step] * 3))
+        await settle(svc)
+        t = await store.get(gid="x1")
+        assert t is not None and t.status is Status.SUCCEED
+        after_1, after_2, final = recording.changes
+        assert after_1.next_cron_time is None and len(after_1.branches) == 1
+        assert after_2.next_cron_time == t0 + 20 + 30 and len(after_2.branches) == 1
+        assert final.status is Status.SUCCEED and len(final.branches) == 1
+    finally:
+        await svc.close()
+        await invoker.close()
+        await store.close()
