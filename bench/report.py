@@ -168,8 +168,9 @@ def write_report(args: Any) -> None:
         f"- Run: {dates[0] if dates else '?'} → {dates[-1] if dates else '?'}; "
         f"measured windows {', '.join(f'{s:g}' for s in secs)} s per phase, 32 clients.",
         f"- Load average at the start of the runs: {_f(min(loads), 1) if loads else '?'} – "
-        f"{_f(max(loads), 1) if loads else '?'} (other jobs shared the 2 cores: absolute "
-        "numbers are noisy; ratios and CPU per transaction hold better).",
+        f"{_f(max(loads), 1) if loads else '?'} (it counts the bench's own processes still "
+        "winding down from the scenario before; the machine's cores are shared, so absolute "
+        "numbers move between runs; ratios and CPU per transaction hold better).",
         "- Command: `python -m bench all --seconds 8 --baseline-seconds 4` (regenerates this "
         "file; one scenario: `python -m bench saga2 --store redis --clients 32 --seconds 20`).",
         f"- Written {time.strftime('%Y-%m-%d %H:%M')} by `bench/report.py`; the analysis "
