@@ -144,6 +144,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False
         self._reading = True
         self._write_paused = False
+        self._draining = False
         self._idle: asyncio.TimerHandle | None = None
         # set by the parser callbacks (an exception raised there would come back from
         # httptools as a generic parser error)
@@ -204,8 +205,9 @@ class HttpProtocol(asyncio.Protocol):
             self._cur.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._too_large:
-            return
+        if self._too_large or self._draining:
+            return  # (draining: the server is stopping; this connection closes after the
+            # answer being worked on)
         if self._idle is not None:  # the handler may take as long as it needs
             self._idle.cancel()
             self._idle = None
@@ -217,9 +219,10 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._queue.append((None, False, 400))
         else:
-            path = unquote(url.path.decode("latin-1"))
-            query = dict(reversed(parse_qsl(url.query.decode("latin-1"), keep_blank_values=True))
-                         ) if url.query else {}
+            # raw UTF-8 (some clients do not percent-encode) decodes as such
+            path = unquote(url.path.decode("utf-8", "replace"))
+            query = dict(reversed(parse_qsl(url.query.decode("utf-8", "replace"),
+                                            keep_blank_values=True))) if url.query else {}
             request = Request(method, path, query, cur.headers, b"".join(cur.body))
             self._queue.append((request, keep_alive, 0))
         if len(self._queue) >= MAX_PIPELINED:
@@ -269,6 +272,7 @@ class HttpProtocol(asyncio.Protocol):
     def _write(self, response: Response, keep_alive: bool) -> None:
         if self._closing or self._transport is None:
             return
+        keep_alive = keep_alive and not self._draining
         head = _STATUS_LINES.get(response.status) or _status_line(response.status)
         body = response.body
         self._transport.write(
@@ -301,7 +305,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._task is None:
             self._close()
             return True
-        self._queue.clear()  # finish the running request, take no more
+        # finish the running request, answer it with Connection: close, take no more
+        self._draining = True
+        self._queue.clear()
         return False
 
     @property

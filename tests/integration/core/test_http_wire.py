@@ -114,6 +114,13 @@ async def test_chunked_body_query_and_path_parameter(wire: tuple[HttpServer, int
     assert status == 200
     assert body == {"method": "POST", "path": "/echo", "query": {"a": "1", "b": " x"},
                     "body": "abcde", "match": {}}
+    raw = b"GET /echo?t=%E4%B8%BB%E9%A2%98 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    [(status, body)] = _bodies(await _exchange(port, raw))
+    assert status == 200 and body["query"] == {"t": "主题"}
+    # not percent-encoded: not a valid request target (RFC 9112), refused with a message
+    raw = "GET /echo?t=主题 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    [(status, body)] = _bodies(await _exchange(port, raw))
+    assert status == 400 and "malformed" in str(body["message"])
     raw = b"DELETE /topic/my%20topic HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     [(status, body)] = _bodies(await _exchange(port, raw))
     assert status == 200 and body["match"] == {"name": "my topic"}
@@ -189,8 +196,13 @@ async def test_stop_lets_a_running_handler_finish(wire: tuple[HttpServer, int]) 
         writer.write(b"GET /slow?n=last&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.05)  # the handler is running
-        await server.stop()
+        stopping = asyncio.create_task(server.stop())
+        await asyncio.sleep(0.05)
+        # a request arriving while the server stops is not taken
+        writer.write(b"GET /slow?n=late&s=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stopping
         raw = await asyncio.wait_for(reader.read(), 5)
+        assert b"Connection: close" in raw
         assert _bodies(raw) == [(200, {"slow": "last"})]
     finally:
         writer.close()
