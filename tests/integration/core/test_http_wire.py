@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -80,6 +81,19 @@ async def _exchange(port: int, raw: bytes, *, until_close: bool = True,
         writer.close()
 
 
+@asynccontextmanager
+async def _sent(port: int, raw: bytes
+                ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection on which `raw` was sent; closed at the end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        yield reader, writer
+    finally:
+        writer.close()
+
+
 def _bodies(raw: bytes) -> list[tuple[int, dict[str, object]]]:
     """Split a byte stream of responses (all with Content-Length) into (status, json)."""
     out = []
@@ -128,18 +142,13 @@ async def test_chunked_body_query_and_path_parameter(wire: tuple[HttpServer, int
 
 async def test_expect_100_continue(wire: tuple[HttpServer, int]) -> None:
     _, port = wire
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
-        await writer.drain()
+    async with _sent(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                           b"Expect: 100-continue\r\n\r\n") as (reader, writer):
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"body")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        writer.close()
 
 
 async def test_http_1_0_gets_its_answer_and_the_connection_closes(
@@ -176,25 +185,18 @@ async def test_what_cannot_be_served_gets_a_clear_4xx(
 
 async def test_idle_connections_are_closed(wire: tuple[HttpServer, int]) -> None:
     server, port = wire
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        await writer.drain()
+    async with _sent(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n") as (reader, _):
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         # idle_timeout is 0.3 s: the server hangs up by itself
         rest = await asyncio.wait_for(reader.read(), 5)
         assert rest.endswith(b"}")
-        assert not server.connections
-    finally:
-        writer.close()
+        await aeventually(lambda: _none_open(server), timeout=5)
 
 
 async def test_stop_lets_a_running_handler_finish(wire: tuple[HttpServer, int]) -> None:
     server, port = wire
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /slow?n=last&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
-        await writer.drain()
+    async with _sent(port, b"GET /slow?n=last&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     ) as (reader, writer):
         await asyncio.sleep(0.05)  # the handler is running
         stopping = asyncio.create_task(server.stop())
         await asyncio.sleep(0.05)
@@ -204,8 +206,6 @@ async def test_stop_lets_a_running_handler_finish(wire: tuple[HttpServer, int]) 
         raw = await asyncio.wait_for(reader.read(), 5)
         assert b"Connection: close" in raw
         assert _bodies(raw) == [(200, {"slow": "last"})]
-    finally:
-        writer.close()
 
 
 def test_real_server_pipelining_chunked_and_bad_requests(server: ServerProcess) -> None:
@@ -230,15 +230,11 @@ def test_real_server_pipelining_chunked_and_bad_requests(server: ServerProcess) 
 
 async def test_a_request_dripping_in_too_slowly_is_cut_off(wire: tuple[HttpServer, int]) -> None:
     server, port = wire
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
-        await writer.drain()
+    # the headers never end
+    async with _sent(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n") as (reader, _):
         # idle_timeout is 0.3 s: the half-sent request does not hold the connection
         assert await asyncio.wait_for(reader.read(), 5) == b""
-        assert not server.connections
-    finally:
-        writer.close()
+        await aeventually(lambda: _none_open(server), timeout=5)
 
 
 async def test_a_client_that_does_not_read_is_not_fed(wire: tuple[HttpServer, int]) -> None:
@@ -246,10 +242,8 @@ async def test_a_client_that_does_not_read_is_not_fed(wire: tuple[HttpServer, in
     requests once its send buffer is full, instead of buffering 19 MiB; when the client
     reads, every answer arrives, in order."""
     server, port = wire
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        n = 300
-        writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+    n = 300
+    async with _sent(port, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * n) as (reader, _):
 
         async def paused() -> bool:
             return any(not c.reading for c in server.connections)
@@ -261,5 +255,7 @@ async def test_a_client_that_does_not_read_is_not_fed(wire: tuple[HttpServer, in
             assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 65536" in head
             assert await asyncio.wait_for(reader.readexactly(65536), 5) == BIG
             got += 1
-    finally:
-        writer.close()
+
+
+async def _none_open(server: HttpServer) -> bool:
+    return not server.connections
