@@ -371,16 +371,17 @@ class SqlStore:
                 async with self._session() as ex:
                     return bool((await ex.fetch(sql, args))[0][0])
             if d.kind is Kind.MYSQL:
-                # one round trip: lock the transaction row if it is still in expect_status,
-                # insert only then, and report whether it was
+                # one round trip: lock the transaction row if it is still in expect_status
+                # (a no-op UPDATE takes the row lock and, with CLIENT_FOUND_ROWS, counts the
+                # match; portable where SELECT ... INTO placement is not), insert only then
                 results = await self._script([
-                    ("SELECT COUNT(*) INTO @dtmx_matched FROM trans_global"
-                     " WHERE gid = ? AND status = ? FOR UPDATE", [gid, expect_status.value]),
+                    ("UPDATE trans_global SET update_time = update_time"
+                     " WHERE gid = ? AND status = ?", [gid, expect_status.value]),
+                    _REMEMBER_MATCHED,
                     *_insert_branches([branch_params(b, d, now) for b in branches],
                                       if_matched=True),
-                    ("SELECT @dtmx_matched", ()),
                 ])
-                return bool(results[-1][1][0][0])
+                return results[0][0] > 0
             async with self._tx() as tx:
                 found = await tx.fetch(
                     f"SELECT id FROM trans_global WHERE gid = ? AND status = ?{d.for_update}",
