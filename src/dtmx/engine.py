@@ -3,8 +3,9 @@
 `Engine.run` drives one transaction that this process owns (its owner token is on the row)
 until it finishes or must wait. The order of effects is what makes it safe:
 - a status change is committed before any call that depends on it;
-- branch results are buffered and written together with the next change, but always before
-  the next branch call, so a saga of two steps costs three store writes in all;
+- branch results are buffered and written together with the next change, and before the
+  next branch call while that call can still change the outcome, so a saga of two steps
+  costs three store writes in all, and a TCC's confirms are written with its final status;
 - every write is compare-and-set on (status, owner): when another server has taken the
   transaction over (our lease ran out), our write fails and we stop.
 """
@@ -201,14 +202,16 @@ class Engine:
 
     async def _call(self, r: _Run, step: Call, now: float) -> bool:
         if r.pending:
-            # The buffered results go out before the next call. The claim is extended with
-            # them only once less than half a lease is left (a round of calls takes at most
-            # a request timeout, under half a lease): leaving next_cron_time alone keeps
-            # the write off the due-time index, which every SQL store pays for.
+            # The buffered results go out before the next call, unless the outcome is
+            # decided (see Call.decided): then they ride on a later write. Either way the
+            # claim is extended once less than half a lease is left (a round of calls takes
+            # at most a request timeout, under half a lease); leaving next_cron_time alone
+            # otherwise keeps the write off the due-time index, which SQL stores pay for.
             lease = self.lease(r.trans)
-            left = (r.trans.next_cron_time or 0.0) - now
-            change = Change(next_cron_time=now + lease) if left < lease / 2 else Change()
-            if not await self._write(r, now, change):
+            if (r.trans.next_cron_time or 0.0) - now < lease / 2:
+                if not await self._write(r, now, Change(next_cron_time=now + lease)):
+                    return False
+            elif not step.decided and not await self._write(r, now, Change()):
                 return False
         by_key = {b.key: b for b in r.branches}
         todo = [by_key[k] for k in step.keys]

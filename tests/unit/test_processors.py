@@ -45,9 +45,9 @@ def test_saga_failure_compensates_in_reverse_including_failed_step() -> None:
     set_status(bs, "02", Op.ACTION, Status.FAILED)
     assert processors.plan(t, bs, 101, D) == Transition(Status.ABORTING)
     t.status = Status.ABORTING
-    assert processors.plan(t, bs, 101, D) == Call((("02", Op.COMPENSATE),))
+    assert processors.plan(t, bs, 101, D) == Call((("02", Op.COMPENSATE),), decided=True)
     set_status(bs, "02", Op.COMPENSATE, Status.SUCCEED)
-    assert processors.plan(t, bs, 101, D) == Call((("01", Op.COMPENSATE),))
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.COMPENSATE),), decided=True)
     set_status(bs, "01", Op.COMPENSATE, Status.SUCCEED)
     assert processors.plan(t, bs, 101, D) == Transition(Status.FAILED)
 
@@ -60,7 +60,7 @@ def test_saga_timeout_aborts_and_compensates_the_step_that_may_have_run() -> Non
     assert "Timeout after 5 seconds" in p.reason
     t.status = Status.ABORTING
     # step 2 was reachable (its call may have happened), so it is compensated first
-    assert processors.plan(t, bs, 105, D) == Call((("02", Op.COMPENSATE),))
+    assert processors.plan(t, bs, 105, D) == Call((("02", Op.COMPENSATE),), decided=True)
 
 
 def test_saga_never_times_out_by_default() -> None:
@@ -77,7 +77,7 @@ def test_concurrent_saga_orders() -> None:
     set_status(bs, "03", Op.ACTION, Status.FAILED)
     t.status = Status.ABORTING
     # 3 depends on 1 and 2: compensate 3 first, then 1 and 2 together
-    assert processors.plan(t, bs, 101, D) == Call((("03", Op.COMPENSATE),))
+    assert processors.plan(t, bs, 101, D) == Call((("03", Op.COMPENSATE),), decided=True)
     set_status(bs, "03", Op.COMPENSATE, Status.SUCCEED)
     assert set(processors.plan(t, bs, 101, D).keys) == {  # type: ignore[union-attr]
         ("01", Op.COMPENSATE), ("02", Op.COMPENSATE)}
@@ -99,13 +99,13 @@ def test_tcc_confirm_reverse_and_prepared_timeout() -> None:
     p = processors.plan(t, bs, 135, D)
     assert isinstance(p, Transition) and p.status is Status.ABORTING
     t.status = Status.SUBMITTED
-    assert processors.plan(t, bs, 101, D) == Call((("02", Op.CONFIRM),))
+    assert processors.plan(t, bs, 101, D) == Call((("02", Op.CONFIRM),), decided=True)
     set_status(bs, "02", Op.CONFIRM, Status.SUCCEED)
-    assert processors.plan(t, bs, 101, D) == Call((("01", Op.CONFIRM),))
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.CONFIRM),), decided=True)
     set_status(bs, "01", Op.CONFIRM, Status.SUCCEED)
     assert processors.plan(t, bs, 101, D) == Transition(Status.SUCCEED)
     t.status = Status.ABORTING
-    assert processors.plan(t, bs, 101, D) == Call((("02", Op.CANCEL),))
+    assert processors.plan(t, bs, 101, D) == Call((("02", Op.CANCEL),), decided=True)
 
 
 def test_msg_prepared_query_then_deliver_with_delay() -> None:
@@ -146,6 +146,6 @@ def test_xa_second_phase_in_registration_order() -> None:
     bs = tcc.gen_registered(TransType.XA, "g", "01", b"", {"url": "u1"}, 100)
     bs += tcc.gen_registered(TransType.XA, "g", "02", b"", {"url": "u2"}, 100)
     assert [(b.op, b.url) for b in bs[:2]] == [(Op.ROLLBACK, "u1"), (Op.COMMIT, "u1")]
-    assert processors.plan(t, bs, 101, D) == Call((("01", Op.COMMIT),))
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.COMMIT),), decided=True)
     t.status = Status.ABORTING
-    assert processors.plan(t, bs, 101, D) == Call((("01", Op.ROLLBACK),))
+    assert processors.plan(t, bs, 101, D) == Call((("01", Op.ROLLBACK),), decided=True)

@@ -14,9 +14,17 @@ from dtmx.core.models import Op, Status
 
 @dataclass(slots=True, frozen=True)
 class Call:
-    """Call these branch ops now, concurrently; keys are (branch_id, op)."""
+    """Call these branch ops now, concurrently; keys are (branch_id, op).
+
+    `decided`: the transaction's outcome is settled (TCC/XA second phase, saga
+    compensation), so no answer of these calls can change its course; every one of them is
+    retried until it succeeds, and each branch is idempotent (the barrier). Results of
+    earlier calls then need not be stored before these calls are made: they may ride on a
+    later write. Before a call that can still change the course (a saga action), they must.
+    """
 
     keys: tuple[tuple[str, Op], ...]
+    decided: bool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -132,7 +132,7 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: D
             for i in reversed(todo)
             if _may_compensate(i, todo, custom, concurrent)
         ]
-        return Call(tuple(ready)) if ready else Wait()
+        return Call(tuple(ready), decided=True) if ready else Wait()
     return Wait()
 
 

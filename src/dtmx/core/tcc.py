@@ -35,7 +35,7 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: D
     ordered = reversed(branches) if trans.trans_type is TransType.TCC else iter(branches)
     for b in ordered:
         if b.op is op and b.status is Status.PREPARED:
-            return Call((b.key,))
+            return Call((b.key,), decided=True)
     return Transition(final)
 
 

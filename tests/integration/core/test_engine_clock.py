@@ -12,7 +12,7 @@ import pytest
 
 from dtmx.busi import BusiServer
 from dtmx.clock import GidFactory
-from dtmx.core.models import Change, Status, TransType
+from dtmx.core.models import Change, Op, Status, TransType
 from dtmx.core.request import TransRequest
 from dtmx.engine import Engine, EngineConfig
 from dtmx.invoke.base import BranchCall, CallResult
@@ -192,6 +192,53 @@ async def test_claim_is_extended_only_when_half_the_lease_is_gone(
         assert after_1.next_cron_time is None and len(after_1.branches) == 1
         assert after_2.next_cron_time == t0 + 20 + 30 and len(after_2.branches) == 1
         assert final.status is Status.SUCCEED and len(final.branches) == 1
+    finally:
+        await svc.close()
+        await invoker.close()
+        await store.close()
+
+
+async def test_decided_calls_write_their_results_with_the_final_status(
+    tmp_path: Path, busi: BusiServer
+) -> None:
+    """A TCC's confirms cannot change its outcome: both confirm results go in the one final
+    write. A saga's actions can: the first action's result is written before the second
+    action is called, and its compensations (decided again) ride on the final write."""
+    clock = FakeClock()
+    store = SqlStore.sqlite(str(tmp_path / "d.db"))
+    await store.open()
+    recording = _RecordingStore(store)
+    invoker = HttpInvoker()
+    engine = Engine(store=recording, invoker=invoker, clock=clock,  # type: ignore[arg-type]
+                    config=EngineConfig())
+    svc = Service(engine=engine, new_gid=GidFactory(clock))
+    try:
+        await svc.prepare(TransRequest(gid="t1", trans_type=TransType.TCC))
+        for bid, name in (("01", "TransOut"), ("02", "TransIn")):
+            await svc.register_branch({
+                "gid": "t1", "trans_type": "tcc", "branch_id": bid, "data": "{}",
+                "confirm": f"{busi.url}/{name}Confirm", "cancel": f"{busi.url}/{name}Cancel"})
+        await svc.submit(TransRequest(gid="t1", trans_type=TransType.TCC))
+        await settle(svc)
+        [final] = recording.changes
+        assert final.status is Status.SUCCEED
+        assert {(b.branch_id, b.op, b.status) for b in final.branches} == {
+            ("01", Op.CONFIRM, Status.SUCCEED), ("02", Op.CONFIRM, Status.SUCCEED)}
+        # the confirms ran in reverse registration order, as DTM does
+        called = [route for route, _, q in busi.state.requests if q.get("gid") == "t1"]
+        assert called == ["TransInConfirm", "TransOutConfirm"]
+
+        recording.changes.clear()
+        busi.state.set("TransIn", "FAILURE")
+        await svc.submit(saga("s1", busi))
+        await settle(svc)
+        after_out, aborting, final = recording.changes
+        assert [(b.branch_id, b.op) for b in after_out.branches] == [("01", Op.ACTION)]
+        assert aborting.status is Status.ABORTING
+        assert [(b.branch_id, b.op) for b in aborting.branches] == [("02", Op.ACTION)]
+        assert final.status is Status.FAILED
+        assert {(b.branch_id, b.op) for b in final.branches} == {
+            ("01", Op.COMPENSATE), ("02", Op.COMPENSATE)}
     finally:
         await svc.close()
         await invoker.close()
