@@ -54,7 +54,7 @@ async def wire() -> AsyncIterator[tuple[HttpServer, int]]:
         routes,
         error_response=lambda r, e: json_response({"message": f"mapped {type(e).__name__}"}, 500),
         max_body=1000,
-        idle_timeout=0.3,
+        idle_timeout=1.0,
     )
     port = free_port()
     await server.start("127.0.0.1", port)
@@ -187,7 +187,7 @@ async def test_idle_connections_are_closed(wire: tuple[HttpServer, int]) -> None
     server, port = wire
     async with _sent(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n") as (reader, _):
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        # idle_timeout is 0.3 s: the server hangs up by itself
+        # idle_timeout is 1 s: the server hangs up by itself
         rest = await asyncio.wait_for(reader.read(), 5)
         assert rest.endswith(b"}")
         await aeventually(lambda: _none_open(server), timeout=5)
@@ -195,9 +195,13 @@ async def test_idle_connections_are_closed(wire: tuple[HttpServer, int]) -> None
 
 async def test_stop_lets_a_running_handler_finish(wire: tuple[HttpServer, int]) -> None:
     server, port = wire
-    async with _sent(port, b"GET /slow?n=last&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with _sent(port, b"GET /slow?n=last&s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n"
                      ) as (reader, writer):
-        await asyncio.sleep(0.05)  # the handler is running
+
+        async def handling() -> bool:
+            return any(c.busy for c in server.connections)
+
+        await aeventually(handling, timeout=5)
         stopping = asyncio.create_task(server.stop())
         await asyncio.sleep(0.05)
         # a request arriving while the server stops is not taken
@@ -232,7 +236,7 @@ async def test_a_request_dripping_in_too_slowly_is_cut_off(wire: tuple[HttpServe
     server, port = wire
     # the headers never end
     async with _sent(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n") as (reader, _):
-        # idle_timeout is 0.3 s: the half-sent request does not hold the connection
+        # idle_timeout is 1 s: the half-sent request does not hold the connection
         assert await asyncio.wait_for(reader.read(), 5) == b""
         await aeventually(lambda: _none_open(server), timeout=5)
 
