@@ -34,6 +34,12 @@ BRANCH_INSERT_COLS = (
 )
 BRANCH_COLS = BRANCH_INSERT_COLS
 KV_COLS = "id, cat, k, v, version, create_time, update_time"
+#: One branch op's new status; args: status, update_time, finish_time or None, gid,
+#: branch_id, op.
+UPDATE_BRANCH = (
+    "UPDATE trans_branch_op SET status = ?, update_time = ?,"
+    " finish_time = COALESCE(?, finish_time) WHERE gid = ? AND branch_id = ? AND op = ?"
+)
 
 _INT_OPTIONS = (
     "timeout_to_fail",

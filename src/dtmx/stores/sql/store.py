@@ -1,9 +1,10 @@
 """SqlStore: the Store protocol over SQLite, MySQL/MariaDB and PostgreSQL.
 
 One class for the three databases; what differs lives in the Dialect (placeholders, time
-columns, snippets) and the Backend (driver, pool, error translation). On PostgreSQL the hot
-verbs (`create`, `update`, `add_branches`, `take`) are single statements with data-modifying CTEs,
-so they cost one network round trip and need no explicit transaction.
+columns, snippets) and the Backend (driver, pool, error translation). The hot verbs
+(`create`, `update`, `add_branches`, `take`) cost one network round trip each: on PostgreSQL
+as single statements with data-modifying CTEs (`pg`), on MySQL as one multi-statement
+transaction (`my`); SQLite runs in-process and uses plain transactions.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dtmx.core.models import (
     TransType,
 )
 from dtmx.errors import DuplicateBranch
-from dtmx.stores.sql import pg, schema
+from dtmx.stores.sql import my, pg, schema
 from dtmx.stores.sql.conn import Backend, Executor, Row, Statement, Tx, UniqueViolation
 from dtmx.stores.sql.dialect import Kind
 from dtmx.stores.sql.rows import (
@@ -32,6 +33,7 @@ from dtmx.stores.sql.rows import (
     KV_COLS,
     TRANS_COLS,
     TRANS_INSERT_COLS,
+    UPDATE_BRANCH,
     branch_from_row,
     branch_params,
     kv_from_row,
@@ -48,35 +50,6 @@ _INSERT_TRANS = f"INSERT INTO trans_global ({TRANS_INSERT_COLS}) VALUES ({placeh
 _INSERT_BRANCH = (
     f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES ({placeholders(10)})"
 )
-_UPDATE_BRANCH = (
-    "UPDATE trans_branch_op SET status = ?, update_time = ?,"
-    " finish_time = COALESCE(?, finish_time) WHERE gid = ? AND branch_id = ? AND op = ?"
-)
-# MySQL scripts: remember whether the compare-and-set UPDATE before matched (with
-# CLIENT_FOUND_ROWS, ROW_COUNT() counts matched rows), and gate what follows on it.
-_REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
-_UPDATE_BRANCH_IF_MATCHED = _UPDATE_BRANCH + " AND @dtmx_matched > 0"
-#: Branch rows per multi-row INSERT (10 parameters each; well under every driver's limit).
-_INSERT_CHUNK = 500
-
-
-def _insert_branches(rows: Sequence[Sequence[Any]], *, if_matched: bool = False
-                     ) -> list[Statement]:
-    """Multi-row INSERTs of branch rows (for a script); with `if_matched`, rows are
-    inserted only if the compare-and-set before matched."""
-    out: list[Statement] = []
-    for i in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[i:i + _INSERT_CHUNK]
-        if if_matched:
-            one = f"SELECT {placeholders(10)} FROM DUAL WHERE @dtmx_matched > 0"
-            values = " UNION ALL ".join([one] * len(chunk))
-        else:
-            values = "VALUES " + ", ".join([f"({placeholders(10)})"] * len(chunk))
-        out.append((f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) {values}",
-                    [v for r in chunk for v in r]))
-    return out
-
-
 #: Rows deleted per transaction by expire_finished.
 EXPIRE_BATCH = 500
 
@@ -201,8 +174,8 @@ class SqlStore:
                     return True
             if d.kind is Kind.MYSQL:
                 try:
-                    await self._script([(_INSERT_TRANS, trans_params(trans, d)),
-                                        *_insert_branches([branch_params(b, d) for b in branches])])
+                    await self._script(my.create((_INSERT_TRANS, trans_params(trans, d)),
+                                                 [branch_params(b, d) for b in branches]))
                 except UniqueViolation as e:
                     if e.statement == 0:  # the gid exists
                         return False
@@ -300,15 +273,12 @@ class SqlStore:
         ]
         if d.kind is Kind.MYSQL:
             # one round trip; the branch rows change only if the compare-and-set matched
-            results = await self._script(
-                [(sql, args), _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
-            )
-            return results[0][0] > 0
+            return (await self._script(my.update((sql, args), rows)))[0][0] > 0
         async with self._tx() as tx:
             if await tx.execute(sql, args) == 0:
                 tx.rollback_only()
                 return False
-            await tx.executemany(_UPDATE_BRANCH, rows)
+            await tx.executemany(UPDATE_BRANCH, rows)
             return True
 
     async def take(
@@ -338,16 +308,8 @@ class SqlStore:
             branches = [branch_from_row(r[n:], d) for r in rows if r[n] is not None]
             return trans_from_row(rows[0][:n], d), branches
         if d.kind is Kind.MYSQL:
-            # no UPDATE ... RETURNING: read back in the same script, if the update matched
-            results = await self._script([
-                (sql, args),
-                _REMEMBER_MATCHED,
-                (f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ? AND @dtmx_matched > 0",
-                 [gid]),
-                (f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? AND @dtmx_matched > 0"
-                 " ORDER BY id", [gid]),
-            ])
-            trows, brows = results[2][1], results[3][1]
+            results = await self._script(my.take((sql, args), gid))
+            trows, brows = results[my.TAKE_TRANS][1], results[my.TAKE_BRANCHES][1]
             if not trows:
                 return None
             return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
@@ -371,16 +333,8 @@ class SqlStore:
                 async with self._session() as ex:
                     return bool((await ex.fetch(sql, args))[0][0])
             if d.kind is Kind.MYSQL:
-                # one round trip: lock the transaction row if it is still in expect_status
-                # (a no-op UPDATE takes the row lock and, with CLIENT_FOUND_ROWS, counts the
-                # match; portable where SELECT ... INTO placement is not), insert only then
-                results = await self._script([
-                    ("UPDATE trans_global SET update_time = update_time"
-                     " WHERE gid = ? AND status = ?", [gid, expect_status.value]),
-                    _REMEMBER_MATCHED,
-                    *_insert_branches([branch_params(b, d, now) for b in branches],
-                                      if_matched=True),
-                ])
+                rows = [branch_params(b, d, now) for b in branches]
+                results = await self._script(my.add_branches(gid, expect_status, rows))
                 return results[0][0] > 0
             async with self._tx() as tx:
                 found = await tx.fetch(
