@@ -331,10 +331,7 @@ class EtcdRegistration:
     async def stop(self) -> None:
         """Stop refreshing and revoke the lease (the key disappears). Never raises."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancelled(task)
         if self._client is None:
             return
         lease_id, self._lease_id = self._lease_id, None
@@ -454,13 +451,18 @@ class EtcdResolver:
     async def stop(self) -> None:
         """Stop watching and give back the client. Never raises."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancelled(task)
         if self._client is not None:
             self._client = None
             await release_client(self.target.address)
+
+
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait for it to end, whatever it raised."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 def _why(e: BaseException) -> str:
