@@ -265,9 +265,14 @@ class Service:
         raise Failure(f"{gid} kept changing status; retry")
 
     async def reset_next_cron_time(self, gid: str) -> None:
+        """Make an unfinished transaction due now. A finished one is left as it is and
+        answers success too, as in DTM (whose admin UI offers the button for every
+        transaction); an unknown gid is NotFound."""
         check_gid(gid)
-        if not await self.store.reset_next_cron_time(gid=gid, now=self.clock.now()):
-            raise NotFound(f"no unfinished transaction with gid {gid}")
+        if await self.store.reset_next_cron_time(gid=gid, now=self.clock.now()):
+            return
+        if await self.store.get(gid=gid) is None:
+            raise NotFound(f"no transaction with gid {gid}")
 
     async def reset_cron_time(self, *, timeout: float, limit: int) -> tuple[int, bool]:
         return await self.store.reset_cron_time(now=self.clock.now(), after=timeout, limit=limit)

@@ -26,7 +26,8 @@ def _omit_empty(d: dict[str, Any]) -> dict[str, Any]:
 
 def trans_json(t: Transaction) -> dict[str, Any]:
     o = t.options
-    return _omit_empty(
+    # `id` is never omitted: DTM's field has no omitempty (0 on stores without row ids)
+    return {"id": t.id} | _omit_empty(
         {
             "create_time": iso(t.create_time),
             "update_time": iso(t.update_time),

@@ -97,6 +97,9 @@ class Transaction:
     rollback_reason: str = ""
     result: str = ""
     ext_data: str = ""
+    #: The store's row id (SQL stores; 0 where there is none, as DTM on Redis). It is where
+    #: the row sits, not what the transaction is, so equality ignores it.
+    id: int = field(default=0, compare=False)
 
 
 @dataclass(slots=True)

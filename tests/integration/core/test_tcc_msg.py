@@ -175,6 +175,36 @@ def test_force_stop(server: ServerProcess, busi: BusiServer, gid: str) -> None:
     assert post(server, "forceStop", {"gid": gid + "none"}).status_code == 404
 
 
+def test_reset_next_cron_time_of_a_finished_transaction_succeeds_unchanged(
+        server: ServerProcess, busi: BusiServer, gid: str) -> None:
+    # DTM's admin UI offers the button on every transaction; DTM answers SUCCESS
+    post(server, "prepare", msg_body(gid, busi))
+    assert post(server, "forceStop", {"gid": gid}).status_code == 200
+    before = server.query(gid)
+    r = post(server, "resetNextCronTime", {"gid": gid})
+    assert r.status_code == 200 and r.json()["dtm_result"] == "SUCCESS"
+    assert server.query(gid) == before
+    r = post(server, "resetNextCronTime", {"gid": gid + "none"})
+    assert r.status_code == 404 and gid in r.json()["message"]
+
+
+def test_transactions_carry_the_row_id(server: ServerProcess, gid: str) -> None:
+    """`id` is always sent, as by DTM: the row id on SQL stores, 0 on Redis."""
+    gids = [f"{gid}-{i}" for i in range(3)]
+    for g in gids:
+        assert post(server, "prepare", {"gid": g, "trans_type": "tcc"}).status_code == 200
+    listed = {t["gid"]: t["id"] for g in gids for t in requests.get(
+        f"{server.url}/all", params={"gid": g}, timeout=5).json()["transactions"]}
+    queried = {g: server.query(g)["transaction"]["id"] for g in gids}
+    assert listed == queried and len(listed) == 3
+    ids = [queried[g] for g in gids]
+    assert all(isinstance(i, int) for i in ids)
+    if server.conf["Store"]["Driver"] == "redis":
+        assert ids == [0, 0, 0]
+    else:
+        assert 0 < ids[0] < ids[1] < ids[2]  # the row ids, in creation order
+
+
 def test_query_all_and_cron_routes(server: ServerProcess, busi: BusiServer, gid: str) -> None:
     for i in range(3):
         post(server, "prepare", {"gid": f"{gid}-{i}", "trans_type": "tcc"})

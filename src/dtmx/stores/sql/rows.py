@@ -153,6 +153,7 @@ def trans_from_row(row: Sequence[Any], d: Dialect) -> Transaction:
             rollback_reason=row[15] or "",
             result=row[16] or "",
             ext_data=row[17] or "",
+            id=int(row[0]),
         )
     except ValueError as e:
         raise StoreError(f"unreadable trans_global row for gid {row[1]!r}: {e}") from e
