@@ -180,6 +180,8 @@ class Engine:
         r.trans.status = step.status
         if reason:
             r.trans.rollback_reason = reason
+        if step.reload:
+            r.branches = await self.store.get_branches(gid=r.trans.gid)
         if step.status is Status.SUCCEED:
             r.trans.finish_time = now
         elif step.status is Status.FAILED:

@@ -34,10 +34,16 @@ class QueryPrepared:
 
 @dataclass(slots=True, frozen=True)
 class Transition:
-    """Change the global status (compare-and-set on the current one)."""
+    """Change the global status (compare-and-set on the current one).
+
+    `reload`: branches may have been added up to this write (registerBranch is accepted
+    while the transaction is prepared), so the list the plan was made from may miss some;
+    once the write has closed registration, the engine reads the branches again.
+    """
 
     status: Status
     reason: str = ""
+    reload: bool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -24,7 +24,7 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: D
     if trans.status is Status.PREPARED:
         reason = timeout_reason(trans, now, defaults)
         if reason:
-            return Transition(Status.ABORTING, reason)
+            return Transition(Status.ABORTING, reason, reload=True)
         return Wait(trans.create_time + timeout_of(trans, defaults))
     if trans.status is Status.SUBMITTED:
         op, final = forward, Status.SUCCEED

@@ -72,9 +72,11 @@ class Store(Protocol):
         it; the owner is not compared. `change.branches` must be empty (ValueError
         otherwise): branch rows are read, never written, here.
 
-        Returns None (writing nothing) when the gid is missing or the compare fails;
-        otherwise the global row as stored AFTER the change and its branches in insertion
-        (registration) order, both read in the same atomic step as the write.
+        Returns None (writing nothing) when the gid is missing or the compare fails, and
+        may also when the row changed while this call waited for it (callers read it again
+        and retry); otherwise the global row as stored AFTER the change and its branches in
+        insertion (registration) order, both read in the same atomic step as the write: a
+        branch whose `add_branches` returned True before is among them.
         """
 
     async def add_branches(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import requests
 
 from dtmx.busi import BusiServer
@@ -315,3 +317,41 @@ def test_submit_with_another_type_leaves_the_transaction_alone(server: ServerPro
     # abort goes by the stored type, as DTM's does: this is a tcc, so it is cancelled
     assert post(server, "abort", {"gid": gid, "trans_type": "msg"}).status_code == 200
     server.wait_status(gid, "failed")
+
+
+def test_every_branch_registered_before_a_timeout_is_cancelled(
+    server: ServerProcess, busi: BusiServer, gid: str
+) -> None:
+    """Issue 14's reproduction: registrations back to back while the poller times the TCC
+    out (TimeoutToFail is 1 s here), until one is refused. Every registration that answered
+    200 must have its cancel called; none may stay prepared under a failed TCC. (The exact
+    interleaving is forced, on every store, in tests/integration/stores/test_registration_race.)
+    """
+    gids = [f"{gid}-{i}" for i in range(2)]
+
+    def register_until_refused(g: str) -> list[str]:
+        accepted: list[str] = []
+        with requests.Session() as s:
+            assert s.post(f"{server.url}/prepare", json={"gid": g, "trans_type": "tcc"},
+                          timeout=15).status_code == 200
+            for i in range(100_000):
+                r = s.post(f"{server.url}/registerBranch", timeout=15, json={
+                    "gid": g, "branch_id": f"{i:05d}", "trans_type": "tcc", "data": "{}",
+                    "confirm": f"{busi.url}/TransOutConfirm",
+                    "cancel": f"{busi.url}/TransOutCancel"})
+                if r.status_code != 200:
+                    assert r.status_code == 409, r.text
+                    return accepted
+                accepted.append(f"{i:05d}")
+        raise AssertionError("registration was never refused")
+
+    with ThreadPoolExecutor(len(gids)) as pool:
+        accepted = dict(zip(gids, pool.map(register_until_refused, gids), strict=True))
+    for g in gids:
+        q = server.wait_status(g, "failed", timeout=30)
+        assert q["transaction"]["rollback_reason"] == "Timeout after 1 seconds"
+        ops = {(b["branch_id"], b["op"]): b["status"] for b in q["branches"]}
+        assert accepted[g]
+        assert {bid for bid, op in ops if op == "cancel"} == set(accepted[g])
+        assert [k for k, status in ops.items() if k[1] == "cancel" and status != "succeed"] == []
+        assert busi.state.count("TransOutCancel", g) == len(accepted[g])

@@ -65,10 +65,13 @@ def add_branches(
     gid: str, now: float, branches: Sequence[Branch], expect_status: Status
 ) -> tuple[str, list[Any]]:
     """Insert branches if the global row has `expect_status`, locking it meanwhile so a
-    concurrent status change cannot slip between the check and the insert."""
+    concurrent status change cannot slip between the check and the insert.
+
+    The lock is taken with a no-op UPDATE rather than FOR UPDATE: it gives the row a new
+    version (xmin), which is how `take` notices a registration it waited for."""
     sql = (
-        "WITH g AS MATERIALIZED (SELECT id FROM trans_global WHERE gid = ? AND status = ?"
-        " FOR UPDATE),"
+        "WITH g AS (UPDATE trans_global SET update_time = update_time"
+        " WHERE gid = ? AND status = ? RETURNING id),"
         f" b AS ({_BRANCH_INSERT})"
         " SELECT count(*) FROM g"
     )
@@ -110,17 +113,20 @@ TAKE_TRANS_WIDTH = len(TRANS_COLS.split(","))
 _TAKE_BRANCH_COLS = ", ".join(f"b.{c.strip()}" for c in BRANCH_COLS.split(","))
 
 
-def take(global_sql: str, global_args: list[Any]) -> tuple[str, list[Any]]:
+def take(global_sql: str, global_args: list[Any], gid: str) -> tuple[str, list[Any]]:
     """The conditional global UPDATE and a read of the updated row with its branches.
 
     One row per branch (global columns first, TAKE_TRANS_WIDTH of them), ordered by branch
     id; one row with NULL branch columns if there are none; no row if the UPDATE matched
-    nothing. The branch rows are not written by this statement, so reading them from the
-    statement's snapshot sees them as they are.
+    nothing. The branches are read from the statement's snapshot, taken when it began: had
+    the UPDATE waited for a concurrent `add_branches` to commit, that snapshot would miss
+    the new branches. So the UPDATE also requires the row version (xmin) the snapshot saw,
+    and matches nothing when the row changed meanwhile; the caller's retry sees it all.
     """
     sql = (
-        f"WITH g AS ({global_sql} RETURNING {TRANS_COLS})"
+        f"WITH g AS ({global_sql} AND xmin = (SELECT xmin FROM trans_global WHERE gid = ?)"
+        f" RETURNING {TRANS_COLS})"
         f" SELECT g.*, {_TAKE_BRANCH_COLS} FROM g"
         " LEFT JOIN trans_branch_op AS b ON b.gid = g.gid ORDER BY b.id"
     )
-    return sql, global_args
+    return sql, [*global_args, gid]

@@ -298,7 +298,7 @@ class SqlStore:
             sql += " AND trans_type = ?"  # the WHERE clause ends the statement
             args.append(expect_type.value)
         if d.kind is Kind.POSTGRES:
-            sql, args = pg.take(sql, args)
+            sql, args = pg.take(sql, args, gid)
             async with self._session() as ex:
                 rows = await ex.fetch(sql, args)
             if not rows:
