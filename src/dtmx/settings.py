@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import yaml
 
+from dtmx.core.limits import Limits, out_of_range
 from dtmx.errors import ConfigError
 
 log = logging.getLogger("dtmx.settings")
@@ -53,6 +54,7 @@ class MicroServiceSettings:
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
+    Limits: Limits = field(default_factory=Limits)
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -71,6 +73,12 @@ IGNORED = {
     "JsonRpcPort", "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
     "Log", "TimeZoneOffset", "ConfigUpdateInterval", "AlertRetryLimit", "AlertWebHook",
     "AdminBasePath", "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
+}
+
+
+# The nested blocks, by key (the annotations are strings under `from __future__`).
+_BLOCKS: dict[str, type] = {
+    "Store": StoreSettings, "MicroService": MicroServiceSettings, "Limits": Limits,
 }
 
 
@@ -108,8 +116,8 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
             log.warning("unknown config key %s (ignored)", path)
     for name, f in names.items():
         path = f"{prefix}{name}"
-        if dataclasses.is_dataclass(f.type) or f.type in ("StoreSettings", "MicroServiceSettings"):
-            sub_cls = StoreSettings if name == "Store" else MicroServiceSettings
+        sub_cls = _BLOCKS.get(name) if cls is Settings else None
+        if sub_cls is not None:
             sub = data.get(name) or {}
             if not isinstance(sub, dict):
                 raise ConfigError(f"{path} must be a mapping")
@@ -147,6 +155,7 @@ def validate(s: Settings) -> None:
         scheme = urlparse(st.Url).scheme.split("+")[0]
         if scheme not in ("sqlite", "mysql", "postgres", "postgresql", "redis"):
             raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}")
+        store_target(st)  # raises ConfigError on a port that is not a number
     elif st.Driver not in DRIVERS:
         raise ConfigError(f"Store.Driver must be one of {', '.join(DRIVERS)}, not {st.Driver!r}")
     for name in ("HttpPort", "GrpcPort"):
@@ -162,6 +171,9 @@ def validate(s: Settings) -> None:
         raise ConfigError("Workers must be >= 1")
     if s.LogLevel.lower() not in ("debug", "info", "warn", "warning", "error"):
         raise ConfigError(f"LogLevel must be debug|info|warn|error, not {s.LogLevel!r}")
+    bad = out_of_range(s.Limits)
+    if bad:
+        raise ConfigError("; ".join(bad))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +192,20 @@ class StoreTarget:
 
 
 def store_target(st: StoreSettings) -> StoreTarget:
+    """Resolve where the store is; raises ConfigError for a Store.Url port that is not a
+    number in 0..65535 (the message leaves the URL out: it may hold a password)."""
     if st.Url:
         u = urlparse(st.Url)
+        try:
+            port = u.port or 0
+        except ValueError:
+            raise ConfigError("Store.Url: the port must be a number in 0..65535") from None
         driver = u.scheme.split("+")[0].replace("postgresql", "postgres")
         db = u.path.lstrip("/") if driver != "sqlite" else unquote(u.path)
         if driver == "sqlite" and u.netloc:
             db = u.netloc + u.path
         return StoreTarget(
-            driver, u.hostname or "127.0.0.1", u.port or 0, unquote(u.username or ""),
+            driver, u.hostname or "127.0.0.1", port, unquote(u.username or ""),
             unquote(u.password or ""), db, st.Schema, st.RedisPrefix, st.Url,
         )
     defaults = {"mysql": 3306, "postgres": 5432, "redis": 6379, "sqlite": 0}

@@ -64,3 +64,24 @@ def test_store_url() -> None:
     assert (t.driver, t.user, t.password, t.host, t.port, t.db) == (
         "postgres", "u", "p@ss", "h", 5433, "dtm")
     assert "p@ss" not in repr(s)
+
+
+def test_limits_block_from_yaml_and_env(tmp_path: object) -> None:
+    from pathlib import Path
+
+    p = Path(str(tmp_path)) / "c.yml"
+    p.write_text("Limits:\n  MaxBranches: 50\n  MaxBodyBytes: 2048\n")
+    s = load(str(p), env={"LIMITS_MAX_TOPIC_FANOUT": "7"})
+    assert (s.Limits.MaxBranches, s.Limits.MaxBodyBytes, s.Limits.MaxTopicFanout) == (50, 2048, 7)
+    assert load(None, env={}).Limits.MaxHeaderBytes == 64 * 1024
+    assert env_name("Limits.MaxBranchResponseBytes") == "LIMITS_MAX_BRANCH_RESPONSE_BYTES"
+    with pytest.raises(ConfigError, match=r"Limits\.MaxBranches must be in 1\.\.100000, not 0"):
+        load(None, env={"LIMITS_MAX_BRANCHES": "0"})
+    with pytest.raises(ConfigError, match=r"Limits\.MaxBodyBytes"):
+        load(None, env={"LIMITS_MAX_BODY_BYTES": "abc"})
+
+
+def test_store_url_with_a_non_numeric_port_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="port must be a number") as e:
+        load(None, env={"STORE_URL": "mysql://u:secret@h:abc/dtm"})
+    assert "secret" not in e.value.message

@@ -32,6 +32,13 @@ def test_invalid_config_exits_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "HttpPort" in r.stderr
     r = run("serve", "-c", str(tmp_path / "missing.yml"))
     assert r.returncode == 2 and "cannot read" in r.stderr
+    conf.write_text("Store:\n  Url: mysql://dtm:s3cret@db:abc/dtm\n")
+    r = run("serve", "-c", str(conf))
+    assert r.returncode == 2 and "Store.Url: the port must be a number" in r.stderr
+    assert "Traceback" not in r.stderr and "s3cret" not in r.stderr
+    conf.write_text("Limits:\n  MaxBranches: 0\n")
+    r = run("serve", "-c", str(conf))
+    assert r.returncode == 2 and "Limits.MaxBranches must be in 1..100000" in r.stderr
 
 
 def test_unreachable_store_exits_2(tmp_path: Path) -> None:
