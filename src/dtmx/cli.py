@@ -1,6 +1,11 @@
 """The `dtmx` command: serve, migrate, version.
 
-Exit codes: 0 ok, 2 bad configuration or store unreachable at start (nothing was served).
+Exit codes: 0 ok, 2 bad configuration, a missing extra or store unreachable at start
+(nothing was served).
+
+`pip install dtmx` installs the SDK only, so this module imports nothing of the server at
+import time: `--help` and `--version` work everywhere, and `serve`/`migrate` without the
+server's dependencies say which extra to install.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dtmx import __version__
 from dtmx.errors import ConfigError, StoreError
-from dtmx.settings import Settings, load
+
+if TYPE_CHECKING:
+    from dtmx.settings import Settings
 
 log = logging.getLogger("dtmx")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dtmx", description="dtmx transaction manager")
+    p.add_argument("-V", "--version", action="version", version=f"dtmx {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("-c", "--config", default=os.environ.get("DTMX_CONFIG"),
@@ -56,11 +64,42 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
 
 
+#: The top-level module a missing import names -> the extra that installs it.
+_EXTRA_OF = {
+    "yaml": "server",
+    "httptools": "server",
+    "prometheus_client": "server",
+    "asyncmy": "mysql",
+    "asyncpg": "postgres",
+    "aetcd": "etcd",
+    "grpc": "grpc",
+    "google": "grpc",
+}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str:
+    """The one-line advice for a dependency that is not installed."""
+    top = (e.name or "").split(".")[0]
+    extra = _EXTRA_OF.get(top, "all")
+    return f"dtmx: {top or 'a dependency'} is not installed: pip install 'dtmx[{extra}]'"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv); returns the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"dtmx {__version__}")
         return 0
+    try:
+        return _server_command(args)
+    except ModuleNotFoundError as e:
+        print(missing_extra(e), file=sys.stderr)
+        return 2
+
+
+def _server_command(args: argparse.Namespace) -> int:
+    from dtmx.settings import load
+
     try:
         settings = load(args.config)
     except ConfigError as e:

@@ -1,7 +1,7 @@
 """The SDK over gRPC: a `Transport` speaking `dtmgimp.Dtm`, and branch-side helpers.
 
 Needs grpcio and protobuf (not aiohttp-only like the rest of the SDK) and imports only the
-generated `dtmx.api.proto` stubs, never the server.
+generated `dtmx.proto` stubs (shared with the server), never the server itself.
 
     client = DtmClient("http://dtm:36789/api/dtmsvr", transport=GrpcTransport("dtm:36790"))
 
@@ -22,11 +22,11 @@ import grpc.aio
 import orjson
 from google.protobuf import empty_pb2
 
-from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
 from dtmx.client.branch import BranchInfo
 from dtmx.client.consts import DtmResult
 from dtmx.client.errors import DtmError, Failure, Ongoing
 from dtmx.client.http_transport import HttpTransport
+from dtmx.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
 
 ServicerContext: TypeAlias = grpc.aio.ServicerContext
 

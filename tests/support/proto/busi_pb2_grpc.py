@@ -7,7 +7,7 @@ import warnings
 
 from tests.support.proto import busi_pb2 as tests_dot_support_dot_proto_dot_busi__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -20,14 +20,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in tests/support/proto/busi_pb2_grpc.py depends on'
+        + f' but the generated code in tests/support/proto/busi_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BusiStub:
+class BusiStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -83,7 +83,7 @@ class BusiStub:
                 _registered_method=True)
 
 
-class BusiServicer:
+class BusiServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def TransIn(self, request, context):
@@ -196,7 +196,7 @@ def add_BusiServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Busi:
+class Busi(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

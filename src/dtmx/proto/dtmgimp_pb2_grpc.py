@@ -5,10 +5,10 @@
 import grpc
 import warnings
 
-from dtmx.api.proto import dtmgimp_pb2 as dtmx_dot_api_dot_proto_dot_dtmgimp__pb2
+from dtmx.proto import dtmgimp_pb2 as dtmx_dot_proto_dot_dtmgimp__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -21,14 +21,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in dtmx/api/proto/dtmgimp_pb2_grpc.py depends on'
+        + f' but the generated code in dtmx/proto/dtmgimp_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class DtmStub:
+class DtmStub(object):
     """The transaction manager. Failures come back as ABORTED, "still in progress" as
     FAILED_PRECONDITION, malformed input as INVALID_ARGUMENT.
     """
@@ -42,51 +42,51 @@ class DtmStub:
         self.NewGid = channel.unary_unary(
                 '/dtmgimp.Dtm/NewGid',
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmGidReply.FromString,
+                response_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmGidReply.FromString,
                 _registered_method=True)
         self.Submit = channel.unary_unary(
                 '/dtmgimp.Dtm/Submit',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/dtmgimp.Dtm/Prepare',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/dtmgimp.Dtm/Abort',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.RegisterBranch = channel.unary_unary(
                 '/dtmgimp.Dtm/RegisterBranch',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.PrepareWorkflow = channel.unary_unary(
                 '/dtmgimp.Dtm/PrepareWorkflow',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
-                response_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.FromString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+                response_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.FromString,
                 _registered_method=True)
         self.Subscribe = channel.unary_unary(
                 '/dtmgimp.Dtm/Subscribe',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Unsubscribe = channel.unary_unary(
                 '/dtmgimp.Dtm/Unsubscribe',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.DeleteTopic = channel.unary_unary(
                 '/dtmgimp.Dtm/DeleteTopic',
-                request_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
 
-class DtmServicer:
+class DtmServicer(object):
     """The transaction manager. Failures come back as ABORTED, "still in progress" as
     FAILED_PRECONDITION, malformed input as INVALID_ARGUMENT.
     """
@@ -158,46 +158,46 @@ def add_DtmServicer_to_server(servicer, server):
             'NewGid': grpc.unary_unary_rpc_method_handler(
                     servicer.NewGid,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmGidReply.SerializeToString,
+                    response_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmGidReply.SerializeToString,
             ),
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'RegisterBranch': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterBranch,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'PrepareWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.PrepareWorkflow,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
-                    response_serializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.SerializeToString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.FromString,
+                    response_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.SerializeToString,
             ),
             'Subscribe': grpc.unary_unary_rpc_method_handler(
                     servicer.Subscribe,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Unsubscribe': grpc.unary_unary_rpc_method_handler(
                     servicer.Unsubscribe,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'DeleteTopic': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTopic,
-                    request_deserializer=dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -208,7 +208,7 @@ def add_DtmServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Dtm:
+class Dtm(object):
     """The transaction manager. Failures come back as ABORTED, "still in progress" as
     FAILED_PRECONDITION, malformed input as INVALID_ARGUMENT.
     """
@@ -229,7 +229,7 @@ class Dtm:
             target,
             '/dtmgimp.Dtm/NewGid',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmGidReply.FromString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmGidReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -255,7 +255,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/Submit',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -282,7 +282,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/Prepare',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -309,7 +309,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/Abort',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -336,7 +336,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/RegisterBranch',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmBranchRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -363,8 +363,8 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/PrepareWorkflow',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.FromString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmProgressesReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -390,7 +390,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/Subscribe',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -417,7 +417,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/Unsubscribe',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -444,7 +444,7 @@ class Dtm:
             request,
             target,
             '/dtmgimp.Dtm/DeleteTopic',
-            dtmx_dot_api_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -4,8 +4,7 @@ from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -30,7 +29,7 @@ class DtmTransOptions(_message.Message):
     BranchHeaders: _containers.ScalarMap[str, str]
     RequestTimeout: int
     RetryLimit: int
-    def __init__(self, WaitResult: _Optional[bool] = ..., TimeoutToFail: _Optional[int] = ..., RetryInterval: _Optional[int] = ..., BranchHeaders: _Optional[_Mapping[str, str]] = ..., RequestTimeout: _Optional[int] = ..., RetryLimit: _Optional[int] = ...) -> None: ...
+    def __init__(self, WaitResult: bool = ..., TimeoutToFail: _Optional[int] = ..., RetryInterval: _Optional[int] = ..., BranchHeaders: _Optional[_Mapping[str, str]] = ..., RequestTimeout: _Optional[int] = ..., RetryLimit: _Optional[int] = ...) -> None: ...
 
 class DtmRequest(_message.Message):
     __slots__ = ("Gid", "TransType", "TransOptions", "CustomedData", "BinPayloads", "QueryPrepared", "Steps", "ReqExtra", "RollbackReason")
