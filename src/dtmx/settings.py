@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
@@ -24,12 +25,23 @@ from dtmx.errors import ConfigError
 
 log = logging.getLogger("dtmx.settings")
 
-DRIVERS = ("sqlite", "mysql", "postgres", "redis")
+class StoreDriver(StrEnum):
+    """Which store: `Store.Driver` (DTM's names; DTM's boltdb is not supported)."""
+
+    SQLITE = "sqlite"
+    MYSQL = "mysql"
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+#: The ports the drivers listen on unless `Store.Port` says otherwise.
+_DEFAULT_PORTS = {StoreDriver.MYSQL: 3306, StoreDriver.POSTGRES: 5432, StoreDriver.REDIS: 6379,
+                  StoreDriver.SQLITE: 0}
 
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    Driver: str = "sqlite"
+    Driver: StoreDriver = StoreDriver.SQLITE
     Host: str = "127.0.0.1"
     Port: int = 0
     User: str = ""
@@ -89,6 +101,13 @@ def env_name(path: str) -> str:
 
 
 def _coerce(path: str, kind: Any, value: Any) -> Any:
+    if kind in (StoreDriver, "StoreDriver"):
+        try:
+            return StoreDriver(str(value))
+        except ValueError:
+            raise ConfigError(
+                f"{path} must be one of {', '.join(StoreDriver)}, not {value!r}"
+            ) from None
     try:
         if kind is int or kind == "int":
             if isinstance(value, bool):
@@ -150,14 +169,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Setti
 
 
 def validate(s: Settings) -> None:
-    st = s.Store
-    if st.Url:
-        scheme = urlparse(st.Url).scheme.split("+")[0]
-        if scheme not in ("sqlite", "mysql", "postgres", "postgresql", "redis"):
-            raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}")
-        store_target(st)  # raises ConfigError on a port that is not a number
-    elif st.Driver not in DRIVERS:
-        raise ConfigError(f"Store.Driver must be one of {', '.join(DRIVERS)}, not {st.Driver!r}")
+    if s.Store.Url:
+        _url_driver(s.Store.Url)
+        store_target(s.Store)  # raises ConfigError on a port that is not a number
     for name in ("HttpPort", "GrpcPort"):
         port = getattr(s, name)
         if not 0 <= port <= 65535:
@@ -180,7 +194,7 @@ def validate(s: Settings) -> None:
 class StoreTarget:
     """Where the store is, resolved from Store.Url or the Driver/Host/... keys."""
 
-    driver: str
+    driver: StoreDriver
     host: str
     port: int
     user: str
@@ -191,30 +205,40 @@ class StoreTarget:
     url: str = field(repr=False)
 
 
+def _url_driver(url: str) -> StoreDriver:
+    """The driver a `Store.Url` names by its scheme (`postgresql` and `mysql+x` too)."""
+    scheme = urlparse(url).scheme.split("+")[0]
+    try:
+        return StoreDriver(scheme.replace("postgresql", "postgres"))
+    except ValueError:
+        raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}") from None
+
+
 def store_target(st: StoreSettings) -> StoreTarget:
-    """Resolve where the store is; raises ConfigError for a Store.Url port that is not a
-    number in 0..65535 (the message leaves the URL out: it may hold a password)."""
+    """Where the store is: `Store.Url` if set, else the Driver/Host/... keys with each
+    driver's defaults. Raises ConfigError for a Store.Url port that is not a number in
+    0..65535 (the message leaves the URL out: it may hold a password)."""
     if st.Url:
         u = urlparse(st.Url)
         try:
             port = u.port or 0
         except ValueError:
             raise ConfigError("Store.Url: the port must be a number in 0..65535") from None
-        driver = u.scheme.split("+")[0].replace("postgresql", "postgres")
-        db = u.path.lstrip("/") if driver != "sqlite" else unquote(u.path)
-        if driver == "sqlite" and u.netloc:
+        driver = _url_driver(st.Url)
+        sqlite = driver is StoreDriver.SQLITE
+        db = unquote(u.path) if sqlite else u.path.lstrip("/")
+        if sqlite and u.netloc:
             db = u.netloc + u.path
         return StoreTarget(
             driver, u.hostname or "127.0.0.1", port, unquote(u.username or ""),
             unquote(u.password or ""), db, st.Schema, st.RedisPrefix, st.Url,
         )
-    defaults = {"mysql": 3306, "postgres": 5432, "redis": 6379, "sqlite": 0}
-    db = st.Db or {"sqlite": "dtmx.db", "redis": "0"}.get(st.Driver, "dtm")
+    db = st.Db or {StoreDriver.SQLITE: "dtmx.db", StoreDriver.REDIS: "0"}.get(st.Driver, "dtm")
     url = ""
-    if st.Driver == "redis":
+    if st.Driver is StoreDriver.REDIS:
         auth = f":{quote(st.Password, safe='')}@" if st.Password else ""
         url = f"redis://{auth}{st.Host}:{st.Port or 6379}/{db}"
     return StoreTarget(
-        st.Driver, st.Host, st.Port or defaults[st.Driver], st.User, st.Password, db,
+        st.Driver, st.Host, st.Port or _DEFAULT_PORTS[st.Driver], st.User, st.Password, db,
         st.Schema, st.RedisPrefix, url,
     )

@@ -20,6 +20,7 @@ from dtmx.invoke.http import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.stores.sql import SqlStore
+from dtmx.stores.sql.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 from tests.support.util import aeventually, free_port
 
@@ -34,7 +35,7 @@ def busi() -> Iterator[BusiServer]:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[Service, Poller, FakeClock]]:
     clock = FakeClock()
-    store = SqlStore.sqlite(str(tmp_path / "e.db"))
+    store = SqliteStore(str(tmp_path / "e.db"))
     await store.open()
     invoker = HttpInvoker()
     engine = Engine(store=store, invoker=invoker, clock=clock, config=EngineConfig())
@@ -173,7 +174,7 @@ async def test_claim_is_extended_only_when_half_the_lease_is_gone(
     left) the results are written without touching next_cron_time; after step 2 (10 s
     left) the claim is extended to now + 30 before step 3 is called."""
     clock = FakeClock()
-    store = SqlStore.sqlite(str(tmp_path / "x.db"))
+    store = SqliteStore(str(tmp_path / "x.db"))
     await store.open()
     recording = _RecordingStore(store)
     invoker = _SlowCalls(HttpInvoker(), clock, 10)
@@ -205,7 +206,7 @@ async def test_decided_calls_write_their_results_with_the_final_status(
     write. A saga's actions can: the first action's result is written before the second
     action is called, and its compensations (decided again) ride on the final write."""
     clock = FakeClock()
-    store = SqlStore.sqlite(str(tmp_path / "d.db"))
+    store = SqliteStore(str(tmp_path / "d.db"))
     await store.open()
     recording = _RecordingStore(store)
     invoker = HttpInvoker()

@@ -15,6 +15,9 @@ import pytest
 
 from dtmx.stores.base import Store
 from dtmx.stores.sql import SqlStore
+from dtmx.stores.sql.mysql import MysqlStore
+from dtmx.stores.sql.postgres import PostgresStore
+from dtmx.stores.sql.sqlite import SqliteStore
 
 TEST_DB = "dtmx_test_store"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -23,10 +26,10 @@ SQL_TABLES = ("trans_branch_op", "trans_global", "kv")
 
 def sql_store(kind: str, tmp_path: Path) -> SqlStore:
     if kind == "sqlite":
-        return SqlStore.sqlite(str(tmp_path / "dtmx.db"))
+        return SqliteStore(str(tmp_path / "dtmx.db"))
     if kind == "mysql":
-        return SqlStore.mysql("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=4)
-    return SqlStore.postgres("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=4)
+        return MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=4)
+    return PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=4)
 
 
 async def empty_tables(s: SqlStore) -> None:

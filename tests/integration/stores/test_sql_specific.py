@@ -14,8 +14,11 @@ import pytest
 
 from dtmx.core.models import Status, Transaction, TransOptions, TransType
 from dtmx.errors import StoreError, StoreUnavailable
-from dtmx.stores.sql import SqlStore, migrate, open_sql_store
+from dtmx.stores.sql import SqlStore, migrate
+from dtmx.stores.sql.mysql import MysqlStore
+from dtmx.stores.sql.postgres import PostgresStore
 from dtmx.stores.sql.schema import code_version
+from dtmx.stores.sql.sqlite import SqliteStore
 from tests.support.util import free_port
 
 SCHEMA_DB = "dtmx_test_store_schema"  # a database / schema of its own: tests here break it
@@ -39,12 +42,12 @@ async def _drop_scratch(kind: str) -> None:
 def _factory(kind: str, tmp_path: Path) -> Factory:
     def make(**kw: object) -> SqlStore:
         if kind == "sqlite":
-            return SqlStore.sqlite(str(tmp_path / "schema.db"), **kw)  # type: ignore[arg-type]
+            return SqliteStore(str(tmp_path / "schema.db"), **kw)  # type: ignore[arg-type]
         if kind == "mysql":
-            return SqlStore.mysql(
+            return MysqlStore(
                 "127.0.0.1", 3306, "root", "", SCHEMA_DB, pool_size=2, **kw  # type: ignore[arg-type]
             )
-        return SqlStore.postgres(
+        return PostgresStore(
             "127.0.0.1", 5432, "postgres", "", "postgres", SCHEMA_DB, pool_size=2, **kw  # type: ignore[arg-type]
         )
 
@@ -160,15 +163,15 @@ async def test_tables_are_dtm_compatible(fresh: Factory) -> None:
         await s.close()
 
 
-@pytest.mark.parametrize("driver", ["mysql", "postgres"])
-async def test_unreachable_server_is_store_unavailable(driver: str) -> None:
-    s = open_sql_store(driver, host="127.0.0.1", port=free_port(), db="x")
+@pytest.mark.parametrize("cls", [MysqlStore, PostgresStore])
+async def test_unreachable_server_is_store_unavailable(cls: Factory) -> None:
+    s = cls(host="127.0.0.1", port=free_port(), db="x")
     with pytest.raises(StoreUnavailable):
         await asyncio.wait_for(s.open(), 15)
 
 
 async def test_sqlite_in_missing_directory_is_store_unavailable(tmp_path: Path) -> None:
-    s = SqlStore.sqlite(str(tmp_path / "no" / "such" / "dir" / "x.db"))
+    s = SqliteStore(str(tmp_path / "no" / "such" / "dir" / "x.db"))
     with pytest.raises(StoreUnavailable):
         await s.open()
 
@@ -189,7 +192,7 @@ async def test_bad_scan_position_is_rejected(tmp_path: Path) -> None:
     from dtmx.core.models import ScanFilter
     from dtmx.errors import BadRequest
 
-    s = SqlStore.sqlite(str(tmp_path / "p.db"))
+    s = SqliteStore(str(tmp_path / "p.db"))
     await s.open()
     try:
         with pytest.raises(BadRequest):
@@ -200,9 +203,12 @@ async def test_bad_scan_position_is_rejected(tmp_path: Path) -> None:
 
 def test_unknown_driver_is_a_config_error() -> None:
     from dtmx.errors import ConfigError
+    from dtmx.settings import load
 
-    with pytest.raises(ConfigError):
-        open_sql_store("oracle")
+    with pytest.raises(ConfigError, match=r"Store\.Driver"):
+        load(env={"STORE_DRIVER": "oracle"})
+    with pytest.raises(ConfigError, match=r"Store\.Url"):
+        load(env={"STORE_URL": "oracle://h/db"})
 
 
 @pytest.mark.parametrize("kind", ["mysql", "postgres"])
@@ -213,12 +219,12 @@ async def test_killed_connection_is_unavailable_then_recovers(kind: str) -> None
     from tests.support.util import aeventually
 
     if kind == "mysql":
-        s = SqlStore.mysql("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
-        admin = SqlStore.mysql("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
+        s = MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
+        admin = MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=1)
         who, kill = "SELECT CONNECTION_ID()", "KILL ?"
     else:
-        s = SqlStore.postgres("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1)
-        admin = SqlStore.postgres(
+        s = PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1)
+        admin = PostgresStore(
             "127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1
         )
         who, kill = "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"

@@ -1,4 +1,4 @@
-"""The thin connection layer under SqlStore: one Backend per driver.
+"""The thin connection layer under the SQL stores: one Backend per driver.
 
 A Backend hands out an `Executor` either in autocommit mode (`session`) or inside one
 transaction (`transaction`). Executors translate every driver exception into a
@@ -78,13 +78,3 @@ class Backend(abc.ABC):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """One transaction: committed at the end, rolled back on an exception or when
         `rollback_only()` was called."""
-
-    async def script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
-        """Run `statements` as one transaction in one network round trip; for each, the
-        rows it matched and the rows it returned. Rolled back if any statement fails.
-
-        Only where the driver can send several statements at once (MySQL); PostgreSQL
-        gets the same effect from single statements with data-modifying CTEs, and SQLite
-        has no network round trip to save.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not batch statements")

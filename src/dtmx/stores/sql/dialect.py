@@ -7,26 +7,27 @@ driver's style once per statement text (cached). Nothing here does I/O.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-
-class Kind(StrEnum):
-    SQLITE = "sqlite"
-    MYSQL = "mysql"
-    POSTGRES = "postgres"
+from dtmx.settings import StoreDriver
 
 
 class Dialect:
     """SQLite flavour; the other databases override what differs."""
 
-    kind: Kind = Kind.SQLITE
+    kind: StoreDriver = StoreDriver.SQLITE
     #: appended to the SELECT that picks rows to claim, so concurrent claimers skip each
     #: other's rows instead of waiting (SQLite serialises writers with BEGIN IMMEDIATE).
     skip_locked: str = ""
     #: appended to a SELECT that must lock the row it reads until the transaction ends.
     for_update: str = ""
+    #: statements taking (and the one releasing) the database-wide migration lock inside
+    #: the migration's transaction. SQLite needs none: it migrates under BEGIN IMMEDIATE.
+    migrate_lock: tuple[str, ...] = ()
+    migrate_unlock: str = ""
+    #: does a table exist? (one `?`: the table name)
+    has_table: str = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def q(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""
@@ -46,9 +47,17 @@ class Dialect:
 
 
 class MysqlDialect(Dialect):
-    kind = Kind.MYSQL
+    kind = StoreDriver.MYSQL
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
+    # notes off: "table already exists" notes would make asyncmy log them and fetch them
+    # with an extra SHOW WARNINGS
+    migrate_lock = ("SET SESSION sql_notes = 0", "SELECT GET_LOCK('dtmx_migrate', 60)")
+    migrate_unlock = "SELECT RELEASE_LOCK('dtmx_migrate')"
+    has_table = (
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
+        " AND table_name = ?"
+    )
 
     def q(self, sql: str) -> str:
         return _mysql_q(sql)
@@ -68,9 +77,11 @@ class MysqlDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
-    kind = Kind.POSTGRES
+    kind = StoreDriver.POSTGRES
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
+    migrate_lock = ("SELECT pg_advisory_xact_lock(727001)",)
+    has_table = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
 
     def q(self, sql: str) -> str:
         return _postgres_q(sql)

@@ -171,6 +171,9 @@ class MysqlBackend(Backend):
                     await conn.commit()
 
     async def script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
+        """Run `statements` as one transaction in one network round trip; for each, the
+        rows it matched and the rows it returned. Rolled back if any statement fails (a
+        UniqueViolation tells which one in `statement`)."""
         async with self._acquire() as conn:
             cur = conn.cursor()
             text = ";".join(

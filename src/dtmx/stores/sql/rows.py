@@ -1,4 +1,5 @@
-"""Model <-> row mapping for the SQL stores: column lists, parameters, options JSON. Pure."""
+"""Model <-> row mapping for the SQL stores: column lists, parameters, options JSON, the
+compare-and-set UPDATE. Pure."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import orjson
 from dtmx.core.models import (
     KV,
     Branch,
+    Change,
     Op,
     Protocol,
     Status,
@@ -34,6 +36,14 @@ BRANCH_INSERT_COLS = (
 )
 BRANCH_COLS = BRANCH_INSERT_COLS
 KV_COLS = "id, cat, k, v, version, create_time, update_time"
+#: The global row, parameters from `trans_params`.
+INSERT_TRANS = (
+    f"INSERT INTO trans_global ({TRANS_INSERT_COLS}) VALUES ({', '.join('?' * 17)})"
+)
+#: One branch row, parameters from `branch_params`.
+INSERT_BRANCH = f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES ({', '.join('?' * 10)})"
+#: A transaction's branches in insertion order; one `?`: the gid.
+SELECT_BRANCHES = f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? ORDER BY id"
 #: One branch op's new status; args: status, update_time, finish_time or None, gid,
 #: branch_id, op.
 UPDATE_BRANCH = (
@@ -130,6 +140,42 @@ def branch_params(b: Branch, d: Dialect, now: float | None = None) -> list[Any]:
         d.ts(b.finish_time),
         d.ts(b.rollback_time),
     ]
+
+
+def cas_update(
+    d: Dialect, gid: str, now: float, expect_status: Status, expect_owner: str | None, c: Change
+) -> tuple[str, list[Any]]:
+    """The compare-and-set UPDATE of the global row applying `c`; its WHERE clause ends it,
+    so a caller may add conditions."""
+    sets, args = ["update_time = ?"], [d.ts(now)]
+    if c.status is not None:
+        sets.append("status = ?")
+        args.append(c.status.value)
+        if c.status is Status.SUCCEED:
+            sets.append("finish_time = ?")
+            args.append(d.ts(now))
+        elif c.status is Status.FAILED:
+            sets.append("rollback_time = ?")
+            args.append(d.ts(now))
+    for col, value in (
+        ("next_cron_time", d.ts(c.next_cron_time)),
+        ("next_cron_interval", c.next_cron_interval),
+        ("owner", c.owner),
+        ("rollback_reason", c.rollback_reason),
+        ("result", c.result),
+    ):
+        if value is not None:
+            sets.append(f"{col} = ?")
+            args.append(value)
+    if c.retry_count is not None:
+        sets.append(f"options = {d.set_retry_count()}")
+        args.append(c.retry_count)
+    where = "gid = ? AND status = ?"
+    args += [gid, expect_status.value]
+    if expect_owner is not None:
+        where += " AND owner = ?"
+        args.append(expect_owner)
+    return f"UPDATE trans_global SET {', '.join(sets)} WHERE {where}", args
 
 
 def trans_from_row(row: Sequence[Any], d: Dialect) -> Transaction:

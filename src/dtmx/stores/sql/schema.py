@@ -16,34 +16,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from dtmx.errors import StoreError
+from dtmx.settings import StoreDriver
 from dtmx.stores.sql.conn import Backend, Executor, Tx
-from dtmx.stores.sql.dialect import Kind
+from dtmx.stores.sql.dialect import Dialect
 
 _FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
-
-#: Per dialect: statements taking and releasing the migration lock on the connection.
-#: SQLite needs none: the migration runs inside BEGIN IMMEDIATE.
-#: MySQL also turns off notes: "table already exists" notes would make asyncmy log them
-#: and fetch them with an extra SHOW WARNINGS.
-_LOCK: dict[Kind, tuple[tuple[str, ...], str]] = {
-    Kind.SQLITE: ((), ""),
-    Kind.MYSQL: (
-        ("SET SESSION sql_notes = 0", "SELECT GET_LOCK('dtmx_migrate', 60)"),
-        "SELECT RELEASE_LOCK('dtmx_migrate')",
-    ),
-    Kind.POSTGRES: (("SELECT pg_advisory_xact_lock(727001)",), ""),
-}
-
-#: Per dialect: does the version table exist? (One `?` = the table name.)
-_HAS_TABLE = {
-    Kind.SQLITE: "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-    Kind.MYSQL: (
-        "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
-        " AND table_name = ?"
-    ),
-    Kind.POSTGRES: "SELECT 1 WHERE to_regclass(?) IS NOT NULL",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -56,7 +33,7 @@ def _read(name: str) -> str:
     return resources.files("dtmx.stores.sql").joinpath(name).read_text(encoding="utf-8")
 
 
-def migrations(kind: Kind) -> list[Migration]:
+def migrations(kind: StoreDriver) -> list[Migration]:
     """The migrations of one dialect, oldest first."""
     out = []
     for entry in resources.files("dtmx.stores.sql").iterdir():
@@ -66,7 +43,7 @@ def migrations(kind: Kind) -> list[Migration]:
     return sorted(out, key=lambda mig: mig.version)
 
 
-def code_version(kind: Kind) -> int:
+def code_version(kind: StoreDriver) -> int:
     """The schema version this code expects."""
     return max((m.version for m in migrations(kind)), default=0)
 
@@ -81,10 +58,10 @@ def split_statements(script: str) -> list[str]:
     return out
 
 
-async def _version(ex: Executor, kind: Kind) -> int | None:
+async def _version(ex: Executor, d: Dialect) -> int | None:
     """The recorded version; None if nothing is recorded (no table, or no row yet: a
     first migration may be under way on another server)."""
-    if not await ex.fetch(_HAS_TABLE[kind], ["dtmx_schema_version"]):
+    if not await ex.fetch(d.has_table, ["dtmx_schema_version"]):
         return None
     rows = await ex.fetch("SELECT MAX(version) FROM dtmx_schema_version")
     return None if not rows or rows[0][0] is None else int(rows[0][0])
@@ -93,24 +70,23 @@ async def _version(ex: Executor, kind: Kind) -> int | None:
 async def schema_version(backend: Backend) -> int | None:
     """The version recorded in the database; None if there is no dtmx schema at all."""
     async with backend.session() as ex:
-        return await _version(ex, backend.dialect.kind)
+        return await _version(ex, backend.dialect)
 
 
 @asynccontextmanager
 async def _locked(backend: Backend) -> AsyncIterator[Tx]:
     """A transaction holding the database-wide migration lock, with the version table."""
-    kind = backend.dialect.kind
-    lock, unlock = _LOCK[kind]
+    d = backend.dialect
     async with backend.transaction() as tx:
-        for stmt in lock:
+        for stmt in d.migrate_lock:
             await tx.fetch(stmt)
         try:
-            for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
+            for stmt in split_statements(_read(f"{d.kind.value}_version_table.sql")):
                 await tx.execute(stmt, None)
             yield tx
         finally:
-            if unlock:
-                await tx.fetch(unlock)
+            if d.migrate_unlock:
+                await tx.fetch(d.migrate_unlock)
 
 
 async def _apply(tx: Tx, backend: Backend, current: int) -> list[int]:
@@ -131,10 +107,10 @@ async def _apply(tx: Tx, backend: Backend, current: int) -> list[int]:
 async def migrate(backend: Backend) -> list[int]:
     """Apply the migrations the database lacks; returns the versions applied."""
     async with _locked(backend) as tx:
-        return await _apply(tx, backend, await _version(tx, backend.dialect.kind) or 0)
+        return await _apply(tx, backend, await _version(tx, backend.dialect) or 0)
 
 
-def _require_current(kind: Kind, have: int) -> None:
+def _require_current(kind: StoreDriver, have: int) -> None:
     want = code_version(kind)
     if have < want:
         raise StoreError(
@@ -162,7 +138,7 @@ async def check(backend: Backend, *, create: bool) -> None:
         _require_current(kind, have)
         return
     async with _locked(backend) as tx:
-        have = await _version(tx, kind)
+        have = await _version(tx, backend.dialect)
         if have is None:
             await _apply(tx, backend, 0)
             return

@@ -1,14 +1,17 @@
-"""SqlStore: the Store protocol over SQLite, MySQL/MariaDB and PostgreSQL.
+"""SqlStore: what the three SQL stores share; each dialect's class owns its hot verbs.
 
-One class for the three databases; what differs lives in the Dialect (placeholders, time
-columns, snippets) and the Backend (driver, pool, error translation). The hot verbs
-(`create`, `update`, `add_branches`, `take`) cost one network round trip each: on PostgreSQL
-as single statements with data-modifying CTEs (`pg`), on MySQL as one multi-statement
-transaction (`my`); SQLite runs in-process and uses plain transactions.
+The verbs whose SQL is the same everywhere (reads, scans, cron resets, expiry, key-value,
+the compare-and-set UPDATE without branches) live here, written with `?` placeholders and
+the Dialect's time conversion. The verbs that write several rows at once (`create` and
+`update` with branches, `take`, `add_branches`, `claim_due`) cost one network round trip
+each and are written per database: `SqliteStore` (plain transactions, in process),
+`MysqlStore` (one multi-statement script), `PostgresStore` (single statements with
+data-modifying CTEs).
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +20,7 @@ from dtmx.core.models import (
     KV,
     UNFINISHED,
     Branch,
+    BranchUpdate,
     Change,
     ScanFilter,
     Status,
@@ -24,18 +28,15 @@ from dtmx.core.models import (
     TransType,
 )
 from dtmx.errors import DuplicateBranch
-from dtmx.stores.sql import my, pg, schema
-from dtmx.stores.sql.conn import Backend, Executor, Row, Statement, Tx, UniqueViolation
-from dtmx.stores.sql.dialect import Kind
+from dtmx.stores.sql import schema
+from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
 from dtmx.stores.sql.rows import (
-    BRANCH_COLS,
-    BRANCH_INSERT_COLS,
+    INSERT_TRANS,
     KV_COLS,
+    SELECT_BRANCHES,
     TRANS_COLS,
-    TRANS_INSERT_COLS,
-    UPDATE_BRANCH,
     branch_from_row,
-    branch_params,
+    cas_update,
     kv_from_row,
     parse_position,
     placeholders,
@@ -43,81 +44,26 @@ from dtmx.stores.sql.rows import (
     trans_params,
 )
 
-_UNFINISHED = [s.value for s in UNFINISHED]
+UNFINISHED_VALUES = [s.value for s in UNFINISHED]
 _FINISHED = [Status.SUCCEED.value, Status.FAILED.value]
-_IN_UNFINISHED = f"status IN ({placeholders(len(_UNFINISHED))})"
-_INSERT_TRANS = f"INSERT INTO trans_global ({TRANS_INSERT_COLS}) VALUES ({placeholders(17)})"
-_INSERT_BRANCH = (
-    f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES ({placeholders(10)})"
-)
+#: A WHERE condition on UNFINISHED_VALUES.
+IN_UNFINISHED = f"status IN ({placeholders(len(UNFINISHED_VALUES))})"
 #: Rows deleted per transaction by expire_finished.
 EXPIRE_BATCH = 500
 
 
-class SqlStore:
-    """The SQL implementation of `dtmx.stores.base.Store`; build it with the factories
-    `SqlStore.sqlite/mysql/postgres` (see the package docstring)."""
+class SqlStore(abc.ABC):
+    """The shared part of the SQL implementations of `dtmx.stores.base.Store`.
+
+    Build a dialect's class (`SqliteStore`, `MysqlStore`, `PostgresStore`), then
+    `await store.open()`. `roundtrips` counts the calls that reached the database.
+    """
 
     def __init__(self, backend: Backend, *, create: bool = True) -> None:
         self.backend = backend
         self.roundtrips = 0
         self._create = create
         self._d = backend.dialect
-
-    # ---- construction -------------------------------------------------------------
-    @classmethod
-    def sqlite(cls, path: str, *, create: bool = True) -> SqlStore:
-        """A store in the SQLite file `path` (created with its schema on first open)."""
-        from dtmx.stores.sql.sqlite_driver import SqliteBackend
-
-        return cls(SqliteBackend(path), create=create)
-
-    @classmethod
-    def mysql(
-        cls,
-        host: str = "127.0.0.1",
-        port: int = 3306,
-        user: str = "root",
-        password: str = "",
-        db: str = "dtm",
-        *,
-        pool_size: int = 10,
-        create: bool = True,
-    ) -> SqlStore:
-        """A store in MySQL/MariaDB database `db` (created if missing, with `create`)."""
-        from dtmx.stores.sql.mysql_driver import MysqlBackend
-
-        backend = MysqlBackend(
-            host=host, port=port, user=user, password=password, db=db, pool_size=pool_size
-        )
-        return cls(backend, create=create)
-
-    @classmethod
-    def postgres(
-        cls,
-        host: str = "127.0.0.1",
-        port: int = 5432,
-        user: str = "postgres",
-        password: str = "",
-        db: str = "postgres",
-        schema: str = "public",
-        *,
-        pool_size: int = 10,
-        create: bool = True,
-    ) -> SqlStore:
-        """A store in PostgreSQL database `db` (must exist), tables in `schema`."""
-        from dtmx.stores.sql.postgres_driver import PostgresBackend
-
-        backend = PostgresBackend(
-            host=host,
-            port=port,
-            user=user,
-            password=password,
-            db=db,
-            schema=schema,
-            pool_size=pool_size,
-        )
-        return cls(backend, create=create)
 
     # ---- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -138,9 +84,11 @@ class SqlStore:
         return await schema.schema_version(self.backend)
 
     async def close(self) -> None:
+        """Close the connections; the store may be opened again."""
         await self.backend.close()
 
     async def ping(self) -> None:
+        """One trivial query; raises StoreUnavailable if the database cannot answer."""
         async with self._session() as ex:
             await ex.fetch("SELECT 1")
 
@@ -156,91 +104,64 @@ class SqlStore:
         async with self.backend.transaction() as tx:
             yield tx
 
-    async def _script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
-        self.roundtrips += 1
-        return await self.backend.script(statements)
+    # ---- the verbs each dialect writes its own way --------------------------------
+    @abc.abstractmethod
+    async def _create_with_branches(self, trans: Transaction, branches: Sequence[Branch]
+                                    ) -> bool:
+        """Insert the global row and its branches atomically; False if the gid exists.
+        A duplicate among the branches raises UniqueViolation."""
+
+    @abc.abstractmethod
+    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                    branches: Sequence[BranchUpdate]) -> bool:
+        """Run the compare-and-set UPDATE `cas` and, only if it matched, the branch
+        updates; whether it matched."""
+
+    @abc.abstractmethod
+    async def _take(self, cas: tuple[str, list[Any]], gid: str
+                    ) -> tuple[list[Row], list[Row]] | None:
+        """Run the compare-and-set UPDATE `cas` and read back the row (TRANS_COLS) and
+        its branches (BRANCH_COLS, in id order) if it matched; None if it did not."""
+
+    @abc.abstractmethod
+    async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
+                            expect_status: Status) -> bool:
+        """Insert branches if the global row has `expect_status`, which cannot change
+        meanwhile. A duplicate raises UniqueViolation."""
+
+    @abc.abstractmethod
+    async def claim_due(
+        self, *, now: float, lease: float, owner: str, limit: int
+    ) -> list[Transaction]:
+        """See `dtmx.stores.base.Store.claim_due`."""
 
     # ---- transactions -------------------------------------------------------------
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
-        d = self._d
+        """See `dtmx.stores.base.Store.create`."""
         try:
-            if d.kind is Kind.POSTGRES and branches:
-                sql, args = pg.create(trans, branches)
-                async with self._session() as ex:
-                    return bool((await ex.fetch(sql, args))[0][0])
-            if not branches:
-                async with self._session() as ex:
-                    await ex.execute(_INSERT_TRANS, trans_params(trans, d))
-                    return True
-            if d.kind is Kind.MYSQL:
-                try:
-                    await self._script(my.create((_INSERT_TRANS, trans_params(trans, d)),
-                                                 [branch_params(b, d) for b in branches]))
-                except UniqueViolation as e:
-                    if e.statement == 0:  # the gid exists
-                        return False
-                    raise
-                return True
-            async with self._tx() as tx:
-                try:
-                    await tx.execute(_INSERT_TRANS, trans_params(trans, d))
-                except UniqueViolation:
-                    tx.rollback_only()
-                    return False
-                await tx.executemany(_INSERT_BRANCH, [branch_params(b, d) for b in branches])
-                return True
+            if branches:
+                return await self._create_with_branches(trans, branches)
+            async with self._session() as ex:
+                await ex.execute(INSERT_TRANS, trans_params(trans, self._d))
+            return True
         except UniqueViolation as e:
-            # With branches, a gid conflict never gets here (caught above, or DO NOTHING on
-            # Postgres): the duplicate is among the branches themselves.
+            # With branches, a gid conflict never gets here (the dialects answer False):
+            # the duplicate is among the branches themselves.
             if branches:
                 raise DuplicateBranch(gid=trans.gid) from e
             return False
 
     async def get(self, *, gid: str) -> Transaction | None:
+        """See `dtmx.stores.base.Store.get`."""
         async with self._session() as ex:
             rows = await ex.fetch(f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ?", [gid])
         return trans_from_row(rows[0], self._d) if rows else None
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
+        """See `dtmx.stores.base.Store.get_branches`."""
         async with self._session() as ex:
-            rows = await ex.fetch(
-                f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? ORDER BY id", [gid]
-            )
+            rows = await ex.fetch(SELECT_BRANCHES, [gid])
         return [branch_from_row(r, self._d) for r in rows]
-
-    def _global_update(
-        self, gid: str, now: float, expect_status: Status, expect_owner: str | None, c: Change
-    ) -> tuple[str, list[Any]]:
-        d = self._d
-        sets, args = ["update_time = ?"], [d.ts(now)]
-        if c.status is not None:
-            sets.append("status = ?")
-            args.append(c.status.value)
-            if c.status is Status.SUCCEED:
-                sets.append("finish_time = ?")
-                args.append(d.ts(now))
-            elif c.status is Status.FAILED:
-                sets.append("rollback_time = ?")
-                args.append(d.ts(now))
-        for col, value in (
-            ("next_cron_time", d.ts(c.next_cron_time)),
-            ("next_cron_interval", c.next_cron_interval),
-            ("owner", c.owner),
-            ("rollback_reason", c.rollback_reason),
-            ("result", c.result),
-        ):
-            if value is not None:
-                sets.append(f"{col} = ?")
-                args.append(value)
-        if c.retry_count is not None:
-            sets.append(f"options = {d.set_retry_count()}")
-            args.append(c.retry_count)
-        where = "gid = ? AND status = ?"
-        args += [gid, expect_status.value]
-        if expect_owner is not None:
-            where += " AND owner = ?"
-            args.append(expect_owner)
-        return f"UPDATE trans_global SET {', '.join(sets)} WHERE {where}", args
 
     async def update(
         self,
@@ -251,35 +172,12 @@ class SqlStore:
         expect_owner: str | None,
         change: Change,
     ) -> bool:
-        d = self._d
-        sql, args = self._global_update(gid, now, expect_status, expect_owner, change)
-        if not change.branches:
-            async with self._session() as ex:
-                return await ex.execute(sql, args) > 0
-        if d.kind is Kind.POSTGRES:
-            sql, args = pg.update_with_branches(sql, args, gid, now, change.branches)
-            async with self._session() as ex:
-                return bool((await ex.fetch(sql, args))[0][0])
-        rows = [
-            [
-                b.status.value,
-                d.ts(now),
-                d.ts(now) if b.status.finished else None,
-                gid,
-                b.branch_id,
-                b.op.value,
-            ]
-            for b in change.branches
-        ]
-        if d.kind is Kind.MYSQL:
-            # one round trip; the branch rows change only if the compare-and-set matched
-            return (await self._script(my.update((sql, args), rows)))[0][0] > 0
-        async with self._tx() as tx:
-            if await tx.execute(sql, args) == 0:
-                tx.rollback_only()
-                return False
-            await tx.executemany(UPDATE_BRANCH, rows)
-            return True
+        """See `dtmx.stores.base.Store.update`."""
+        cas = cas_update(self._d, gid, now, expect_status, expect_owner, change)
+        if change.branches:
+            return await self._update_with_branches(cas, gid, now, change.branches)
+        async with self._session() as ex:
+            return await ex.execute(*cas) > 0
 
     async def take(
         self,
@@ -290,119 +188,72 @@ class SqlStore:
         expect_type: TransType | None = None,
         change: Change,
     ) -> tuple[Transaction, list[Branch]] | None:
+        """See `dtmx.stores.base.Store.take`."""
         if change.branches:
             raise ValueError("take does not write branches; use update")
-        d = self._d
-        sql, args = self._global_update(gid, now, expect_status, None, change)
+        sql, args = cas_update(self._d, gid, now, expect_status, None, change)
         if expect_type is not None:
             sql += " AND trans_type = ?"  # the WHERE clause ends the statement
             args.append(expect_type.value)
-        if d.kind is Kind.POSTGRES:
-            sql, args = pg.take(sql, args, gid)
-            async with self._session() as ex:
-                rows = await ex.fetch(sql, args)
-            if not rows:
-                return None
-            n = pg.TAKE_TRANS_WIDTH
-            # a LEFT JOIN: a transaction without branches comes back as one row of NULLs
-            branches = [branch_from_row(r[n:], d) for r in rows if r[n] is not None]
-            return trans_from_row(rows[0][:n], d), branches
-        if d.kind is Kind.MYSQL:
-            results = await self._script(my.take((sql, args), gid))
-            trows, brows = results[my.TAKE_TRANS][1], results[my.TAKE_BRANCHES][1]
-            if not trows:
-                return None
-            return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
-        async with self._tx() as tx:
-            trows = await tx.fetch(f"{sql} RETURNING {TRANS_COLS}", args)
-            if not trows:
-                tx.rollback_only()
-                return None
-            brows = await tx.fetch(
-                f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? ORDER BY id", [gid]
-            )
+        got = await self._take((sql, args), gid)
+        if got is None:
+            return None
+        trows, brows = got
+        d = self._d
         return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
 
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
     ) -> bool:
-        d = self._d
+        """See `dtmx.stores.base.Store.add_branches`."""
         try:
-            if d.kind is Kind.POSTGRES:
-                sql, args = pg.add_branches(gid, now, branches, expect_status)
-                async with self._session() as ex:
-                    return bool((await ex.fetch(sql, args))[0][0])
-            if d.kind is Kind.MYSQL:
-                rows = [branch_params(b, d, now) for b in branches]
-                results = await self._script(my.add_branches(gid, expect_status, rows))
-                return results[0][0] > 0
-            async with self._tx() as tx:
-                found = await tx.fetch(
-                    f"SELECT id FROM trans_global WHERE gid = ? AND status = ?{d.for_update}",
-                    [gid, expect_status.value],
-                )
-                if not found:
-                    tx.rollback_only()
-                    return False
-                if branches:
-                    await tx.executemany(
-                        _INSERT_BRANCH, [branch_params(b, d, now) for b in branches]
-                    )
-                return True
+            return await self._add_branches(gid, now, branches, expect_status)
         except UniqueViolation as e:
             raise DuplicateBranch(gid=gid) from e
 
-    async def claim_due(
-        self, *, now: float, lease: float, owner: str, limit: int
-    ) -> list[Transaction]:
-        d = self._d
-        pick = (
-            f"SELECT id FROM trans_global WHERE {_IN_UNFINISHED} AND next_cron_time <= ?"
-            f" ORDER BY next_cron_time LIMIT ?{d.skip_locked}"
+    def _claim_pick(self, now: float, limit: int) -> tuple[str, list[Any]]:
+        """The SELECT of the ids `claim_due` claims (locking them where it can)."""
+        return (
+            f"SELECT id FROM trans_global WHERE {IN_UNFINISHED} AND next_cron_time <= ?"
+            f" ORDER BY next_cron_time LIMIT ?{self._d.skip_locked}",
+            [*UNFINISHED_VALUES, self._d.ts(now), limit],
         )
-        pick_args = [*_UNFINISHED, d.ts(now), limit]
-        if d.kind is not Kind.MYSQL:
-            # One statement (MySQL cannot UPDATE a table it selects from with LIMIT). The
-            # pick is a MATERIALIZED CTE: as a plain IN (subquery) Postgres may run the
-            # LIMITed, SKIP LOCKED subquery more than once and claim more than `limit`.
-            sql = (
-                f"WITH picked AS MATERIALIZED ({pick})"
-                " UPDATE trans_global SET owner = ?, next_cron_time = ?"
-                f" WHERE id IN (SELECT id FROM picked) RETURNING {TRANS_COLS}"
-            )
-            args = [*pick_args, owner, d.ts(now + lease)]
-            # SQLite: BEGIN IMMEDIATE serialises claimers of other processes; Postgres: the
-            # single statement is atomic and SKIP LOCKED keeps claimers apart.
-            claim = self._session() if d.kind is Kind.POSTGRES else self._tx()
-            async with claim as ex:
-                rows = await ex.fetch(sql, args)
-        else:
-            async with self._tx() as tx:
-                ids = [r[0] for r in await tx.fetch(pick, pick_args)]
-                if not ids:
-                    return []
-                in_ids = f"id IN ({placeholders(len(ids))})"
-                await tx.execute(
-                    f"UPDATE trans_global SET owner = ?, next_cron_time = ? WHERE {in_ids}",
-                    [owner, d.ts(now + lease), *ids],
-                )
-                rows = await tx.fetch(f"SELECT {TRANS_COLS} FROM trans_global WHERE {in_ids}", ids)
+
+    def _claim_statement(self, now: float, lease: float, owner: str, limit: int
+                         ) -> tuple[str, list[Any]]:
+        """One statement claiming the due rows (SQLite, PostgreSQL; MySQL cannot UPDATE a
+        table it selects from with LIMIT). The pick is a MATERIALIZED CTE: as a plain IN
+        (subquery) PostgreSQL may run the LIMITed, SKIP LOCKED subquery more than once and
+        claim more than `limit`."""
+        pick, args = self._claim_pick(now, limit)
+        return (
+            f"WITH picked AS MATERIALIZED ({pick})"
+            " UPDATE trans_global SET owner = ?, next_cron_time = ?"
+            f" WHERE id IN (SELECT id FROM picked) RETURNING {TRANS_COLS}",
+            [*args, owner, self._d.ts(now + lease)],
+        )
+
+    def _claimed(self, rows: Sequence[Row]) -> list[Transaction]:
+        """Claimed rows (TRANS_COLS) as transactions, the most overdue first."""
         return sorted(
-            (trans_from_row(r, d) for r in rows), key=lambda t: (t.next_cron_time or 0.0, t.gid)
+            (trans_from_row(r, self._d) for r in rows),
+            key=lambda t: (t.next_cron_time or 0.0, t.gid),
         )
 
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
+        """See `dtmx.stores.base.Store.reset_next_cron_time`."""
         async with self._session() as ex:
             n = await ex.execute(
-                f"UPDATE trans_global SET next_cron_time = ? WHERE gid = ? AND {_IN_UNFINISHED}",
-                [self._d.ts(now), gid, *_UNFINISHED],
+                f"UPDATE trans_global SET next_cron_time = ? WHERE gid = ? AND {IN_UNFINISHED}",
+                [self._d.ts(now), gid, *UNFINISHED_VALUES],
             )
         return n > 0
 
     async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
+        """See `dtmx.stores.base.Store.reset_cron_time`."""
         d = self._d
-        cond = f"{_IN_UNFINISHED} AND next_cron_time > ?"
-        cond_args = [*_UNFINISHED, d.ts(now + after)]
+        cond = f"{IN_UNFINISHED} AND next_cron_time > ?"
+        cond_args = [*UNFINISHED_VALUES, d.ts(now + after)]
         async with self._tx() as tx:
             # one row more than asked tells whether some remain
             ids = [
@@ -425,21 +276,19 @@ class SqlStore:
     async def scan(
         self, *, position: str, limit: int, filters: ScanFilter
     ) -> tuple[list[Transaction], str]:
+        """See `dtmx.stores.base.Store.scan`; the position is the last row id shown."""
         d = self._d
         where: list[str] = ["id < ?"]
         args: list[Any] = [parse_position(position)]
-        if filters.status is not None:
-            where.append("status = ?")
-            args.append(filters.status.value)
-        if filters.trans_type is not None:
-            where.append("trans_type = ?")
-            args.append(filters.trans_type.value)
-        if filters.create_time_start is not None:
-            where.append("create_time >= ?")
-            args.append(d.ts(filters.create_time_start))
-        if filters.create_time_end is not None:
-            where.append("create_time <= ?")
-            args.append(d.ts(filters.create_time_end))
+        for cond, value in (
+            ("status = ?", filters.status and filters.status.value),
+            ("trans_type = ?", filters.trans_type and filters.trans_type.value),
+            ("create_time >= ?", d.ts(filters.create_time_start)),
+            ("create_time <= ?", d.ts(filters.create_time_end)),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
         async with self._session() as ex:
             rows = await ex.fetch(
                 f"SELECT {TRANS_COLS} FROM trans_global WHERE {' AND '.join(where)}"
@@ -451,6 +300,7 @@ class SqlStore:
         return [trans_from_row(r, d) for r in page], nxt
 
     async def expire_finished(self, *, before: float, limit: int) -> int:
+        """See `dtmx.stores.base.Store.expire_finished`; deletes in batches."""
         d, done = self._d, 0
         while done < limit:
             batch = min(EXPIRE_BATCH, limit - done)
@@ -477,11 +327,13 @@ class SqlStore:
 
     # ---- key-value ----------------------------------------------------------------
     async def kv_find(self, *, cat: str, key: str) -> KV | None:
+        """See `dtmx.stores.base.Store.kv_find`."""
         async with self._session() as ex:
             rows = await ex.fetch(f"SELECT {KV_COLS} FROM kv WHERE cat = ? AND k = ?", [cat, key])
         return kv_from_row(rows[0], self._d) if rows else None
 
     async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
+        """See `dtmx.stores.base.Store.kv_scan`; newest first."""
         async with self._session() as ex:
             rows = await ex.fetch(
                 f"SELECT {KV_COLS} FROM kv WHERE cat = ? AND id < ? ORDER BY id DESC LIMIT ?",
@@ -492,6 +344,7 @@ class SqlStore:
         return [kv_from_row(r, self._d) for r in page], nxt
 
     async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
+        """See `dtmx.stores.base.Store.kv_create`."""
         d = self._d
         try:
             async with self._session() as ex:
@@ -507,6 +360,7 @@ class SqlStore:
     async def kv_update(
         self, *, cat: str, key: str, value: str, expect_version: int, now: float
     ) -> bool:
+        """See `dtmx.stores.base.Store.kv_update`."""
         async with self._session() as ex:
             n = await ex.execute(
                 "UPDATE kv SET v = ?, version = version + 1, update_time = ?"
@@ -516,6 +370,7 @@ class SqlStore:
         return n > 0
 
     async def kv_delete(self, *, cat: str, key: str) -> bool:
+        """See `dtmx.stores.base.Store.kv_delete`."""
         async with self._session() as ex:
             n = await ex.execute("DELETE FROM kv WHERE cat = ? AND k = ?", [cat, key])
         return n > 0

@@ -1,0 +1,146 @@
+"""MysqlStore: the SQL store in MySQL/MariaDB (10.6+); connection set-up in `mysql_driver`.
+
+The multi-row verbs are each one transaction sent as one multi-statement script (one
+round trip, `MysqlBackend.script`). MySQL has no UPDATE ... RETURNING and no
+data-modifying CTEs, so the statements after a compare-and-set UPDATE are gated on it
+through a session variable: with CLIENT_FOUND_ROWS, ROW_COUNT() counts the rows the
+UPDATE matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
+from dtmx.stores.sql.conn import Row, Statement, UniqueViolation
+from dtmx.stores.sql.mysql_driver import MysqlBackend
+from dtmx.stores.sql.rows import (
+    BRANCH_COLS,
+    BRANCH_INSERT_COLS,
+    INSERT_TRANS,
+    TRANS_COLS,
+    UPDATE_BRANCH,
+    branch_params,
+    placeholders,
+    trans_params,
+)
+from dtmx.stores.sql.store import SqlStore
+
+_REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
+_IF_MATCHED = "@dtmx_matched > 0"
+#: Branch rows per multi-row INSERT (10 parameters each; well under any limit).
+_INSERT_CHUNK = 500
+#: UPDATE_BRANCH, applied only if the compare-and-set before it matched.
+_UPDATE_BRANCH_IF_MATCHED = f"{UPDATE_BRANCH} AND {_IF_MATCHED}"
+#: `take` reads back the row and its branches if the compare-and-set matched (args: gid).
+_TAKE_TRANS = f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ? AND {_IF_MATCHED}"
+_TAKE_BRANCHES = (
+    f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? AND {_IF_MATCHED} ORDER BY id"
+)
+#: A no-op UPDATE takes the global row's lock and counts the match (SELECT ... INTO
+#: placement differs between MySQL and MariaDB). Args: gid, status.
+_LOCK_GLOBAL = "UPDATE trans_global SET update_time = update_time WHERE gid = ? AND status = ?"
+
+
+def _insert_branches(rows: Sequence[Sequence[Any]], *, if_matched: bool = False
+                     ) -> list[Statement]:
+    """Multi-row INSERTs of branch rows; with `if_matched`, only if the compare-and-set
+    before matched."""
+    out: list[Statement] = []
+    for i in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[i:i + _INSERT_CHUNK]
+        if if_matched:
+            one = f"SELECT {placeholders(10)} FROM DUAL WHERE {_IF_MATCHED}"
+            values = " UNION ALL ".join([one] * len(chunk))
+        else:
+            values = "VALUES " + ", ".join([f"({placeholders(10)})"] * len(chunk))
+        out.append((f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) {values}",
+                    [v for r in chunk for v in r]))
+    return out
+
+
+class MysqlStore(SqlStore):
+    """A store in MySQL/MariaDB database `db` (created if missing, with `create`)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3306,
+        user: str = "root",
+        password: str = "",
+        db: str = "dtm",
+        *,
+        pool_size: int = 10,
+        create: bool = True,
+    ) -> None:
+        backend = MysqlBackend(
+            host=host, port=port, user=user, password=password, db=db, pool_size=pool_size
+        )
+        super().__init__(backend, create=create)
+        self._my = backend
+
+    async def _script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
+        self.roundtrips += 1
+        return await self._my.script(statements)
+
+    async def _create_with_branches(self, trans: Transaction, branches: Sequence[Branch]
+                                    ) -> bool:
+        d = self._d
+        try:
+            await self._script([
+                (INSERT_TRANS, trans_params(trans, d)),
+                *_insert_branches([branch_params(b, d) for b in branches]),
+            ])
+        except UniqueViolation as e:
+            if e.statement == 0:  # the gid exists
+                return False
+            raise
+        return True
+
+    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                    branches: Sequence[BranchUpdate]) -> bool:
+        d = self._d
+        rows = [
+            [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
+             b.branch_id, b.op.value]
+            for b in branches
+        ]
+        # statement 0's row count says whether the compare-and-set matched
+        script = [cas, _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
+        return (await self._script(script))[0][0] > 0
+
+    async def _take(self, cas: tuple[str, list[Any]], gid: str
+                    ) -> tuple[list[Row], list[Row]] | None:
+        results = await self._script(
+            [cas, _REMEMBER_MATCHED, (_TAKE_TRANS, [gid]), (_TAKE_BRANCHES, [gid])]
+        )
+        trows, brows = results[2][1], results[3][1]
+        return (trows, brows) if trows else None
+
+    async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
+                            expect_status: Status) -> bool:
+        rows = [branch_params(b, self._d, now) for b in branches]
+        results = await self._script([
+            (_LOCK_GLOBAL, [gid, expect_status.value]),
+            _REMEMBER_MATCHED,
+            *_insert_branches(rows, if_matched=True),
+        ])
+        return results[0][0] > 0
+
+    async def claim_due(
+        self, *, now: float, lease: float, owner: str, limit: int
+    ) -> list[Transaction]:
+        """See `dtmx.stores.base.Store.claim_due`. Three statements in one transaction:
+        MySQL cannot UPDATE a table it selects from with LIMIT."""
+        async with self._tx() as tx:
+            ids = [r[0] for r in await tx.fetch(*self._claim_pick(now, limit))]
+            if not ids:
+                return []
+            in_ids = f"id IN ({placeholders(len(ids))})"
+            await tx.execute(
+                f"UPDATE trans_global SET owner = ?, next_cron_time = ? WHERE {in_ids}",
+                [owner, self._d.ts(now + lease), *ids],
+            )
+            rows = await tx.fetch(f"SELECT {TRANS_COLS} FROM trans_global WHERE {in_ids}", ids)
+        return self._claimed(rows)
