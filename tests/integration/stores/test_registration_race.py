@@ -25,7 +25,7 @@ from dtmx.invoke.http import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.stores.base import Store
-from dtmx.stores.sql import pg
+from dtmx.stores.sql.postgres import add_branches_statement
 from tests.integration.stores.conftest import empty_tables, sql_store
 from tests.support.clock import FakeClock
 from tests.support.util import aeventually, free_port
@@ -55,7 +55,7 @@ async def test_postgres_take_sees_a_registration_it_waited_for(tmp_path: Path) -
         assert await s.create(trans=_prepared_tcc(gid), branches=[])
         new = tcc.gen_registered(TransType.TCC, gid, "01", b"{}",
                                  {"cancel": "http://b/c", "confirm": "http://b/f"}, T0)
-        sql, args = pg.add_branches(gid, T0, new, Status.PREPARED)
+        sql, args = add_branches_statement(gid, T0, new, Status.PREPARED)
         change = Change(status=Status.ABORTING, owner="o1", next_cron_time=T0 + 30)
         async with s.backend.transaction() as tx:  # registerBranch, not yet committed
             assert (await tx.fetch(sql, args))[0][0] == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
 from dtmx.stores.sql.conn import Row
+from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.postgres_driver import PostgresBackend
 from dtmx.stores.sql.rows import (
     BRANCH_COLS,
@@ -80,6 +81,28 @@ TAKE = (
 )
 
 
+def _branch_arrays(gid: str, branches: Sequence[Branch], now: float | None) -> list[Any]:
+    ts = POSTGRES.ts
+    return [
+        gid,
+        [b.url for b in branches],
+        [bytes(b.data) for b in branches],
+        [b.branch_id for b in branches],
+        [b.op.value for b in branches],
+        [b.status.value for b in branches],
+        [ts(b.create_time or now or 0.0) for b in branches],
+        [ts(b.update_time or now or 0.0) for b in branches],
+        [ts(b.finish_time) for b in branches],
+        [ts(b.rollback_time) for b in branches],
+    ]
+
+
+def add_branches_statement(gid: str, now: float, branches: Sequence[Branch],
+                           expect_status: Status) -> tuple[str, list[Any]]:
+    """ADD_BRANCHES with its arguments."""
+    return ADD_BRANCHES, [gid, expect_status.value, *_branch_arrays(gid, branches, now)]
+
+
 class PostgresStore(SqlStore):
     """A store in PostgreSQL database `db` (which must exist), tables in `schema` (created
     if missing, with `create`)."""
@@ -102,22 +125,6 @@ class PostgresStore(SqlStore):
         )
         super().__init__(backend, create=create)
 
-    def _branch_arrays(self, gid: str, branches: Sequence[Branch], now: float | None
-                       ) -> list[Any]:
-        ts = self._d.ts
-        return [
-            gid,
-            [b.url for b in branches],
-            [bytes(b.data) for b in branches],
-            [b.branch_id for b in branches],
-            [b.op.value for b in branches],
-            [b.status.value for b in branches],
-            [ts(b.create_time or now or 0.0) for b in branches],
-            [ts(b.update_time or now or 0.0) for b in branches],
-            [ts(b.finish_time) for b in branches],
-            [ts(b.rollback_time) for b in branches],
-        ]
-
     async def _matched(self, sql: str, args: Sequence[Any]) -> bool:
         async with self._session() as ex:
             return bool((await ex.fetch(sql, args))[0][0])
@@ -125,7 +132,7 @@ class PostgresStore(SqlStore):
     async def _create_with_branches(self, trans: Transaction, branches: Sequence[Branch]
                                     ) -> bool:
         return await self._matched(CREATE, [
-            *trans_params(trans, self._d), *self._branch_arrays(trans.gid, branches, None)
+            *trans_params(trans, self._d), *_branch_arrays(trans.gid, branches, None)
         ])
 
     async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
@@ -153,9 +160,7 @@ class PostgresStore(SqlStore):
 
     async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
                             expect_status: Status) -> bool:
-        return await self._matched(ADD_BRANCHES, [
-            gid, expect_status.value, *self._branch_arrays(gid, branches, now)
-        ])
+        return await self._matched(*add_branches_statement(gid, now, branches, expect_status))
 
     async def claim_due(
         self, *, now: float, lease: float, owner: str, limit: int
