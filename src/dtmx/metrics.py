@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dtmx.core.models import Branch, Outcome, Transaction
+
+if TYPE_CHECKING:
+    from dtmx.net.branch_pool import PoolStats
 
 
 class Metrics:
@@ -48,6 +51,11 @@ class Metrics:
         """Export the store's round-trip counter (read at scrape time, off the hot path)."""
         self.registry.register(_Roundtrips(read))
 
+    def count_branch_connections(self, read: Callable[[], PoolStats]) -> None:
+        """Export the branch client's connections: open and idle now, opened in all (a
+        count that grows with the calls means some branch does not keep connections alive)."""
+        self.registry.register(_BranchConnections(read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -59,4 +67,23 @@ class _Roundtrips(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
             "dtmx_store_roundtrips", "Calls that reached the store", value=self._read()
+        )
+
+
+class _BranchConnections(Collector):
+    def __init__(self, read: Callable[[], PoolStats]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._read()
+        yield GaugeMetricFamily(
+            "dtmx_branch_connections_open", "Open HTTP connections to branches", value=stats.open
+        )
+        yield GaugeMetricFamily(
+            "dtmx_branch_connections_idle", "Idle keep-alive connections to branches",
+            value=stats.idle,
+        )
+        yield CounterMetricFamily(
+            "dtmx_branch_connections_opened", "HTTP connections opened to branches",
+            value=stats.connects,
         )

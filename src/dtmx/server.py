@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtmx.api.http import HttpApi
-from dtmx.api.http_server import HttpServer
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.engine import Engine, EngineConfig
 from dtmx.invoke.base import Invoker
-from dtmx.invoke.http import HttpInvoker, Router
+from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.metrics import Metrics
+from dtmx.net.api_server import HttpServer
 from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.settings import Settings
@@ -45,7 +45,9 @@ class Server:
         store = self.store
         metrics.count_store_roundtrips(lambda: store.roundtrips)
         grpc_invoker = _grpc_invoker(s)
-        invoker = Router(HttpInvoker(), grpc_invoker)
+        http_invoker = HttpInvoker()
+        metrics.count_branch_connections(http_invoker.client.stats)
+        invoker = Router(http_invoker, grpc_invoker)
         engine = Engine(
             store=self.store,
             invoker=invoker,

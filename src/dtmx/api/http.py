@@ -1,4 +1,4 @@
-"""DTM's HTTP routes under /api/dtmsvr, thin over `Service`, served by `http_server`.
+"""DTM's HTTP routes under /api/dtmsvr, thin over `Service`, served by `dtmx.net.api_server`.
 
 Errors are mapped once, in `_error_response`: our `DtmxError`s carry their status and body;
 anything else is a 500 with a generic message (and a log line), never a stack trace to the
@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 
 from dtmx import __version__
-from dtmx.api.http_server import HttpServer, Request, Response, Routes, json_response
 from dtmx.api.serialize import branch_json, kv_json, trans_json
 from dtmx.core.models import ScanFilter, Status
 from dtmx.core.request import parse_trans_body, parse_trans_type
 from dtmx.errors import BadRequest, DtmxError
 from dtmx.metrics import Metrics
+from dtmx.net.api_server import HttpServer, Request, Response, Routes, json_response
 from dtmx.service import Service
 
 log = logging.getLogger("dtmx.http")

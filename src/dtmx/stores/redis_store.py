@@ -33,7 +33,7 @@ from dtmx.core.models import (
     TransType,
 )
 from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailable
-from dtmx.stores.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
+from dtmx.net.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
 
 _LUA_DIR = Path(__file__).with_name("redis_lua")
 _SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches")
@@ -226,7 +226,7 @@ def _decode_kv(cat: str, key: str, rec: bytes) -> KV:
 
 # ---- the store ------------------------------------------------------------------------
 class RedisStore:
-    """`Store` on Redis through our pipelined RESP client (`dtmx.stores.resp`).
+    """`Store` on Redis through our pipelined RESP client (`dtmx.net.resp`).
 
     See the module docstring for the layout. One pipelined connection by default carries
     all the concurrency: Redis runs one command at a time anyway, and one stream makes the

@@ -16,7 +16,7 @@ from dtmx.core.models import Change, Op, Status, TransType
 from dtmx.core.request import TransRequest
 from dtmx.engine import Engine, EngineConfig
 from dtmx.invoke.base import BranchCall, CallResult
-from dtmx.invoke.http import HttpInvoker
+from dtmx.invoke.http_invoker import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.stores.sql import SqlStore

@@ -1,4 +1,4 @@
-"""dtmx's own HTTP/1.1 server (dtmx.api.http_server), spoken to over raw sockets.
+"""dtmx's own HTTP/1.1 server (dtmx.net.api_server), spoken to over raw sockets.
 
 Clients we did not write (requests, aiohttp, curl-like Expect headers, HTTP/1.0 tools) must
 all get well-formed answers: pipelined requests in order, chunked bodies, 100-continue,
@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import orjson
 import pytest
 
-from dtmx.api.http_server import HttpServer, Request, Response, Routes, json_response
+from dtmx.net.api_server import HttpServer, Request, Response, Routes, json_response
 from tests.support.server import ServerProcess
 from tests.support.util import aeventually, free_port
 

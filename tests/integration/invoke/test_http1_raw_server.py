@@ -11,7 +11,7 @@ import pytest
 
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall
-from dtmx.invoke.http import HttpInvoker
+from dtmx.invoke.http_invoker import HttpInvoker
 from tests.support.util import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -151,4 +151,4 @@ async def test_garbage_answer(
     raw = await raw_server(script)
     res = await invoker.call(_call(raw.port))
     assert res.outcome is Outcome.ERROR and "HttpProtocolError" in res.detail
-    assert invoker.http1.open_connections == 0
+    assert invoker.client.stats().open == 0

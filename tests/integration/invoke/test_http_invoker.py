@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall
-from dtmx.invoke.http import HttpInvoker, Router
+from dtmx.invoke.http_invoker import HttpInvoker, Router
 from tests.support.util import aeventually, free_port
 
 
@@ -94,7 +94,16 @@ def _app(b: Branches) -> web.Application:
         return web.Response(body=gzip.compress(b'{"dtm_result":"FAILURE"}'),
                             headers={"Content-Encoding": "gzip"})
 
+    async def bomb(req: web.Request) -> web.Response:
+        return web.Response(body=_bomb(), headers={"Content-Encoding": req.match_info["enc"]})
+
+    async def redirect(req: web.Request) -> web.Response:
+        await record(req)
+        raise web.HTTPFound(req.query.get("to", "/ok"))
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/bomb/{enc}", bomb)
+    app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/ok", ok)
     app.router.add_route("*", "/ok/{tail:.*}", ok)
     app.router.add_route("*", "/status/{code}", status)
@@ -105,6 +114,16 @@ def _app(b: Branches) -> web.Application:
     app.router.add_route("*", "/size", size)
     app.router.add_route("*", "/gzip", gz)
     return app
+
+
+_BOMBS: list[bytes] = []
+
+
+def _bomb() -> bytes:
+    """gzip of 64 MiB of zeros: about 64 KiB on the wire."""
+    if not _BOMBS:
+        _BOMBS.append(gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=6))
+    return _BOMBS[0]
 
 
 @pytest.fixture
@@ -190,7 +209,7 @@ async def test_result_mapping(
 async def test_connections_are_reused(branches: Branches, invoker: HttpInvoker) -> None:
     for _ in range(5):
         assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
-    assert invoker.http1.connects == 1
+    assert invoker.client.stats().connects == 1
 
 
 async def test_chunked_response(branches: Branches, invoker: HttpInvoker) -> None:
@@ -198,14 +217,14 @@ async def test_chunked_response(branches: Branches, invoker: HttpInvoker) -> Non
     assert res.outcome is Outcome.ONGOING
     # and the connection is still good after a chunked answer
     assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
-    assert invoker.http1.connects == 1
+    assert invoker.client.stats().connects == 1
 
 
 async def test_connection_close_is_honoured(branches: Branches, invoker: HttpInvoker) -> None:
     for _ in range(3):
         assert (await invoker.call(_call(branches.base + "/close"))).outcome is Outcome.SUCCESS
-    assert invoker.http1.connects == 3
-    assert invoker.http1.idle_count(("127.0.0.1", int(branches.base.rsplit(":", 1)[1]))) == 0
+    assert invoker.client.stats().connects == 3
+    assert invoker.client.stats().idle == 0
 
 
 async def test_server_closing_idle_keepalive_between_calls(invoker: HttpInvoker) -> None:
@@ -216,7 +235,7 @@ async def test_server_closing_idle_keepalive_between_calls(invoker: HttpInvoker)
         for _ in range(3):
             assert (await invoker.call(_call(url))).outcome is Outcome.SUCCESS
             await aeventually(_no_open(invoker), timeout=5)  # the server closed it
-        assert invoker.http1.connects == 3
+        assert invoker.client.stats().connects == 3
         assert len(b.seen) == 3
     finally:
         await runner.cleanup()
@@ -224,14 +243,14 @@ async def test_server_closing_idle_keepalive_between_calls(invoker: HttpInvoker)
 
 def _no_open(invoker: HttpInvoker) -> Any:
     async def check() -> bool:
-        return invoker.http1.open_connections == 0
+        return invoker.client.stats().open == 0
     return check
 
 
 async def test_timeout_then_recovery(branches: Branches, invoker: HttpInvoker) -> None:
     res = await invoker.call(_call(branches.base + "/hold", timeout=0.2))
     assert res.outcome is Outcome.ERROR and res.detail == "timeout after 0.2s"
-    assert invoker.http1.open_connections == 0  # a timed-out connection is not reused
+    assert invoker.client.stats().open == 0  # a timed-out connection is not reused
     assert (await invoker.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
 
 
@@ -239,7 +258,7 @@ async def test_unreachable_port(invoker: HttpInvoker) -> None:
     res = await invoker.call(_call(f"http://127.0.0.1:{free_port()}/x"))
     assert res.outcome is Outcome.ERROR
     assert "ConnectionRefusedError" in res.detail or "OSError" in res.detail
-    assert invoker.http1.open_connections == 0
+    assert invoker.client.stats().open == 0
 
 
 async def test_bad_header_is_an_error_result(branches: Branches, invoker: HttpInvoker) -> None:
@@ -254,7 +273,7 @@ async def test_large_payload(branches: Branches, invoker: HttpInvoker) -> None:
     assert res.outcome is Outcome.SUCCESS
     small = b'{"a":1}'
     assert (await invoker.call(_call(branches.base + "/size", small))).outcome is Outcome.SUCCESS
-    assert invoker.http1.connects == 1
+    assert invoker.client.stats().connects == 1
 
 
 async def test_empty_url_is_success(invoker: HttpInvoker) -> None:
@@ -268,7 +287,7 @@ async def test_user_info_url_goes_through_aiohttp(
     assert (await invoker.call(_call(url))).outcome is Outcome.SUCCESS
     assert branches.seen[-1].headers["Authorization"].startswith("Basic ")
     assert branches.seen[-1].query["gid"] == "gid-1"
-    assert invoker.http1.connects == 0
+    assert invoker.client.stats().connects == 0
 
 
 async def test_router_sends_http_to_http(branches: Branches) -> None:
@@ -282,16 +301,15 @@ async def test_router_sends_http_to_http(branches: Branches) -> None:
 
 async def test_idle_bound_and_idle_timeout(branches: Branches) -> None:
     inv = HttpInvoker()
-    inv.http1.max_idle_per_host = 2
-    inv.http1.idle_timeout = 0.2
+    inv.client.pool.max_idle_per_host = 2
+    inv.client.pool.idle_timeout = 0.2
     try:
         calls = [asyncio.create_task(inv.call(_call(branches.base + "/hold"))) for _ in range(5)]
         await aeventually(_active(branches, 5), timeout=5)
         branches.release.set()
         results = await asyncio.gather(*calls)
         assert all(r.outcome is Outcome.SUCCESS for r in results)
-        key = ("127.0.0.1", int(branches.base.rsplit(":", 1)[1]))
-        assert inv.http1.idle_count(key) == 2
+        assert inv.client.stats().idle == 2
         await aeventually(_no_open(inv), timeout=5)  # closed by the idle sweeper
     finally:
         await inv.close()
@@ -312,7 +330,7 @@ async def test_connection_limit(branches: Branches) -> None:
         results = await asyncio.gather(*calls)
         assert all(r.outcome is Outcome.SUCCESS for r in results)
         assert branches.max_active == 2
-        assert inv.http1.connects == 2
+        assert inv.client.stats().connects == 2
     finally:
         await inv.close()
 
@@ -325,7 +343,7 @@ async def test_cancelled_call_closes_its_connection(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert invoker.http1.open_connections == 0
+    assert invoker.client.stats().open == 0
 
 
 async def test_limit_evicts_idle_connection_of_another_host(branches: Branches) -> None:
@@ -336,7 +354,46 @@ async def test_limit_evicts_idle_connection_of_another_host(branches: Branches) 
         assert (await inv.call(_call(branches.base + "/ok"))).outcome is Outcome.SUCCESS
         res = await inv.call(_call(f"http://127.0.0.1:{port}/ok"))
         assert res.outcome is Outcome.SUCCESS
-        assert inv.http1.open_connections == 1 and inv.http1.connects == 2
+        assert inv.client.stats().open == 1 and inv.client.stats().connects == 2
     finally:
         await inv.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("user_info", [False, True], ids=["own-client", "aiohttp"])
+async def test_compression_bomb_is_an_error_and_drops_the_connection(
+    branches: Branches, invoker: HttpInvoker, user_info: bool
+) -> None:
+    base = branches.base.replace("http://", "http://u:p@") if user_info else branches.base
+    res = await invoker.call(_call(base + "/bomb/gzip"))
+    assert res.outcome is Outcome.ERROR
+    assert res.detail == "ResponseTooLarge: branch response larger than 1048576 bytes"
+    assert invoker.client.stats().open == 0
+    # the client is still good for the next call
+    assert (await invoker.call(_call(base + "/ok"))).outcome is Outcome.SUCCESS
+
+
+async def test_cap_is_configurable(branches: Branches) -> None:
+    inv = HttpInvoker(max_response=10)
+    try:
+        res = await inv.call(_call(branches.base + "/text/SUCCESS"))  # 25 bytes of JSON
+        assert res.detail == "ResponseTooLarge: branch response larger than 10 bytes"
+    finally:
+        await inv.close()
+
+
+@pytest.mark.parametrize("user_info", [False, True], ids=["own-client", "aiohttp"])
+async def test_redirects_are_never_followed(
+    branches: Branches, invoker: HttpInvoker, user_info: bool
+) -> None:
+    other = Branches(base="")
+    runner, port = await _start(_app(other))
+    try:
+        base = branches.base.replace("http://", "http://u:p@") if user_info else branches.base
+        to = f"http://127.0.0.1:{port}/ok"
+        res = await invoker.call(_call(f"{base}/redirect?to={to}"))
+        assert res.outcome is Outcome.ERROR and res.detail.startswith("302 ")
+        assert [s.path for s in branches.seen] == ["/redirect"]
+        assert other.seen == []  # neither the call nor its credentials went elsewhere
+    finally:
         await runner.cleanup()

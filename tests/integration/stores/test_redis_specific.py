@@ -22,9 +22,9 @@ from dtmx.core.models import (
     TransType,
 )
 from dtmx.errors import DuplicateBranch, StoreUnavailable
+from dtmx.net.resp import HAVE_HIREDIS, PyReader, Reader, hiredis_reader
 from dtmx.stores.base import Store
 from dtmx.stores.redis_store import RedisStore
-from dtmx.stores.resp import HAVE_HIREDIS, PyReader, Reader, hiredis_reader
 from tests.support.util import free_port
 
 URL = "redis://127.0.0.1:6379/0"

@@ -1,4 +1,4 @@
-"""Our RESP2 client (dtmx.stores.resp): parsing with and without hiredis, pipelining,
+"""Our RESP2 client (dtmx.net.resp): parsing with and without hiredis, pipelining,
 connection loss without re-sending, login and database selection, script reload after a
 Redis restart. Against the shared Redis at 127.0.0.1:6379 (keys under our own prefix) and,
 where the test changes server state (password, SCRIPT FLUSH, restart), a redis-server of its
@@ -22,8 +22,7 @@ import uvloop
 
 from dtmx.core.models import Status, Transaction, TransType
 from dtmx.errors import ConfigError, StoreError, StoreUnavailable
-from dtmx.stores.redis_store import RedisStore
-from dtmx.stores.resp import (
+from dtmx.net.resp import (
     HAVE_HIREDIS,
     PyReader,
     Reader,
@@ -33,12 +32,13 @@ from dtmx.stores.resp import (
     pack_command,
     py_pack_command,
 )
+from dtmx.stores.redis_store import RedisStore
 from tests.support.util import aeventually, eventually, free_port
 
 SHARED = RedisAddress("127.0.0.1", 6379)
 READERS: dict[str, Callable[[], Reader]] = {"python": PyReader}
 if HAVE_HIREDIS:
-    from dtmx.stores.resp import hiredis_reader
+    from dtmx.net.resp import hiredis_reader
 
     READERS["hiredis"] = hiredis_reader
 
@@ -337,7 +337,7 @@ def _pings(s: RedisStore) -> Callable[[], Any]:
 def test_without_hiredis_the_python_parser_is_used() -> None:
     code = (
         "import sys, asyncio; sys.modules['hiredis'] = None\n"
-        "from dtmx.stores import resp\n"
+        "from dtmx.net import resp\n"
         "assert not resp.HAVE_HIREDIS and resp.default_reader is resp.PyReader\n"
         "assert resp.pack_command is resp.py_pack_command\n"
         "async def go():\n"

@@ -1,13 +1,15 @@
-"""A small HTTP/1.1 client for branch calls: keep-alive connection pools per (host, port).
+"""Keep-alive HTTP/1.1 connection pools per (host, port) for branch calls.
 
 Why not aiohttp here: a branch call is one small request and one small answer, and
 aiohttp's general machinery (URL objects, header multidicts, timeout contexts, streams)
-cost about a fifth of the server's CPU. This client writes the request bytes directly on an
-asyncio Protocol and parses the answer as it arrives (see http1_wire.py).
+cost about a fifth of the server's CPU (bench/REPORT.md has the side-by-side numbers).
+This pool writes the request bytes directly on an asyncio Protocol and parses the answer
+with httptools as it arrives (`branch_wire.ResponseReader`).
 
 Rules it keeps:
 - a connection goes back to the pool only after a complete response that allows keep-alive;
-  a timeout, a cancellation or any error closes it;
+  a timeout, a cancellation, any error or an answer over `max_response` bytes closes it;
+- every connection is opened by `Http1Pool.connect` (one place to check where it goes);
 - at most `max_idle_per_host` idle connections per (host, port), closed after `idle_timeout`;
 - at most `limit` open connections in all (idle ones of other hosts are closed to make room);
 - a stale keep-alive connection (the server closed it while idle, and we learn it only when
@@ -24,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from dataclasses import dataclass
 from typing import cast
 
-from dtmx.invoke.http1_wire import HttpProtocolError, ResponseParser, Target
+from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, HttpProtocolError, ResponseReader, Target
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,12 @@ class _Conn(asyncio.Protocol):
         "transport", "waiter",
     )
 
-    def __init__(self, pool: Http1Client, key: tuple[str, int]) -> None:
+    def __init__(self, pool: Http1Pool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
-        self.parser: ResponseParser | None = None
+        self.parser: ResponseReader | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.reused = False
@@ -76,22 +79,16 @@ class _Conn(asyncio.Protocol):
             self._fail(e)
             return
         if done:
-            try:
-                body = parser.body
-            except HttpProtocolError as e:
-                self._fail(e)
-                return
-            self._finish(parser.status, body, parser.keep_alive)
+            self._finish(parser.status, parser.body, parser.keep_alive)
 
     def eof_received(self) -> bool:
         parser = self.parser
-        if self.waiter is not None and parser is not None and parser.feed_eof():
+        if self.waiter is not None and parser is not None:
             try:
-                body = parser.body
+                if parser.feed_eof():
+                    self._finish(parser.status, parser.body, False)
             except HttpProtocolError as e:
                 self._fail(e)
-                return False
-            self._finish(parser.status, body, False)
         return False  # let the transport close; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -112,7 +109,7 @@ class _Conn(asyncio.Protocol):
         """Send one request; the future gets (status, body, keep_alive) or an exception."""
         waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
         self.waiter = waiter
-        self.parser = ResponseParser()
+        self.parser = ResponseReader(self.pool.max_response)
         self.got_bytes = False
         self.timer = loop.call_at(deadline, self._on_timeout)
         transport = self.transport
@@ -156,8 +153,23 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
-class Http1Client:
-    """Pooled keep-alive HTTP/1.1 requests over plain TCP, bound to one event loop."""
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """What a pool holds: connections open now, idle now, and opened since it started
+    (a count growing with the calls means keep-alive is not working with some branch)."""
+
+    open: int
+    idle: int
+    connects: int
+
+
+class Http1Pool:
+    """Pooled keep-alive HTTP/1.1 requests over plain TCP, bound to one event loop.
+
+    `limit` open connections in all; `max_idle_per_host` kept idle per (host, port) for
+    `idle_timeout` seconds; answers over `max_response` bytes (as read or decoded) fail
+    with `ResponseTooLarge` and their connection is dropped.
+    """
 
     def __init__(
         self,
@@ -165,31 +177,31 @@ class Http1Client:
         limit: int = 512,
         max_idle_per_host: int = 128,
         idle_timeout: float = 30.0,
+        max_response: int = DEFAULT_MAX_RESPONSE,
     ) -> None:
         self.limit = limit
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
+        self.max_response = max_response
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[tuple[str, int], collections.deque[_Conn]] = {}
         self._open = 0
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
-        self.connects = 0  # fresh connections made; tests and the bench read it
+        self._connects = 0
 
-    @property
-    def open_connections(self) -> int:
-        return self._open
-
-    def idle_count(self, key: tuple[str, int]) -> int:
-        q = self._idle.get(key)
-        return len(q) if q else 0
+    def stats(self) -> PoolStats:
+        """Connections open, idle and opened so far (exported as metrics)."""
+        idle = sum(len(q) for q in self._idle.values())
+        return PoolStats(open=self._open, idle=idle, connects=self._connects)
 
     async def request(
         self, target: Target, data: bytes, body: bytes | None, timeout: float
     ) -> tuple[int, bytes]:
         """Send one request (head in `data`, optional separate `body`); (status, body).
 
-        Raises TimeoutError, OSError (connect errors, resets) or HttpProtocolError.
+        Raises TimeoutError, OSError (connect errors, resets) or HttpProtocolError
+        (`ResponseTooLarge` for an answer over `max_response` bytes).
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -337,7 +349,7 @@ class Http1Client:
         conn = _Conn(self, target.key)
         try:
             async with asyncio.timeout_at(deadline):
-                await loop.create_connection(lambda: conn, target.host, target.port)
+                await self.connect(conn, target.host, target.port)
         except BaseException:
             if not conn.closed:
                 conn.closed = True
@@ -345,6 +357,12 @@ class Http1Client:
             if conn.transport is not None:
                 conn.transport.abort()
             raise
-        self.connects += 1
+        self._connects += 1
         return conn
+
+    async def connect(self, protocol: asyncio.Protocol, host: str, port: int) -> None:
+        """Open one TCP connection to host:port for `protocol`: the only place this pool
+        opens connections, so a policy on where branches may go applies to all of them."""
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: protocol, host, port)
 

@@ -7,13 +7,14 @@ import zlib
 
 import pytest
 
-from dtmx.invoke.http1_wire import (
+from dtmx.net.branch_wire import (
     MAX_HEAD,
     HeaderError,
     HttpProtocolError,
-    ResponseParser,
+    ResponseReader,
+    ResponseTooLarge,
     build_head,
-    dtm_query,
+    encode_query,
     header_lines,
     parse_target,
     query_value,
@@ -71,7 +72,7 @@ def test_not_ours(url: str) -> None:
 def test_query_values_encoded_like_go() -> None:
     assert query_value("abc-_.~09") == "abc-_.~09"
     assert query_value("a b&c=d/é+") == "a+b%26c%3Dd%2F%C3%A9%2B"
-    q = dtm_query("g 1&", "saga", "01", "action")
+    q = encode_query({"gid": "g 1&", "trans_type": "saga", "branch_id": "01", "op": "action"})
     assert q == b"gid=g+1%26&trans_type=saga&branch_id=01&op=action"
 
 
@@ -105,7 +106,7 @@ def test_bad_headers_refused(headers: dict[str, str]) -> None:
 def test_build_head_post_and_get() -> None:
     t = parse_target("http://h:1/p?a=1")
     assert t is not None
-    q = dtm_query("g", "saga", "01", "action")
+    q = encode_query({"gid": "g", "trans_type": "saga", "branch_id": "01", "op": "action"})
     post = build_head(b"POST", t, q, header_lines({}), 7)
     assert post == (
         b"POST /p?a=1&gid=g&trans_type=saga&branch_id=01&op=action HTTP/1.1\r\n"
@@ -119,8 +120,8 @@ def test_build_head_post_and_get() -> None:
     assert empty_post.endswith(b"Content-Length: 0\r\n\r\n")
 
 
-def _parse(*pieces: bytes) -> ResponseParser:
-    p = ResponseParser()
+def _parse(*pieces: bytes) -> ResponseReader:
+    p = ResponseReader()
     done = False
     for piece in pieces:
         assert not done, "complete before the last piece"
@@ -129,7 +130,7 @@ def _parse(*pieces: bytes) -> ResponseParser:
     return p
 
 
-def _bytewise(raw: bytes) -> ResponseParser:
+def _bytewise(raw: bytes) -> ResponseReader:
     return _parse(*(raw[i : i + 1] for i in range(len(raw))))
 
 
@@ -162,16 +163,15 @@ def test_connection_close_and_http10() -> None:
 
 
 def test_body_until_close() -> None:
-    p = ResponseParser()
+    p = ResponseReader()
     assert not p.feed(b"HTTP/1.1 200 OK\r\n\r\npart1")
-    assert p.reads_until_close
     assert not p.feed(b"part2")
     assert p.feed_eof()
     assert (p.body, p.keep_alive) == (b"part1part2", False)
 
 
 def test_eof_mid_body_is_not_complete() -> None:
-    p = ResponseParser()
+    p = ResponseReader()
     p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     assert not p.feed_eof()
 
@@ -195,9 +195,50 @@ def test_compressed_bodies() -> None:
     p = _parse(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n"
                % len(raw) + raw)
     assert p.body == b"FAILURE"
-    p = _parse(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nxyz")
-    with pytest.raises(HttpProtocolError):
-        _ = p.body
+    with pytest.raises(HttpProtocolError, match="bad gzip body"):
+        ResponseReader().feed(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nxyz")
+    c = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = c.compress(b"ONGOING") + c.flush()  # raw deflate, without the zlib wrapper
+    p = _bytewise(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n"
+                  b"\r\n" % len(raw) + raw)
+    assert p.body == b"ONGOING"
+
+
+def test_truncated_gzip_is_an_error() -> None:
+    raw = gzip.compress(b"ONGOING" * 100)[:-12]
+    with pytest.raises(HttpProtocolError, match="incomplete stream"):
+        ResponseReader().feed(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(raw) + raw)
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
+def test_compression_bomb_stops_at_the_cap(encoding: bytes) -> None:
+    # 64 MiB of zeros compress to about 64 KiB: the cap (1 KiB here) counts decoded bytes
+    big = b"\0" * (64 * 1024 * 1024)
+    raw = gzip.compress(big) if encoding == b"gzip" else zlib.compress(big)
+    p = ResponseReader(max_body=1024)
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (
+        encoding, len(raw))
+    with pytest.raises(ResponseTooLarge, match="larger than 1024 bytes"):
+        for i in range(0, len(head + raw), 4096):
+            p.feed((head + raw)[i : i + 4096])
+
+
+def test_plain_body_over_the_cap() -> None:
+    p = ResponseReader(max_body=10)
+    assert p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+    with pytest.raises(ResponseTooLarge):
+        ResponseReader(max_body=10).feed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789x")
+    with pytest.raises(ResponseTooLarge):  # a body read until close counts the same
+        ResponseReader(max_body=10).feed(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11)
+
+
+def test_switching_protocols_is_an_error() -> None:
+    with pytest.raises(HttpProtocolError, match="switched protocols"):
+        ResponseReader().feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                              b"Connection: Upgrade\r\n\r\n")
 
 
 @pytest.mark.parametrize(
@@ -216,10 +257,10 @@ def test_compressed_bodies() -> None:
 )
 def test_protocol_errors(raw: bytes) -> None:
     with pytest.raises(HttpProtocolError):
-        ResponseParser().feed(raw)
+        ResponseReader().feed(raw)
 
 
 def test_head_too_large() -> None:
-    p = ResponseParser()
+    p = ResponseReader()
     with pytest.raises(HttpProtocolError):
         p.feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD)

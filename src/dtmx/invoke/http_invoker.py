@@ -1,0 +1,96 @@
+"""Calling HTTP branches exactly as DTM does: the request DTM sends, its result rule.
+
+The bytes travel through `dtmx.net.branch_client` (bounded answers, no redirects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dtmx.core.models import Outcome
+from dtmx.invoke.base import BranchCall, CallResult, Invoker
+from dtmx.net.branch_client import BranchClient
+from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, HeaderError, HttpProtocolError
+
+log = logging.getLogger(__name__)
+
+_DETAIL_MAX = 512
+
+
+def classify(status: int, body: str) -> Outcome:
+    """DTM's result rule: 425 or ONGOING; 409 or FAILURE; any other non-200 is an error."""
+    if status == 425 or "ONGOING" in body:
+        return Outcome.ONGOING
+    if status == 409 or "FAILURE" in body:
+        return Outcome.FAILURE
+    if status != 200:
+        return Outcome.ERROR
+    return Outcome.SUCCESS
+
+
+class HttpInvoker:
+    """Invoker for http:// and https:// branch URLs.
+
+    `limit` bounds open connections; `max_response` the bytes of one answer (as read and
+    after decompression): a larger answer is an ERROR result and its connection is dropped.
+    """
+
+    def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE) -> None:
+        self.client = BranchClient(limit=limit, max_response=max_response)
+
+    async def call(self, call: BranchCall) -> CallResult:
+        if not call.url:  # DTM: an empty URL is a branch with nothing to do
+            return CallResult(Outcome.SUCCESS)
+        query = {
+            "gid": call.gid,
+            "trans_type": call.trans_type,
+            "branch_id": call.branch_id,
+            "op": call.op,
+        }
+        try:
+            answer = await self.client.request(
+                call.url,
+                post=bool(call.payload) or call.force_post,
+                query=query,
+                headers=call.headers,
+                body=call.payload,
+                timeout=call.timeout,
+            )
+        except TimeoutError:
+            return CallResult(Outcome.ERROR, f"timeout after {call.timeout:g}s")
+        except (OSError, HttpProtocolError, HeaderError) as e:
+            return CallResult(Outcome.ERROR, f"{type(e).__name__}: {e}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an invoker never raises: the engine retries with backoff
+            log.exception("unexpected error calling %s", call.url)
+            return CallResult(Outcome.ERROR, f"{type(e).__name__}: {e}")
+        body = answer.body.decode("utf-8", "replace")
+        outcome = classify(answer.status, body)
+        if outcome is Outcome.SUCCESS:
+            return CallResult(outcome)
+        return CallResult(outcome, f"{answer.status} {body[:_DETAIL_MAX]}")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class Router:
+    """Chooses the invoker by URL: http(s):// to HTTP, anything else to gRPC (if present)."""
+
+    def __init__(self, http: HttpInvoker, grpc: Invoker | None = None) -> None:
+        self.http = http
+        self.grpc = grpc
+
+    async def call(self, call: BranchCall) -> CallResult:
+        if call.url.startswith(("http://", "https://")) or not call.url:
+            return await self.http.call(call)
+        if self.grpc is None:
+            return CallResult(Outcome.ERROR, f"no gRPC invoker for {call.url}")
+        return await self.grpc.call(call)
+
+    async def close(self) -> None:
+        await self.http.close()
+        if self.grpc is not None:
+            await self.grpc.close()
