@@ -21,7 +21,7 @@ from dtmx.core import tcc
 from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
 from dtmx.core.request import TransRequest
 from dtmx.engine import Engine, EngineConfig
-from dtmx.invoke.http import HttpInvoker
+from dtmx.invoke.http_invoker import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.stores.base import Store
