@@ -164,5 +164,6 @@ def _supervise(config: str | None, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its API tokens
     codes = [p.wait() for p in procs]
     return max(codes)

@@ -82,3 +82,17 @@ class DuplicateBranch(Failure):
 
 class ConfigError(DtmxError):
     """Invalid configuration."""
+
+
+class Unauthorized(DtmxError):
+    """A valid API token is required: send `Authorization: Bearer <token>`."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class Forbidden(DtmxError):
+    """This API token's role may not do that."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"

@@ -17,6 +17,8 @@ from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.metrics import Metrics
 from dtmx.net.api_server import HttpServer
 from dtmx.poller import Poller
+from dtmx.security.auth import Authenticator
+from dtmx.security.guard import Guard
 from dtmx.service import Service
 from dtmx.settings import Settings
 from dtmx.stores import make_store
@@ -35,6 +37,8 @@ class Server:
     _http: HttpServer | None = None
     _grpc: Any = None
     _poll_task: asyncio.Task[None] | None = None
+    auth: Authenticator | None = None
+    _auth_watch: asyncio.Task[None] | None = None
     _extras: list[Any] = field(default_factory=list)
 
     async def start(self, *, reuse_port: bool = False) -> None:
@@ -69,11 +73,17 @@ class Server:
             finished_ttl=float(s.Store.FinishedDataExpire),
             expire_every=min(60.0, max(s.Store.FinishedDataExpire / 4, s.TransCronInterval)),
         )
-        api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail)
+        self.auth = Authenticator(s.Auth)
+        if not self.auth.enabled:
+            log.warning("Auth is not configured: every API route is open to anyone who can "
+                        "reach the ports (as in DTM); see README, Security")
+        guard = Guard(self.auth, self.clock.now)
+        api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail, guard=guard)
         api.health = self._healthy
         self._http = api.server()
         await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port)
-        self._grpc = await _start_grpc(self.service, s, reuse_port)
+        self._grpc = await _start_grpc(self.service, s, reuse_port, guard)
+        self._auth_watch = asyncio.create_task(self.auth.watch())
         self._extras = await _start_registration(s)
         self._poll_task = asyncio.create_task(self.poller.run())
         log.info("dtmx listening: http %s:%d grpc %s", s.Host, s.HttpPort,
@@ -88,7 +98,16 @@ class Server:
             return False
         return True
 
+    def reload_tokens(self) -> None:
+        """Read the API tokens again (SIGHUP): rotation without a restart."""
+        if self.auth is not None:
+            self.auth.reload()
+
     async def stop(self) -> None:
+        if self._auth_watch:
+            self._auth_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._auth_watch
         for extra in self._extras:
             with contextlib.suppress(Exception):
                 await extra.stop()
@@ -124,7 +143,7 @@ def _grpc_invoker(s: Settings) -> Invoker | None:
     return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}", resolver=resolve_target)
 
 
-async def _start_grpc(service: Service, s: Settings, reuse_port: bool) -> Any:
+async def _start_grpc(service: Service, s: Settings, reuse_port: bool, guard: Guard) -> Any:
     if not s.GrpcPort:
         return None
     try:
@@ -134,7 +153,8 @@ async def _start_grpc(service: Service, s: Settings, reuse_port: bool) -> Any:
         return None
     # with --workers every process binds the same ports (SO_REUSEPORT), as the HTTP site does
     options = {"grpc.so_reuseport": 1} if reuse_port else None
-    return await start_grpc_server(service, s.Host, s.GrpcPort, options=options)
+    return await start_grpc_server(service, s.Host, s.GrpcPort, options=options,
+                                   interceptors=[guard.grpc_interceptor()])
 
 
 async def _start_registration(s: Settings) -> list[Any]:
@@ -158,6 +178,7 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
     try:
         await stop.wait()
     finally:

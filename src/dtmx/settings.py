@@ -63,10 +63,34 @@ class MicroServiceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """One API token: the literal `Token`, or where to read it from (`TokenFile`, a file of
+    one or more tokens, or `TokenEnv`, the name of an environment variable). Several tokens
+    in one source are all valid under this Name and Role (rotation)."""
+
+    Name: str = ""
+    Role: str = "client"
+    Token: str = field(default="", repr=False)
+    TokenFile: str = ""
+    TokenEnv: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """API tokens (`Auth:`); absent (None in Settings) means every route is open, as in DTM.
+    Env: AUTH_TOKENS holds the Tokens list as YAML/JSON text."""
+
+    Tokens: tuple[TokenSettings, ...] = ()
+    #: seconds between checks of the token files for changes (SIGHUP reloads at once)
+    ReloadInterval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
     Limits: Limits = field(default_factory=Limits)
+    Auth: AuthSettings | None = None
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -135,6 +159,9 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
             log.warning("unknown config key %s (ignored)", path)
     for name, f in names.items():
         path = f"{prefix}{name}"
+        if name == "Auth" and cls is Settings:
+            kwargs[name] = _build_auth(data.get(name), env)
+            continue
         sub_cls = _BLOCKS.get(name) if cls is Settings else None
         if sub_cls is not None:
             sub = data.get(name) or {}
@@ -148,6 +175,32 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
         if value is not dataclasses.MISSING:
             kwargs[name] = _coerce(path, f.type, value)
     return cls(**kwargs)
+
+
+def _build_auth(raw: Any, env: Mapping[str, str]) -> AuthSettings | None:
+    """The `Auth` block: None when neither the file nor AUTH_TOKENS gives one."""
+    if raw is None and "AUTH_TOKENS" not in env:
+        return None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("Auth must be a mapping")
+    data = dict(raw)
+    if "AUTH_TOKENS" in env:
+        try:
+            data["Tokens"] = yaml.safe_load(env["AUTH_TOKENS"])
+        except yaml.YAMLError:
+            raise ConfigError("AUTH_TOKENS is not valid YAML/JSON") from None
+    tokens = data.pop("Tokens", None)
+    if not isinstance(tokens, list) or not tokens:
+        raise ConfigError("Auth.Tokens must be a non-empty list (remove Auth to run open)")
+    built = []
+    for i, t in enumerate(tokens):
+        if not isinstance(t, dict):
+            raise ConfigError(f"Auth.Tokens[{i}] must be a mapping")
+        built.append(_build(TokenSettings, t, f"Auth.Tokens[{i}].", {}))
+    auth: AuthSettings = _build(AuthSettings, data, "Auth.", env)
+    return dataclasses.replace(auth, Tokens=tuple(built))
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -183,11 +236,34 @@ def validate(s: Settings) -> None:
         raise ConfigError("TimeoutToFail must be >= 0")
     if s.Workers < 1:
         raise ConfigError("Workers must be >= 1")
+    if s.Auth is not None:
+        _validate_auth(s.Auth)
     if s.LogLevel.lower() not in ("debug", "info", "warn", "warning", "error"):
         raise ConfigError(f"LogLevel must be debug|info|warn|error, not {s.LogLevel!r}")
     bad = out_of_range(s.Limits)
     if bad:
         raise ConfigError("; ".join(bad))
+
+
+def _validate_auth(auth: AuthSettings) -> None:
+    from dtmx.security.roles import Role
+
+    names = set()
+    for i, t in enumerate(auth.Tokens):
+        where = f"Auth.Tokens[{i}]"
+        if not t.Name:
+            raise ConfigError(f"{where}.Name is required (it names the caller in the audit log)")
+        if t.Name in names:
+            raise ConfigError(f"{where}.Name {t.Name!r} is used twice")
+        names.add(t.Name)
+        try:
+            Role.parse(t.Role)
+        except ValueError as e:
+            raise ConfigError(f"{where}.Role: {e}") from None
+        if sum(bool(x) for x in (t.Token, t.TokenFile, t.TokenEnv)) != 1:
+            raise ConfigError(f"{where} ({t.Name}) needs exactly one of Token, TokenFile, TokenEnv")
+    if auth.ReloadInterval <= 0:
+        raise ConfigError("Auth.ReloadInterval must be > 0")
 
 
 @dataclass(frozen=True, slots=True)

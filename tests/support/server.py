@@ -34,6 +34,8 @@ class ServerProcess:
         store: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        token: str = "",
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dtmx-test-"))
         self.http_port = free_port()
@@ -48,11 +50,24 @@ class ServerProcess:
         self.conf_path.write_text(yaml.safe_dump(conf))
         self.log_path = self.workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = dict(env or {})
+        #: sent as `Authorization: Bearer` by query() when the server has Auth
+        self.token = token
 
     @property
     def url(self) -> str:
         """Base URL DTM clients use, e.g. http://127.0.0.1:PORT/api/dtmsvr."""
         return f"http://127.0.0.1:{self.http_port}/api/dtmsvr"
+
+    @property
+    def base(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of `token` (none without one)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def grpc_target(self) -> str:
@@ -62,6 +77,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dtmx", "serve", "-c", str(self.conf_path)],
             stdout=log,
@@ -75,7 +91,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                return requests.get(f"{self.url}/version", timeout=0.5).ok
+                # ping: open even when the server requires API tokens
+                return requests.get(f"{self.base}/api/ping", timeout=0.5).ok
             except requests.RequestException:
                 return False
 
@@ -110,7 +127,8 @@ class ServerProcess:
         self.stop()
 
     def query(self, gid: str) -> dict[str, Any]:
-        r = requests.get(f"{self.url}/query", params={"gid": gid}, timeout=5)
+        r = requests.get(f"{self.url}/query", params={"gid": gid}, headers=self.headers,
+                         timeout=5)
         r.raise_for_status()
         out: dict[str, Any] = r.json()
         return out

@@ -8,7 +8,7 @@ routes produce, calls the service, and maps a `DtmxError` to its gRPC status in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -229,6 +229,7 @@ async def start_grpc_server(
     port: int,
     *,
     options: Mapping[str, Any] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> grpc.aio.Server:
     """Serve `dtmgimp.Dtm`, health (SERVING) and reflection on host:port; return the server.
 
@@ -239,7 +240,7 @@ async def start_grpc_server(
     # one) share the port silently; a taken port must be an error instead.
     opts: dict[str, Any] = {"grpc.so_reuseport": 0}
     opts.update(options or {})
-    server = grpc.aio.server(options=tuple(opts.items()))
+    server = grpc.aio.server(options=tuple(opts.items()), interceptors=tuple(interceptors))
     dtmgimp_pb2_grpc.add_DtmServicer_to_server(  # type: ignore[no-untyped-call]
         DtmServicer(service), server
     )

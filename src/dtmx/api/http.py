@@ -20,6 +20,7 @@ from dtmx.core.request import parse_trans_body, parse_trans_type
 from dtmx.errors import BadRequest, DtmxError
 from dtmx.metrics import Metrics
 from dtmx.net.api_server import HttpServer, Request, Response, Routes, json_response
+from dtmx.security.guard import Guard
 from dtmx.service import Service
 
 log = logging.getLogger("dtmx.http")
@@ -85,10 +86,14 @@ def _gid_from_body(body: Any) -> str:
 
 
 class HttpApi:
-    def __init__(self, service: Service, metrics: Metrics, *, timeout_to_fail: float) -> None:
+    def __init__(
+        self, service: Service, metrics: Metrics, *, timeout_to_fail: float,
+        guard: Guard | None = None,
+    ) -> None:
         self.svc = service
         self.metrics = metrics
         self.timeout_to_fail = timeout_to_fail
+        self.guard = guard
         self.health: Callable[[], Awaitable[bool]] | None = None
 
     def server(self) -> HttpServer:
@@ -119,7 +124,9 @@ class HttpApi:
         ]
         table = Routes()
         for method, path, fn in routes:
-            table.add(method, path, _wrap(fn))
+            handler = _wrap(fn)
+            # every route behind the role it needs (security.roles), when a guard is given
+            table.add(method, path, self.guard.http(path, handler) if self.guard else handler)
         return HttpServer(table, error_response=_error_response)
 
     async def version(self, r: Request) -> Any:
