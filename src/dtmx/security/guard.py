@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from dtmx.net.api_server import Request, Response
 from dtmx.errors import DtmxError
+from dtmx.net.api_server import Request, Response
 from dtmx.security import audit
 from dtmx.security.auth import Authenticator, Principal, _current, require
 from dtmx.security.roles import AUDITED, Role, http_role, http_route_name
