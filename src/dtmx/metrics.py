@@ -56,6 +56,10 @@ class Metrics:
         count that grows with the calls means some branch does not keep connections alive)."""
         self.registry.register(_BranchConnections(read))
 
+    def gauge_runs_in_flight(self, read: Callable[[], int]) -> None:
+        """Export how many transaction runs this process has going (read at scrape time)."""
+        self.registry.register(_RunsInFlight(read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -86,4 +90,15 @@ class _BranchConnections(Collector):
         yield CounterMetricFamily(
             "dtmx_branch_connections_opened", "HTTP connections opened to branches",
             value=stats.connects,
+        )
+
+
+class _RunsInFlight(Collector):
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "dtmx_runs_in_flight", "Transaction runs of this process not ended yet",
+            value=self._read(),
         )

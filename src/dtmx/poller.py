@@ -11,16 +11,19 @@ import asyncio
 import logging
 
 from dtmx.core.models import Transaction
+from dtmx.engine import Engine
 from dtmx.errors import StoreError
-from dtmx.service import Service
 
 log = logging.getLogger("dtmx.poller")
 
 
 class Poller:
+    """Claims due transactions from the engine's store in batches and has the engine run
+    them, at most `concurrency` at once; deletes expired finished ones on the side."""
+
     def __init__(
         self,
-        service: Service,
+        engine: Engine,
         *,
         interval: float,
         batch: int = 16,
@@ -28,7 +31,7 @@ class Poller:
         finished_ttl: float = 0.0,
         expire_every: float = 60.0,
     ) -> None:
-        self.service = service
+        self.engine = engine
         self.interval = interval
         self.finished_ttl = finished_ttl
         self.expire_every = expire_every
@@ -41,25 +44,17 @@ class Poller:
 
     async def poll_once(self) -> int:
         """Claim one batch and start processing it; returns how many were claimed."""
-        svc = self.service
-        engine = svc.engine
-        now = svc.clock.now()
-        owner = svc.new_owner()
-        claimed = await svc.store.claim_due(
-            now=now, lease=engine.config.lease, owner=owner, limit=self.batch
-        )
+        claimed = await self.engine.claim_due(limit=self.batch)
         for trans in claimed:
             await self._sem.acquire()
-            trans.owner = owner
-            task = asyncio.create_task(self._process(trans, owner))
+            task = asyncio.create_task(self._process(trans))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         return len(claimed)
 
-    async def _process(self, trans: Transaction, owner: str) -> None:
+    async def _process(self, trans: Transaction) -> None:
         try:
-            branches = await self.service.store.get_branches(gid=trans.gid)
-            await self.service.engine.run(trans, branches, owner)
+            await self.engine.resume(trans)
         except StoreError as e:
             log.warning("store error processing %s: %s", trans.gid, e)
         except Exception:
@@ -72,17 +67,19 @@ class Poller:
 
         Runs from the poll loop at most every `expire_every` seconds, off the hot path.
         """
-        now = self.service.clock.now()
+        now = self.engine.clock.now()
         if not self.finished_ttl or now < self._next_expire:
             return 0
         self._next_expire = now + self.expire_every
-        n = await self.service.store.expire_finished(before=now - self.finished_ttl, limit=1000)
+        n = await self.engine.expire_finished(before=now - self.finished_ttl, limit=1000)
         if n:
             log.info("expired %d finished transactions", n)
         return n
 
     async def run(self) -> None:
-        clock = self.service.clock
+        """Poll until `stop`: at once again after a full batch, else every `interval`;
+        a store outage is logged once and retried (`healthy` says which)."""
+        clock = self.engine.clock
         while not self._stop.is_set():
             try:
                 n = await self.poll_once()
@@ -102,6 +99,7 @@ class Poller:
                 await clock.sleep(self.interval)
 
     async def stop(self) -> None:
+        """Stop polling and cancel the runs it started (they hand their claims back)."""
         self._stop.set()
         for t in list(self._running):
             t.cancel()

@@ -11,7 +11,8 @@ from typing import Any
 
 from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
-from dtmx.engine import Engine, EngineConfig
+from dtmx.core.timing import Timing
+from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.metrics import Metrics
@@ -56,19 +57,19 @@ class Server:
             store=self.store,
             invoker=invoker,
             clock=self.clock,
-            config=EngineConfig(
+            timing=Timing(
                 retry_interval=s.RetryInterval,
                 max_retry_interval=s.MaxRetryInterval,
                 request_timeout=s.RequestTimeout,
                 timeout_to_fail=s.TimeoutToFail,
                 lease=s.LeaseSeconds,
-                dtm_address=f"127.0.0.1:{s.GrpcPort}",
             ),
             metrics=metrics,
         )
+        metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
         self.service = Service(engine=engine, new_gid=GidFactory(self.clock))
         self.poller = Poller(
-            self.service,
+            engine,
             interval=s.TransCronInterval,
             finished_ttl=float(s.Store.FinishedDataExpire),
             expire_every=min(60.0, max(s.Store.FinishedDataExpire / 4, s.TransCronInterval)),
@@ -123,8 +124,7 @@ class Server:
             await self._http.stop()
         if self.service:
             await self.service.close()
-            invoker = self.service.engine.invoker
-            await invoker.close()
+            await self.service.engine.invoker.close()
         if self.store:
             await self.store.close()
         from dtmx.discovery import close_all

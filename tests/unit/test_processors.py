@@ -6,11 +6,11 @@ import pytest
 
 from dtmx.core import msg, processors, saga, tcc
 from dtmx.core.models import Branch, Op, Outcome, Status, Transaction, TransOptions, TransType
-from dtmx.core.plan import Call, Defaults, QueryPrepared, Transition, Wait
-from dtmx.core.timing import next_interval
+from dtmx.core.plan import Call, QueryPrepared, Transition, Wait
+from dtmx.core.timing import Timing, next_interval
 from dtmx.errors import BadRequest
 
-D = Defaults(timeout_to_fail=35)
+D = Timing(timeout_to_fail=35)
 
 
 def mk_saga(n: int, custom: str = "", **opts: object) -> tuple[Transaction, list[Branch]]:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import orjson
 
 from dtmx.core.models import Branch, Op, Status, Transaction
-from dtmx.core.plan import Call, Defaults, Plan, QueryPrepared, Transition, Wait
-from dtmx.core.timing import timeout_of, timeout_reason
+from dtmx.core.plan import Call, Plan, QueryPrepared, Transition, Wait
+from dtmx.core.timing import Timing, timeout_of, timeout_reason
 from dtmx.errors import BadRequest
 
 TOPIC_PREFIX = "topic://"
@@ -67,11 +67,11 @@ def gen_branches(
     return out
 
 
-def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: Defaults) -> Plan:
+def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     if trans.status is Status.PREPARED:
-        if timeout_reason(trans, now, defaults):
+        if timeout_reason(trans, now, timing):
             return QueryPrepared()
-        return Wait(trans.create_time + timeout_of(trans, defaults))
+        return Wait(trans.create_time + timeout_of(trans, timing))
     if trans.status is not Status.SUBMITTED:
         return Wait()
     delay = parse_delay(trans.custom_data)

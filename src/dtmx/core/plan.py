@@ -54,10 +54,3 @@ class Wait:
 
 
 Plan = Call | QueryPrepared | Transition | Wait
-
-
-@dataclass(slots=True, frozen=True)
-class Defaults:
-    """Server-wide defaults a processor needs (seconds)."""
-
-    timeout_to_fail: float = 35.0

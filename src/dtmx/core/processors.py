@@ -6,12 +6,13 @@ from collections.abc import Callable, Sequence
 
 from dtmx.core import msg, saga, tcc
 from dtmx.core.models import Branch, Op, Outcome, Status, Transaction, TransType
-from dtmx.core.plan import Defaults, Plan, Wait
+from dtmx.core.plan import Plan, Wait
+from dtmx.core.timing import Timing
 
-Planner = Callable[[Transaction, Sequence[Branch], float, Defaults], Plan]
+Planner = Callable[[Transaction, Sequence[Branch], float, Timing], Plan]
 
 
-def _idle(trans: Transaction, branches: Sequence[Branch], now: float, d: Defaults) -> Plan:
+def _idle(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     # workflow transactions are driven by their client, not by the server's processor
     return Wait()
 
@@ -25,11 +26,11 @@ PLANNERS: dict[TransType, Planner] = {
 }
 
 
-def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: Defaults) -> Plan:
+def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     """The next step for `trans`; finished transactions always wait forever."""
     if trans.status.finished:
         return Wait()
-    return PLANNERS[trans.trans_type](trans, branches, now, defaults)
+    return PLANNERS[trans.trans_type](trans, branches, now, timing)
 
 
 def branch_status(trans_type: TransType, op: Op, outcome: Outcome) -> Status | None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from dtmx.core.models import Branch, Op, Status, Transaction
-from dtmx.core.plan import Call, Defaults, Plan, Transition, Wait
-from dtmx.core.timing import timeout_reason
+from dtmx.core.plan import Call, Plan, Transition, Wait
+from dtmx.core.timing import Timing, timeout_reason
 from dtmx.errors import BadRequest
 
 
@@ -102,13 +102,13 @@ def _steps(branches: Sequence[Branch]) -> tuple[list[Branch], list[Branch]]:
     return actions, comps
 
 
-def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: Defaults) -> Plan:
+def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     custom = parse_custom(trans.custom_data)
     concurrent = custom.concurrent or trans.options.concurrent
     actions, comps = _steps(branches)
     n = len(actions)
     if trans.status is Status.SUBMITTED:
-        reason = timeout_reason(trans, now, defaults)
+        reason = timeout_reason(trans, now, timing)
         if reason:
             return Transition(Status.ABORTING, reason)
         if any(a.status is Status.FAILED for a in actions):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dtmx.core.models import Branch, Op, Status, Transaction, TransType
-from dtmx.core.plan import Call, Defaults, Plan, Transition, Wait
-from dtmx.core.timing import timeout_of, timeout_reason
+from dtmx.core.plan import Call, Plan, Transition, Wait
+from dtmx.core.timing import Timing, timeout_of, timeout_reason
 
 SECOND_PHASE = {
     TransType.TCC: (Op.CONFIRM, Op.CANCEL),
@@ -19,13 +19,13 @@ SECOND_PHASE = {
 }
 
 
-def plan(trans: Transaction, branches: Sequence[Branch], now: float, defaults: Defaults) -> Plan:
+def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     forward, backward = SECOND_PHASE[trans.trans_type]
     if trans.status is Status.PREPARED:
-        reason = timeout_reason(trans, now, defaults)
+        reason = timeout_reason(trans, now, timing)
         if reason:
             return Transition(Status.ABORTING, reason, reload=True)
-        return Wait(trans.create_time + timeout_of(trans, defaults))
+        return Wait(trans.create_time + timeout_of(trans, timing))
     if trans.status is Status.SUBMITTED:
         op, final = forward, Status.SUCCEED
     elif trans.status is Status.ABORTING:

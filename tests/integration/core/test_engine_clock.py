@@ -14,7 +14,8 @@ from dtmx.busi import BusiServer
 from dtmx.clock import GidFactory
 from dtmx.core.models import Change, Op, Status, TransType
 from dtmx.core.request import TransRequest
-from dtmx.engine import Engine, EngineConfig
+from dtmx.core.timing import Timing
+from dtmx.engine import Engine
 from dtmx.invoke.base import BranchCall, CallResult
 from dtmx.invoke.http_invoker import HttpInvoker
 from dtmx.poller import Poller
@@ -38,9 +39,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Service, Poller, FakeCloc
     store = SqliteStore(str(tmp_path / "e.db"))
     await store.open()
     invoker = HttpInvoker()
-    engine = Engine(store=store, invoker=invoker, clock=clock, config=EngineConfig())
+    engine = Engine(store=store, invoker=invoker, clock=clock, timing=Timing())
     svc = Service(engine=engine, new_gid=GidFactory(clock))
-    poller = Poller(svc, interval=3)
+    poller = Poller(svc.engine, interval=3)
     yield svc, poller, clock
     await poller.stop()
     await svc.close()
@@ -60,7 +61,7 @@ async def settle(svc: Service) -> None:
 
 
 async def _idle(svc: Service) -> bool:
-    return svc.runs_in_flight == 0
+    return svc.engine.runs_in_flight == 0
 
 
 async def test_backoff_schedule_then_recovery(world: tuple[Service, Poller, FakeClock],
@@ -179,7 +180,7 @@ async def test_claim_is_extended_only_when_half_the_lease_is_gone(
     recording = _RecordingStore(store)
     invoker = _SlowCalls(HttpInvoker(), clock, 10)
     engine = Engine(store=recording, invoker=invoker, clock=clock,  # type: ignore[arg-type]
-                    config=EngineConfig())
+                    timing=Timing())
     svc = Service(engine=engine, new_gid=GidFactory(clock))
     try:
         t0 = clock.now()
@@ -211,7 +212,7 @@ async def test_decided_calls_write_their_results_with_the_final_status(
     recording = _RecordingStore(store)
     invoker = HttpInvoker()
     engine = Engine(store=recording, invoker=invoker, clock=clock,  # type: ignore[arg-type]
-                    config=EngineConfig())
+                    timing=Timing())
     svc = Service(engine=engine, new_gid=GidFactory(clock))
     try:
         await svc.prepare(TransRequest(gid="t1", trans_type=TransType.TCC))

@@ -244,6 +244,8 @@ def test_query_all_and_cron_routes(server: ServerProcess, busi: BusiServer, gid:
     roundtrips = [line for line in metrics.splitlines()
                   if line.startswith("dtmx_store_roundtrips_total ")]
     assert roundtrips and float(roundtrips[0].split()[1]) > 0
+    in_flight = [line for line in metrics.splitlines() if line.startswith("dtmx_runs_in_flight ")]
+    assert in_flight and float(in_flight[0].split()[1]) >= 0
 
 
 def test_msg_custom_timeout_to_fail(server: ServerProcess, busi: BusiServer, gid: str) -> None:

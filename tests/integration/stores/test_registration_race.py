@@ -20,7 +20,8 @@ from dtmx.clock import GidFactory
 from dtmx.core import tcc
 from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
 from dtmx.core.request import TransRequest
-from dtmx.engine import Engine, EngineConfig
+from dtmx.core.timing import Timing
+from dtmx.engine import Engine
 from dtmx.invoke.http_invoker import HttpInvoker
 from dtmx.poller import Poller
 from dtmx.service import Service
@@ -108,9 +109,9 @@ async def test_a_branch_registered_while_the_poller_times_out_is_cancelled(
     racy = _RegisterAfterRead(store)
     invoker = HttpInvoker()
     engine = Engine(store=cast(Store, racy), invoker=invoker, clock=clock,
-                    config=EngineConfig())
+                    timing=Timing())
     svc = Service(engine=engine, new_gid=GidFactory(clock))
-    poller = Poller(svc, interval=3)
+    poller = Poller(svc.engine, interval=3)
     gid = "race-" + uuid.uuid4().hex
     with BusiServer(free_port()) as busi:
         try:
@@ -124,7 +125,7 @@ async def test_a_branch_registered_while_the_poller_times_out_is_cancelled(
 
             await register("01")
             racy.armed = lambda: register("02")  # answered without error: it must be cancelled
-            clock.advance(EngineConfig().timeout_to_fail + 1)
+            clock.advance(Timing().timeout_to_fail + 1)
             assert await poller.poll_once() == 1
 
             async def failed() -> bool:

@@ -1,0 +1,277 @@
+"""One run of one transaction this process owns: the interpreter of the planners' plans.
+
+`Run.go` asks the transaction's planner for the next step (`Call`, `Transition`,
+`QueryPrepared`, `Wait`), carries it out, feeds the results back and asks again, until the
+transaction finishes or must wait. The order of effects is what makes it safe:
+- a status change is committed before any call that depends on it;
+- branch results are buffered and written together with the next change, and before the
+  next branch call while that call can still change the outcome, so a saga of two steps
+  costs three store writes in all, and a TCC's confirms are written with its final status;
+- every write is compare-and-set on (status, owner): when another server has taken the
+  transaction over (our lease ran out), our write fails and we stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from dtmx.clock import Clock
+from dtmx.core import processors
+from dtmx.core.models import (
+    Branch,
+    BranchUpdate,
+    Change,
+    Op,
+    Outcome,
+    Status,
+    Transaction,
+    TransType,
+)
+from dtmx.core.plan import Call, QueryPrepared, Transition, Wait
+from dtmx.core.timing import (
+    Timing,
+    base_interval,
+    lease,
+    lease_running_out,
+    needs_longer_lease,
+    request_timeout,
+    retry_interval,
+)
+from dtmx.invoke.base import BranchCall, CallResult, Invoker
+from dtmx.metrics import Metrics
+from dtmx.stores.base import Store
+
+log = logging.getLogger("dtmx.engine")
+
+
+class Run:
+    """The working state of one run: the rows as we believe them plus unwritten results."""
+
+    __slots__ = ("branches", "clock", "failure", "invoker", "metrics", "owner", "pending",
+                 "reset_interval", "store", "timing", "trans")
+
+    def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
+                 metrics: Metrics, trans: Transaction, branches: Sequence[Branch],
+                 owner: str) -> None:
+        self.store, self.invoker, self.clock = store, invoker, clock
+        self.timing, self.metrics = timing, metrics
+        self.trans = trans
+        self.owner = owner
+        self.branches = list(branches)
+        self.pending: list[BranchUpdate] = []
+        self.failure = ""
+        self.reset_interval = False  # progress was made: the backoff starts again from the base
+
+    async def go(self) -> Transaction:
+        """Process the transaction until it finishes or has to wait; returns it as it is
+        then believed to be stored. Never raises but for cancellation."""
+        try:
+            if needs_longer_lease(self.trans, self.timing):
+                # claimed with the default lease, but this one's calls may take longer
+                now = self.clock.now()
+                if not await self._write(now, Change(next_cron_time=now + self._lease())):
+                    return self.trans
+            while True:
+                now = self.clock.now()
+                step = processors.plan(self.trans, self.branches, now, self.timing)
+                if isinstance(step, Transition):
+                    if not await self._transition(step, now):
+                        return self.trans
+                    if step.status.finished:
+                        self.metrics.finished(self.trans)
+                        return self.trans
+                elif isinstance(step, Call):
+                    if not await self._call(step, now):
+                        return self.trans
+                elif isinstance(step, QueryPrepared):
+                    if not await self._query_prepared(now):
+                        return self.trans
+                else:
+                    await self._wait(step, now)
+                    return self.trans
+        except asyncio.CancelledError:
+            # Shutting down: hand the transaction back, due now, instead of leaving it to
+            # wait out the lease.
+            await self._release()
+            raise
+        except Exception:
+            # A store error mid-run: nothing unwritten is lost, because the lease ends and
+            # the transaction is picked up again from what was committed.
+            log.exception("processing %s stopped", self.trans.gid)
+            return self.trans
+
+    def _lease(self) -> float:
+        return lease(self.trans, self.timing)
+
+    def _base_interval(self) -> float:
+        return base_interval(self.trans, self.timing)
+
+    async def _release(self) -> None:
+        if self.trans.status.finished:
+            return
+        try:
+            # with the results gathered so far: less to redo
+            await self._write(self.clock.now(), Change(next_cron_time=self.clock.now()))
+        except Exception as e:  # the lease still ends on its own
+            log.info("could not release %s: %s", self.trans.gid, e)
+
+    async def _write(self, now: float, change: Change) -> bool:
+        """Write `change` plus the buffered branch results, compare-and-set on our claim."""
+        change = replace(change, branches=tuple(self.pending))
+        if self.reset_interval and change.next_cron_interval is None:
+            change = replace(change, next_cron_interval=self._base_interval())
+        ok = await self.store.update(
+            gid=self.trans.gid,
+            now=now,
+            expect_status=self.trans.status,
+            expect_owner=self.owner,
+            change=change,
+        )
+        if not ok:
+            log.info("%s changed under us (status or owner); stopping this run", self.trans.gid)
+            return False
+        self.pending.clear()
+        self.trans.update_time = now
+        if change.next_cron_time is not None:
+            self.trans.next_cron_time = change.next_cron_time
+        if self.reset_interval:
+            self.trans.next_cron_interval = self._base_interval()
+            self.reset_interval = False
+        return True
+
+    async def _transition(self, step: Transition, now: float) -> bool:
+        t = self.trans
+        reason = step.reason
+        if step.status is Status.ABORTING and not reason:
+            reason = self.failure or "fail message lost"
+        change = Change(
+            status=step.status,
+            rollback_reason=reason or None,
+            next_cron_time=None if step.status.finished else now + self._lease(),
+        )
+        if not await self._write(now, change):
+            return False
+        t.status = step.status
+        if reason:
+            t.rollback_reason = reason
+        if step.reload:
+            self.branches = await self.store.get_branches(gid=t.gid)
+        if step.status is Status.SUCCEED:
+            t.finish_time = now
+        elif step.status is Status.FAILED:
+            t.rollback_time = now
+        return True
+
+    def _branch_call(self, b: Branch) -> BranchCall:
+        t = self.trans
+        return BranchCall(
+            url=b.url,
+            gid=t.gid,
+            trans_type=t.trans_type.value,
+            branch_id=b.branch_id,
+            op=b.op.value,
+            payload=b.data,
+            headers=t.options.branch_headers,
+            timeout=request_timeout(t, self.timing),
+            force_post=t.trans_type is TransType.XA,
+        )
+
+    async def _call(self, step: Call, now: float) -> bool:
+        if self.pending:
+            # The buffered results go out before the next call, unless the outcome is
+            # decided (see Call.decided): then they ride on a later write. Either way the
+            # claim is extended once less than half a lease is left; leaving
+            # next_cron_time alone otherwise keeps the write off the due-time index, which
+            # SQL stores pay for.
+            if lease_running_out(self.trans, now, self.timing):
+                if not await self._write(now, Change(next_cron_time=now + self._lease())):
+                    return False
+            elif not step.decided and not await self._write(now, Change()):
+                return False
+        by_key = {b.key: b for b in self.branches}
+        todo = [by_key[k] for k in step.keys]
+        results: list[CallResult] = await asyncio.gather(
+            *(self.invoker.call(self._branch_call(b)) for b in todo)
+        )
+        unsettled: list[Outcome] = []
+        later = self.clock.now()
+        t = self.trans
+        for b, res in zip(todo, results, strict=True):
+            self.metrics.branch(t, b, res.outcome)
+            status = processors.branch_status(t.trans_type, b.op, res.outcome)
+            if status is None:
+                unsettled.append(res.outcome)
+                log.info("%s branch %s %s: %s %s", t.gid, b.branch_id, b.op, res.outcome,
+                         res.detail)
+                continue
+            b.status = status
+            b.update_time = b.finish_time = later
+            self.pending.append(BranchUpdate(b.branch_id, b.op, status))
+            if status is Status.FAILED:
+                self.failure = f"url:{b.url} return failed: {res.detail}"
+        if not unsettled:
+            self.reset_interval = t.next_cron_interval > self._base_interval()
+            return True
+        # only "ongoing" answers keep the interval; any error backs off
+        backoff = any(o is not Outcome.ONGOING for o in unsettled)
+        return await self._retry_later(later, backoff=backoff, counts=_counts_retry(t, todo))
+
+    async def _retry_later(self, now: float, *, backoff: bool, counts: bool) -> bool:
+        """Schedule the next attempt, or, past a saga's retry_limit, roll it back now.
+
+        Returns whether the run goes on (it does after the switch to aborting).
+        """
+        t = self.trans
+        if counts and t.options.retry_limit > 0:
+            if t.options.retry_count >= t.options.retry_limit:
+                limit = t.options.retry_limit
+                reason = f"RetryCount is greater than RetryLimit, RetryLimit: {limit}"
+                return await self._transition(Transition(Status.ABORTING, reason), now)
+            t.options.retry_count += 1
+        interval = retry_interval(t, self.timing, backoff=backoff)
+        retry = Change(
+            next_cron_time=now + interval,
+            next_cron_interval=interval,
+            retry_count=t.options.retry_count if counts else None,
+        )
+        if await self._write(now, retry):
+            t.next_cron_interval = interval
+            t.next_cron_time = now + interval
+        return False
+
+    async def _query_prepared(self, now: float) -> bool:
+        t = self.trans
+        res = await self.invoker.call(
+            BranchCall(
+                url=t.query_prepared,
+                gid=t.gid,
+                trans_type=t.trans_type.value,
+                branch_id="00",
+                op=Op.MSG.value,
+                payload=b"",
+                headers=t.options.branch_headers,
+                timeout=request_timeout(t, self.timing),
+            )
+        )
+        if res.outcome is Outcome.SUCCESS:
+            return await self._transition(Transition(Status.SUBMITTED), now)
+        if res.outcome is Outcome.FAILURE:
+            failed = Transition(Status.FAILED, "query_prepared answered FAILURE")
+            if await self._transition(failed, now):
+                self.metrics.finished(t)
+            return False
+        log.info("%s query_prepared %s %s", t.gid, res.outcome, res.detail)
+        await self._retry_later(now, backoff=res.outcome is Outcome.ERROR, counts=False)
+        return False
+
+    async def _wait(self, step: Wait, now: float) -> None:
+        until = step.until if step.until is not None else now + self._base_interval()
+        await self._write(now, Change(next_cron_time=until))
+
+
+def _counts_retry(trans: Transaction, called: Sequence[Branch]) -> bool:
+    """retry_limit counts retries of saga actions only (DTM's rule)."""
+    return trans.trans_type is TransType.SAGA and any(b.op is Op.ACTION for b in called)
