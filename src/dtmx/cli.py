@@ -45,14 +45,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "warning": logging.WARNING, "error": logging.ERROR}
+def _setup_logging(settings: Settings) -> None:
+    from dtmx.settings import log_level
+    from dtmx.telemetry import logs
+    from dtmx.telemetry.wiring import tracing_enabled
 
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=_LEVELS[level.lower()], format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    logs.setup(
+        level=log_level(settings), fmt=settings.Log.Format, outputs=settings.Log.Outputs,
+        trace_id=logs.otel_trace_id if tracing_enabled(settings) else None,
     )
+
+
+def _load(config: str | None) -> Settings:
+    """Settings, with the warnings of loading them held back until logging is set up, so
+    they come out through the same handlers and format as every other line."""
+    from dtmx.settings import load
+    from dtmx.telemetry.logs import Buffered
+
+    held = Buffered()
+    root = logging.getLogger()
+    root.addHandler(held)
+    try:
+        settings = load(config)
+    finally:
+        root.removeHandler(held)
+    _setup_logging(settings)
+    held.replay()
+    return settings
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -98,14 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _server_command(args: argparse.Namespace) -> int:
-    from dtmx.settings import load
-
     try:
-        settings = load(args.config)
+        settings = _load(args.config)
     except ConfigError as e:
         print(f"dtmx: config error: {e.message}", file=sys.stderr)
         return 2
-    _setup_logging(settings.LogLevel)
     if args.command == "migrate":
         return _migrate(settings)
     workers = args.workers or settings.Workers

@@ -34,9 +34,9 @@ from dtmx.core.request import TransRequest
 from dtmx.core.timing import Timing
 from dtmx.errors import DuplicateBranch, Failure
 from dtmx.invoke.base import Invoker
-from dtmx.metrics import Metrics
 from dtmx.run import Run
 from dtmx.stores.base import Store
+from dtmx.telemetry.observer import Observer
 from dtmx.topics import subscribers
 
 
@@ -50,13 +50,14 @@ class Engine:
         invoker: Invoker,
         clock: Clock,
         timing: Timing,
-        metrics: Metrics | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.invoker = invoker
         self.clock = clock
         self.timing = timing
-        self.metrics = metrics or Metrics()
+        # metrics, alerts, logs, spans: told what happens, never able to change it
+        self.observer = observer or Observer(clock=clock)
         self._owner_prefix = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self._owner_seq = itertools.count(1)
         self._background: set[asyncio.Task[Transaction]] = set()
@@ -89,6 +90,7 @@ class Engine:
         await self._admit(Act.ABORT, req)
 
     async def _admit(self, act: Act, req: TransRequest) -> None:
+        self.observer.about(req.gid, req.trans_type.value)
         decision = admission.decide(act, req, UNREAD)
         if isinstance(decision, Reject):
             raise decision.error
@@ -163,6 +165,7 @@ class Engine:
     async def register_branch(self, *, gid: str, trans_type: TransType, branch_id: str,
                               data: bytes, urls: dict[str, str]) -> None:
         """Add a TCC/XA branch's second-phase ops while the transaction is prepared."""
+        self.observer.about(gid, trans_type.value, branch_id)
         now = self.clock.now()
         branches = tcc.gen_registered(trans_type, gid, branch_id, data, urls, now)
         try:
@@ -177,6 +180,7 @@ class Engine:
     async def force_stop(self, gid: str) -> None:
         """Fail an unfinished transaction at once, whatever it was doing; its running
         owner's next write is refused."""
+        self.observer.about(gid)
         for _ in range(5):
             existing = await self.store.get(gid=gid)
             error = admission.force_stop(gid, existing)
@@ -232,7 +236,7 @@ class Engine:
     def _run(self, trans: Transaction, branches: list[Branch], owner: str
              ) -> Coroutine[Any, Any, Transaction]:
         return Run(store=self.store, invoker=self.invoker, clock=self.clock,
-                   timing=self.timing, metrics=self.metrics, trans=trans,
+                   timing=self.timing, observer=self.observer, trans=trans,
                    branches=branches, owner=owner).go()
 
     async def close(self) -> None:

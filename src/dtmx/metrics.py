@@ -1,52 +1,127 @@
-"""Prometheus metrics of the server, in a registry of its own (served at /api/metrics)."""
+"""Prometheus metrics of the server, in a registry of its own (served at /api/metrics).
+
+DTM's series keep DTM's names, labels and label values (`dtmsvr/metrics.go`), so dashboards
+and alerts written for DTM match: `dtm_server_info`, `dtm_server_process_total{type,api,
+status}`, `dtm_server_response_duration{type,api}`, `dtm_transaction_process_total{model,
+status}`, `dtm_transaction_handled_duration{model}`, `dtm_branch_process_total{model,
+branchtype,status}`. DTM also labels branches by `branchid`, one series per branch id; that
+label is only there with `dtm_labels=True` (DTM's exact label set).
+
+Ours, named `dtmx_*`: store round trips, store latency per verb, poller lag, runs in flight,
+lease takeovers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dtmx.core.models import Branch, Outcome, Transaction
+from dtmx import __version__
+from dtmx.core.models import Branch, Outcome, Status, Transaction
+
+# a store round trip takes from a fraction of a millisecond (SQLite, Redis) to a few
+STORE_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+OK, FAIL = "ok", "fail"  # DTM's status label values
+
+Probe = Callable[[], Awaitable[None]]
+
+# DTM's Go client exports no `_created` series; neither do we (half the lines of a scrape)
+disable_created_metrics()
 
 if TYPE_CHECKING:
     from dtmx.net.branch_pool import PoolStats
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self._trans = Counter(
-            "dtm_server_transaction_process_total",
-            "Transactions finished, by type and final status",
-            ["model", "status"],
-            registry=self.registry,
-        )
-        self._branch = Counter(
-            "dtm_server_branch_process_total",
-            "Branch calls, by type, op and outcome",
-            ["model", "branchtype", "outcome"],
-            registry=self.registry,
-        )
+    """The server's series; the engine, API and store wrapper report into it."""
 
+    def __init__(self, *, dtm_labels: bool = False, grpc_version: str = "") -> None:
+        self.registry = r = CollectorRegistry()
+        self.dtm_labels = dtm_labels
+        info = Gauge("dtm_server_info", "The information of this dtm server.",
+                     ["gin_version", "grpc_version", "version"], registry=r)
+        # no gin here: our own HTTP server stands where DTM's gin does
+        info.labels("dtmx-http", grpc_version, __version__).set(1)
+        self._process = Counter("dtm_server_process_total", "All request received by dtm",
+                                ["type", "api", "status"], registry=r)
+        self._response = Histogram("dtm_server_response_duration",
+                                   "The request durations of a dtm server api",
+                                   ["type", "api"], registry=r)
+        self._trans = Counter("dtm_transaction_process_total",
+                              "All transactions processed by dtm", ["model", "status"],
+                              registry=r)
+        self._handled = Histogram(
+            "dtm_transaction_handled_duration",
+            "Histogram of handling latency of the transaction that handled by the server.",
+            ["model"], registry=r)
+        branch_labels = ["model", "branchid", "branchtype", "status"] if dtm_labels else [
+            "model", "branchtype", "status"]
+        self._branch = Counter("dtm_branch_process_total", "All branches processed by dtm",
+                               branch_labels, registry=r)
+        self._store = Histogram("dtmx_store_duration_seconds",
+                                "Store round trips by verb, seconds", ["verb"],
+                                buckets=STORE_BUCKETS, registry=r)
+        self.poller_lag = Gauge(
+            "dtmx_poller_lag_seconds",
+            "Now minus next_cron_time of the oldest due unfinished transaction (0: none due),"
+            " read at scrape time", registry=r)
+        self._takeovers = Counter(
+            "dtmx_lease_takeovers_total",
+            "Runs stopped because the transaction changed under them: another server took it"
+            " over after the lease ran out, or an operator stopped it", registry=r)
+        self._probes: list[Probe] = []
         # labels() builds a key and takes a lock on every call: keep the children
         self._children: dict[tuple[str, ...], Any] = {}
 
-    def _child(self, counter: Counter, *labels: str) -> Any:
-        key = (counter._name, *labels)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = counter.labels(*labels)
+            child = self._children[key] = metric.labels(*labels)
         return child
 
-    def finished(self, trans: Transaction) -> None:
-        self._child(self._trans, trans.trans_type.value, trans.status.value).inc()
+    # ---- reported by the engine ---------------------------------------------------------
+    def finished(self, trans: Transaction, now: float) -> None:
+        """A transaction reached succeed (ok) or failed (fail)."""
+        model = trans.trans_type.value
+        self._child(self._trans, model, OK if trans.status is Status.SUCCEED else FAIL).inc()
+        self._child(self._handled, model).observe(max(0.0, now - trans.create_time))
 
     def branch(self, trans: Transaction, branch: Branch, outcome: Outcome) -> None:
-        self._child(self._branch, trans.trans_type.value, branch.op.value, outcome.value).inc()
+        """One branch call's result: ok only when the branch succeeded (DTM's rule)."""
+        status = OK if outcome is Outcome.SUCCESS else FAIL
+        if self.dtm_labels:
+            child = self._child(self._branch, trans.trans_type.value, branch.branch_id,
+                                branch.op.value, status)
+        else:
+            child = self._child(self._branch, trans.trans_type.value, branch.op.value, status)
+        child.inc()
 
+    def takeover(self) -> None:
+        self._takeovers.inc()
+
+    # ---- reported by the API adapters and the store wrapper -----------------------------
+    def request(self, kind: str, api: str, ok: bool, seconds: float) -> None:
+        """One API request (`kind` http or grpc); fail is DTM's: HTTP >= 400 or a gRPC error."""
+        self._child(self._process, kind, api, OK if ok else FAIL).inc()
+        self._child(self._response, kind, api).observe(seconds)
+
+    def store_call(self, verb: str, seconds: float) -> None:
+        self._child(self._store, verb).observe(seconds)
+
+    # ---- read at scrape time --------------------------------------------------------------
     def count_store_roundtrips(self, read: Callable[[], int]) -> None:
         """Export the store's round-trip counter (read at scrape time, off the hot path)."""
         self.registry.register(_Roundtrips(read))
@@ -60,7 +135,14 @@ class Metrics:
         """Export how many transaction runs this process has going (read at scrape time)."""
         self.registry.register(_RunsInFlight(read))
 
-    def render(self) -> bytes:
+
+    def add_probe(self, probe: Probe) -> None:
+        """An async refresh run before each scrape (e.g. the poller lag: one store query)."""
+        self._probes.append(probe)
+
+    async def render(self) -> bytes:
+        for probe in self._probes:
+            await probe()
         return generate_latest(self.registry)
 
 

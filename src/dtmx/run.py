@@ -41,8 +41,8 @@ from dtmx.core.timing import (
     retry_interval,
 )
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
-from dtmx.metrics import Metrics
 from dtmx.stores.base import Store
+from dtmx.telemetry.observer import Observer
 
 log = logging.getLogger("dtmx.engine")
 
@@ -50,14 +50,14 @@ log = logging.getLogger("dtmx.engine")
 class Run:
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("branches", "clock", "failure", "invoker", "metrics", "owner", "pending",
+    __slots__ = ("branches", "clock", "failure", "invoker", "observer", "owner", "pending",
                  "reset_interval", "store", "timing", "trans")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
-                 metrics: Metrics, trans: Transaction, branches: Sequence[Branch],
+                 observer: Observer, trans: Transaction, branches: Sequence[Branch],
                  owner: str) -> None:
         self.store, self.invoker, self.clock = store, invoker, clock
-        self.timing, self.metrics = timing, metrics
+        self.timing, self.observer = timing, observer
         self.trans = trans
         self.owner = owner
         self.branches = list(branches)
@@ -68,6 +68,7 @@ class Run:
     async def go(self) -> Transaction:
         """Process the transaction until it finishes or has to wait; returns it as it is
         then believed to be stored. Never raises but for cancellation."""
+        self.observer.run_started(self.trans)
         try:
             if needs_longer_lease(self.trans, self.timing):
                 # claimed with the default lease, but this one's calls may take longer
@@ -81,7 +82,7 @@ class Run:
                     if not await self._transition(step, now):
                         return self.trans
                     if step.status.finished:
-                        self.metrics.finished(self.trans)
+                        self.observer.finished(self.trans)
                         return self.trans
                 elif isinstance(step, Call):
                     if not await self._call(step, now):
@@ -102,6 +103,8 @@ class Run:
             # the transaction is picked up again from what was committed.
             log.exception("processing %s stopped", self.trans.gid)
             return self.trans
+        finally:
+            self.observer.run_ended(self.trans)
 
     def _lease(self) -> float:
         return lease(self.trans, self.timing)
@@ -132,6 +135,7 @@ class Run:
         )
         if not ok:
             log.info("%s changed under us (status or owner); stopping this run", self.trans.gid)
+            self.observer.lost_claim(self.trans)
             return False
         self.pending.clear()
         self.trans.update_time = now
@@ -200,7 +204,7 @@ class Run:
         later = self.clock.now()
         t = self.trans
         for b, res in zip(todo, results, strict=True):
-            self.metrics.branch(t, b, res.outcome)
+            self.observer.branch(t, b, res)
             status = processors.branch_status(t.trans_type, b.op, res.outcome)
             if status is None:
                 unsettled.append(res.outcome)
@@ -261,7 +265,7 @@ class Run:
         if res.outcome is Outcome.FAILURE:
             failed = Transition(Status.FAILED, "query_prepared answered FAILURE")
             if await self._transition(failed, now):
-                self.metrics.finished(t)
+                self.observer.finished(t)
             return False
         log.info("%s query_prepared %s %s", t.gid, res.outcome, res.detail)
         await self._retry_later(now, backoff=res.outcome is Outcome.ERROR, counts=False)

@@ -5,25 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtmx import __version__
 from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
-from dtmx.metrics import Metrics
 from dtmx.net.api_server import HttpServer
 from dtmx.poller import Poller
 from dtmx.security.auth import Authenticator
 from dtmx.security.guard import Guard
 from dtmx.service import Service
-from dtmx.settings import Settings
+from dtmx.settings import Settings, describe_store
 from dtmx.stores import make_store
 from dtmx.stores.base import Store
+from dtmx.telemetry.wiring import Telemetry
 
 log = logging.getLogger("dtmx.server")
 
@@ -41,20 +44,19 @@ class Server:
     auth: Authenticator | None = None
     _auth_watch: asyncio.Task[None] | None = None
     _extras: list[Any] = field(default_factory=list)
+    telemetry: Telemetry | None = None
 
     async def start(self, *, reuse_port: bool = False) -> None:
         s = self.settings
         self.store = self.store or make_store(s)
         await self.store.open()
-        metrics = Metrics()
-        store = self.store
-        metrics.count_store_roundtrips(lambda: store.roundtrips)
+        self.telemetry = tel = Telemetry(s, self.clock)
         grpc_invoker = _grpc_invoker(s)
         http_invoker = HttpInvoker()
-        metrics.count_branch_connections(http_invoker.client.stats)
-        invoker = Router(http_invoker, grpc_invoker)
+        tel.metrics.count_branch_connections(http_invoker.client.stats)
+        invoker = tel.invoker(Router(http_invoker, grpc_invoker))
         engine = Engine(
-            store=self.store,
+            store=tel.store(self.store, self.clock),
             invoker=invoker,
             clock=self.clock,
             timing=Timing(
@@ -64,9 +66,9 @@ class Server:
                 timeout_to_fail=s.TimeoutToFail,
                 lease=s.LeaseSeconds,
             ),
-            metrics=metrics,
+            observer=tel.observer,
         )
-        metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
+        tel.metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
         self.service = Service(engine=engine, new_gid=GidFactory(self.clock))
         self.poller = Poller(
             engine,
@@ -79,16 +81,25 @@ class Server:
             log.warning("Auth is not configured: every API route is open to anyone who can "
                         "reach the ports (as in DTM); see README, Security")
         guard = Guard(self.auth, self.clock.now)
-        api = HttpApi(self.service, metrics, timeout_to_fail=s.TimeoutToFail, guard=guard)
+        api = HttpApi(self.service, tel.metrics, timeout_to_fail=s.TimeoutToFail,
+                      guard=guard, observer=tel.api)
         api.health = self._healthy
         self._http = api.server()
         await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port)
-        self._grpc = await _start_grpc(self.service, s, reuse_port, guard)
+        self._grpc = await _start_grpc(
+            self.service, s, reuse_port,
+            # observed outside the guard: refused calls count and are logged too
+            lambda: [*tel.grpc_interceptors(), guard.grpc_interceptor()],
+        )
         self._auth_watch = asyncio.create_task(self.auth.watch())
         self._extras = await _start_registration(s)
         self._poll_task = asyncio.create_task(self.poller.run())
-        log.info("dtmx listening: http %s:%d grpc %s", s.Host, s.HttpPort,
-                 s.GrpcPort if self._grpc else "off")
+        log.info(
+            "dtmx %s started: store %s, http %s:%d, grpc %s, pid %d, workers %d, tracing %s,"
+            " alerts %s", __version__, describe_store(s), s.Host, s.HttpPort,
+            s.GrpcPort if self._grpc else "off", os.getpid(), s.Workers,
+            "on" if tel.tracing else "off", "on" if tel.alerts else "off",
+        )
 
     async def _healthy(self) -> bool:
         if self.store is None:
@@ -125,11 +136,15 @@ class Server:
         if self.service:
             await self.service.close()
             await self.service.engine.invoker.close()
+        if self.telemetry:
+            await self.telemetry.close()
         if self.store:
             await self.store.close()
         from dtmx.discovery import close_all
 
         await close_all()
+        if self.telemetry:
+            log.info("dtmx stopped (pid %d)", os.getpid())
 
 
 def _grpc_invoker(s: Settings) -> Invoker | None:
@@ -143,7 +158,9 @@ def _grpc_invoker(s: Settings) -> Invoker | None:
     return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}", resolver=resolve_target)
 
 
-async def _start_grpc(service: Service, s: Settings, reuse_port: bool, guard: Guard) -> Any:
+async def _start_grpc(
+    service: Service, s: Settings, reuse_port: bool, interceptors: Callable[[], list[Any]]
+) -> Any:
     if not s.GrpcPort:
         return None
     try:
@@ -154,7 +171,7 @@ async def _start_grpc(service: Service, s: Settings, reuse_port: bool, guard: Gu
     # with --workers every process binds the same ports (SO_REUSEPORT), as the HTTP site does
     options = {"grpc.so_reuseport": 1} if reuse_port else None
     return await start_grpc_server(service, s.Host, s.GrpcPort, options=options,
-                                   interceptors=[guard.grpc_interceptor()])
+                                   interceptors=interceptors())
 
 
 async def _start_registration(s: Settings) -> list[Any]:

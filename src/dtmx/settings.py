@@ -86,11 +86,46 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """DTM's `Log` block plus ours. Level empty: the top-level LogLevel decides."""
+
+    Level: str = ""
+    Format: str = "text"  # text | json
+    Outputs: str = "stderr"  # DTM's: comma-separated, stderr, stdout or file paths
+    AccessLog: bool = False  # one line per API request (method, path, status, duration)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Tracing (OpenTelemetry, OTLP) and metric options; the OTEL_* variables also apply."""
+
+    Tracing: bool = False  # on as well when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+    Endpoint: str = ""  # OTLP endpoint; empty: OTEL_EXPORTER_OTLP_ENDPOINT or the SDK default
+    Protocol: str = "grpc"  # grpc | http/protobuf (OTEL_EXPORTER_OTLP_PROTOCOL wins)
+    ServiceName: str = "dtmx"  # OTEL_SERVICE_NAME wins
+    # DTM's exact label set: branchid on dtm_branch_process_total (one series per branch id)
+    DtmLabels: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Which notifications AlertWebHook receives, beyond DTM's retry alert."""
+
+    Notify: str = "retry"  # comma-separated: retry, failed, stuck
+    StuckAfter: float = 3600.0  # seconds unfinished before a `stuck` notification
+    Timeout: float = 3.0  # per webhook POST
+    Attempts: int = 5  # POSTs per notification, with doubling backoff from 1 s
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
     Limits: Limits = field(default_factory=Limits)
     Auth: AuthSettings | None = None
+    Log: LogSettings = field(default_factory=LogSettings)
+    Telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    Alert: AlertSettings = field(default_factory=AlertSettings)
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -102,12 +137,16 @@ class Settings:
     LeaseSeconds: float = 30.0
     LogLevel: str = "info"
     Workers: int = 1
+    AlertRetryLimit: int = 3
+    AlertWebHook: str = field(default="", repr=False)  # its URL may hold a token
+
+
 
 
 # DTM keys we accept without using them, so a DTM config file loads without noise.
 IGNORED = {
     "JsonRpcPort", "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
-    "Log", "TimeZoneOffset", "ConfigUpdateInterval", "AlertRetryLimit", "AlertWebHook",
+    "Log.RotationEnable", "Log.RotationConfigJSON", "TimeZoneOffset", "ConfigUpdateInterval",
     "AdminBasePath", "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
 }
 
@@ -115,6 +154,7 @@ IGNORED = {
 # The nested blocks, by key (the annotations are strings under `from __future__`).
 _BLOCKS: dict[str, type] = {
     "Store": StoreSettings, "MicroService": MicroServiceSettings, "Limits": Limits,
+    "Log": LogSettings, "Telemetry": TelemetrySettings, "Alert": AlertSettings,
 }
 
 
@@ -133,6 +173,15 @@ def _coerce(path: str, kind: Any, value: Any) -> Any:
                 f"{path} must be one of {', '.join(StoreDriver)}, not {value!r}"
             ) from None
     try:
+        if kind is bool or kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
         if kind is int or kind == "int":
             if isinstance(value, bool):
                 raise ValueError
@@ -238,11 +287,38 @@ def validate(s: Settings) -> None:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:
         _validate_auth(s.Auth)
-    if s.LogLevel.lower() not in ("debug", "info", "warn", "warning", "error"):
-        raise ConfigError(f"LogLevel must be debug|info|warn|error, not {s.LogLevel!r}")
+    for key, level in (("LogLevel", s.LogLevel), ("Log.Level", s.Log.Level or "info")):
+        if level.lower() not in ("debug", "info", "warn", "warning", "error"):
+            raise ConfigError(f"{key} must be debug|info|warn|error, not {level!r}")
+    if s.Log.Format not in ("text", "json"):
+        raise ConfigError(f"Log.Format must be text or json, not {s.Log.Format!r}")
+    if s.Telemetry.Protocol not in ("grpc", "http/protobuf"):
+        raise ConfigError(
+            f"Telemetry.Protocol must be grpc or http/protobuf, not {s.Telemetry.Protocol!r}"
+        )
     bad = out_of_range(s.Limits)
     if bad:
         raise ConfigError("; ".join(bad))
+    if s.AlertRetryLimit < 0:
+        raise ConfigError("AlertRetryLimit must be >= 0")
+    if s.AlertWebHook and urlparse(s.AlertWebHook).scheme not in ("http", "https"):
+        raise ConfigError("AlertWebHook must be an http:// or https:// URL")
+    unknown = set(alert_kinds(s.Alert)) - {"retry", "failed", "stuck"}
+    if unknown:
+        raise ConfigError(f"Alert.Notify: unknown kinds {', '.join(sorted(unknown))}"
+                          " (retry, failed, stuck)")
+    if s.Alert.StuckAfter <= 0 or s.Alert.Timeout <= 0 or s.Alert.Attempts < 1:
+        raise ConfigError("Alert.StuckAfter and Alert.Timeout must be > 0, Alert.Attempts >= 1")
+
+
+def alert_kinds(a: AlertSettings) -> list[str]:
+    """The notification kinds of Alert.Notify, in order."""
+    return [k.strip().lower() for k in a.Notify.split(",") if k.strip()]
+
+
+def log_level(s: Settings) -> str:
+    """The effective level: Log.Level when set, else DTM's LogLevel."""
+    return (s.Log.Level or s.LogLevel).lower()
 
 
 def _validate_auth(auth: AuthSettings) -> None:
@@ -318,3 +394,11 @@ def store_target(st: StoreSettings) -> StoreTarget:
         st.Driver, st.Host, st.Port or _DEFAULT_PORTS[st.Driver], st.User, st.Password, db,
         st.Schema, st.RedisPrefix, url,
     )
+
+
+def describe_store(s: Settings) -> str:
+    """Where the store is, for log lines: driver, host:port and database, never a password."""
+    t = store_target(s.Store)
+    if t.driver == "sqlite":
+        return f"sqlite {t.db}"
+    return f"{t.driver} {t.host}:{t.port}/{t.db}"

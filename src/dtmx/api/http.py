@@ -22,6 +22,7 @@ from dtmx.metrics import Metrics
 from dtmx.net.api_server import HttpServer, Request, Response, Routes, json_response
 from dtmx.security.guard import Guard
 from dtmx.service import Service
+from dtmx.telemetry.api import ApiObserver
 
 log = logging.getLogger("dtmx.http")
 
@@ -87,11 +88,17 @@ def _gid_from_body(body: Any) -> str:
 
 class HttpApi:
     def __init__(
-        self, service: Service, metrics: Metrics, *, timeout_to_fail: float,
+        self,
+        service: Service,
+        metrics: Metrics,
+        *,
+        timeout_to_fail: float,
         guard: Guard | None = None,
+        observer: ApiObserver | None = None,
     ) -> None:
         self.svc = service
         self.metrics = metrics
+        self.observer = observer or ApiObserver(metrics)
         self.timeout_to_fail = timeout_to_fail
         self.guard = guard
         self.health: Callable[[], Awaitable[bool]] | None = None
@@ -126,7 +133,10 @@ class HttpApi:
         for method, path, fn in routes:
             handler = _wrap(fn)
             # every route behind the role it needs (security.roles), when a guard is given
-            table.add(method, path, self.guard.http(path, handler) if self.guard else handler)
+            if self.guard:
+                handler = self.guard.http(path, handler)
+            # observed outside the guard: refused requests count and are logged too
+            table.add(method, path, self.observer.http(method, path, handler))
         return HttpServer(table, error_response=_error_response)
 
     async def version(self, r: Request) -> Any:
@@ -224,7 +234,7 @@ class HttpApi:
         return json_response({"healthy": ok}, 200 if ok else 503)
 
     async def prometheus(self, r: Request) -> Any:
-        return Response(self.metrics.render(), content_type=PROMETHEUS_TEXT)
+        return Response(await self.metrics.render(), content_type=PROMETHEUS_TEXT)
 
 
 def _ms(v: str | None) -> float | None:

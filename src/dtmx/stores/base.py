@@ -96,6 +96,12 @@ class Store(Protocol):
         several servers sharing the store never claim the same transaction at once.
         """
 
+    async def oldest_due(self, *, now: float) -> float | None:
+        """The earliest next_cron_time <= now among unfinished transactions (None: none due).
+
+        For the poller-lag gauge, read at scrape time; not on the processing path.
+        """
+
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
         """Make one unfinished transaction due now. False if there is no such gid."""
 

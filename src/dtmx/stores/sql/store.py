@@ -240,6 +240,16 @@ class SqlStore(abc.ABC):
             key=lambda t: (t.next_cron_time or 0.0, t.gid),
         )
 
+    async def oldest_due(self, *, now: float) -> float | None:
+        """See `dtmx.stores.base.Store.oldest_due`."""
+        async with self._session() as ex:
+            rows = await ex.fetch(
+                f"SELECT MIN(next_cron_time) FROM trans_global"
+                f" WHERE {IN_UNFINISHED} AND next_cron_time <= ?",
+                [*UNFINISHED_VALUES, self._d.ts(now)],
+            )
+        return self._d.from_ts(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
         """See `dtmx.stores.base.Store.reset_next_cron_time`."""
         async with self._session() as ex:
