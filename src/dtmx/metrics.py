@@ -38,7 +38,7 @@ OK, FAIL = "ok", "fail"  # DTM's status label values
 Probe = Callable[[], Awaitable[None]]
 
 # DTM's Go client exports no `_created` series; neither do we (half the lines of a scrape)
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 if TYPE_CHECKING:
     from dtmx.net.branch_pool import PoolStats

@@ -240,7 +240,7 @@ def test_query_all_and_cron_routes(server: ServerProcess, busi: BusiServer, gid:
     assert requests.get(f"http://127.0.0.1:{server.http_port}/api/ping",
                         timeout=5).json() == {"msg": "pong"}
     metrics = requests.get(f"http://127.0.0.1:{server.http_port}/api/metrics", timeout=5).text
-    assert "dtm_server_transaction_process_total" in metrics
+    assert "dtm_transaction_process_total" in metrics
     roundtrips = [line for line in metrics.splitlines()
                   if line.startswith("dtmx_store_roundtrips_total ")]
     assert roundtrips and float(roundtrips[0].split()[1]) > 0

@@ -455,6 +455,17 @@ async def test_claim_due_claims_only_due_unfinished(store: Store) -> None:
     assert {t.gid for t in again} == {t.gid for t in due} | {later.gid}
 
 
+async def test_oldest_due_is_the_earliest_due_unfinished(store: Store) -> None:
+    assert await store.oldest_due(now=T0) is None
+    for t in (mk(gid(), next_cron=T0 - 2), mk(gid(), next_cron=T0 - 5),
+              mk(gid(), next_cron=T0 + 1), mk(gid(), status=Status.FAILED, next_cron=T0 - 9)):
+        assert await store.create(trans=t, branches=[])
+    assert await store.oldest_due(now=T0) == approx(T0 - 5)
+    await store.claim_due(now=T0, lease=30, owner="me", limit=10)  # leased: not due
+    assert await store.oldest_due(now=T0) is None
+    assert await store.oldest_due(now=T0 + 1) == approx(T0 + 1)
+
+
 async def test_claim_due_respects_limit(store: Store) -> None:
     for i in range(7):
         await store.create(trans=mk(gid(), next_cron=T0 - i), branches=[])
