@@ -93,6 +93,7 @@ _EXTRA_OF = {
     "aetcd": "etcd",
     "grpc": "grpc",
     "google": "grpc",
+    "opentelemetry": "tracing",
 }
 
 
