@@ -14,6 +14,7 @@ from typing import Any
 from dtmx import __version__
 from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
+from dtmx.core.branch_policy import BranchPolicy
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
@@ -22,6 +23,7 @@ from dtmx.net.api_server import HttpServer
 from dtmx.poller import Poller
 from dtmx.security.auth import Authenticator
 from dtmx.security.guard import Guard
+from dtmx.security.netguard import AddressGuard
 from dtmx.service import Service
 from dtmx.settings import Settings, describe_store
 from dtmx.stores import make_store
@@ -51,8 +53,10 @@ class Server:
         self.store = self.store or make_store(s)
         await self.store.open()
         self.telemetry = tel = Telemetry(s, self.clock)
-        grpc_invoker = _grpc_invoker(s)
-        http_invoker = HttpInvoker()
+        policy = branch_policy(s)
+        address_guard = AddressGuard(policy)
+        grpc_invoker = _grpc_invoker(s, address_guard)
+        http_invoker = HttpInvoker(guard=address_guard)
         tel.metrics.count_branch_connections(http_invoker.client.stats)
         invoker = tel.invoker(Router(http_invoker, grpc_invoker))
         engine = Engine(
@@ -69,7 +73,7 @@ class Server:
             observer=tel.observer,
         )
         tel.metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
-        self.service = Service(engine=engine, new_gid=GidFactory(self.clock))
+        self.service = Service(engine=engine, new_gid=GidFactory(self.clock), policy=policy)
         self.poller = Poller(
             engine,
             interval=s.TransCronInterval,
@@ -147,7 +151,14 @@ class Server:
             log.info("dtmx stopped (pid %d)", os.getpid())
 
 
-def _grpc_invoker(s: Settings) -> Invoker | None:
+def branch_policy(s: Settings) -> BranchPolicy:
+    """The BranchPolicy block as rules (validated when the settings were loaded)."""
+    p = s.BranchPolicy
+    return BranchPolicy.build(schemes=p.Schemes, allow=p.Allow, deny=p.Deny,
+                              deny_defaults=p.DenyDefaults)
+
+
+def _grpc_invoker(s: Settings, guard: AddressGuard) -> Invoker | None:
     try:
         from dtmx.invoke.grpc import GrpcInvoker
     except ImportError:  # grpcio is an optional server dependency
@@ -155,7 +166,9 @@ def _grpc_invoker(s: Settings) -> Invoker | None:
     from dtmx.discovery import resolve_target
 
     # etcd://host:2379/<key>/pkg.Service/Method branch URLs resolve through etcd
-    return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}", resolver=resolve_target)
+    # (and every target, etcd's answers too, is judged by BranchPolicy before it is dialled)
+    return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}",
+                       resolver=guard.grpc_resolver(resolve_target))
 
 
 async def _start_grpc(

@@ -11,21 +11,37 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dtmx import topics
+from dtmx.core.branch_policy import BranchPolicy, refuse_denied
 from dtmx.core.models import KV, Branch, ScanFilter, Transaction, TransType
+from dtmx.core.msg import TOPIC_PREFIX
 from dtmx.core.request import TransRequest, check_gid, parse_trans_type
 from dtmx.engine import Engine
 from dtmx.errors import BadRequest, NotFound
 from dtmx.stores.base import Store
 
+#: registerBranch fields that are branch URLs (what core.tcc.gen_registered calls)
+_BRANCH_URL_KEYS = ("confirm", "cancel", "url")
+
 
 class Service:
     """DTM's server API over one engine (writes) and its store (reads, topics)."""
 
-    def __init__(self, *, engine: Engine, new_gid: Callable[[], str]) -> None:
+    def __init__(
+        self, *, engine: Engine, new_gid: Callable[[], str], policy: BranchPolicy | None = None
+    ) -> None:
         self.engine = engine
+        #: where branch URLs may point; checked here as they enter (and again on connect)
+        self.policy = policy or BranchPolicy()
         self.store: Store = engine.store
         self.clock = engine.clock
         self._new_gid = new_gid
+
+    def _check_urls(self, req: TransRequest) -> None:
+        """BadRequest naming the first step URL or query_prepared the policy refuses
+        (topic:// steps name topics; their subscribers were checked on subscribe)."""
+        urls = [u for step in req.steps for u in step.values()
+                if not u.startswith(TOPIC_PREFIX)]
+        refuse_denied(self.policy, [req.query_prepared, *urls])
 
     async def new_gid(self) -> str:
         """A fresh, unique gid for a client to start a transaction with."""
@@ -34,11 +50,13 @@ class Service:
     # ---- transactions -----------------------------------------------------------------
     async def prepare(self, req: TransRequest) -> None:
         """Store a msg/TCC/XA transaction as prepared (idempotent while prepared)."""
+        self._check_urls(req)
         await self.engine.prepare(req)
 
     async def submit(self, req: TransRequest) -> None:
         """Submit a transaction and start it; with wait_result, answer once it finished
         (Failure unless it succeeded). Submitting a submitted one again answers success."""
+        self._check_urls(req)
         await self.engine.submit(req)
 
     async def abort(self, req: TransRequest) -> None:
@@ -80,6 +98,7 @@ class Service:
         raw = data.get("data", b"")
         payload = raw.encode() if isinstance(raw, str) else bytes(raw)
         urls = {k: v for k, v in data.items() if isinstance(v, str)}
+        refuse_denied(self.policy, (urls.get(k, "") for k in _BRANCH_URL_KEYS))
         await self.engine.register_branch(gid=gid, trans_type=trans_type, branch_id=branch_id,
                                           data=payload, urls=urls)
 
@@ -109,6 +128,7 @@ class Service:
     async def subscribe(self, topic: str, url: str, remark: str) -> None:
         """Add a subscriber URL to a msg topic (Failure if it already subscribes)."""
         _check_topic(topic, url)
+        refuse_denied(self.policy, [url])
         await topics.subscribe(self.store, topic=topic, url=url, remark=remark,
                                now=self.clock.now())
 

@@ -118,6 +118,18 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchPolicySettings:
+    """Where branch calls may go (`BranchPolicy:`; rules in dtmx.core.branch_policy).
+    Env: BRANCH_POLICY_ALLOW / _DENY / _SCHEMES as comma-separated lists."""
+
+    Schemes: tuple[str, ...] = ("http", "https", "grpc", "etcd")
+    Allow: tuple[str, ...] = ()
+    Deny: tuple[str, ...] = ()
+    #: also deny link-local and cloud metadata addresses (branch_policy.DEFAULT_DENY)
+    DenyDefaults: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
@@ -126,6 +138,7 @@ class Settings:
     Log: LogSettings = field(default_factory=LogSettings)
     Telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     Alert: AlertSettings = field(default_factory=AlertSettings)
+    BranchPolicy: BranchPolicySettings = field(default_factory=BranchPolicySettings)
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -211,6 +224,9 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
         if name == "Auth" and cls is Settings:
             kwargs[name] = _build_auth(data.get(name), env)
             continue
+        if name == "BranchPolicy" and cls is Settings:
+            kwargs[name] = _build_policy(data.get(name), env)
+            continue
         sub_cls = _BLOCKS.get(name) if cls is Settings else None
         if sub_cls is not None:
             sub = data.get(name) or {}
@@ -250,6 +266,45 @@ def _build_auth(raw: Any, env: Mapping[str, str]) -> AuthSettings | None:
         built.append(_build(TokenSettings, t, f"Auth.Tokens[{i}].", {}))
     auth: AuthSettings = _build(AuthSettings, data, "Auth.", env)
     return dataclasses.replace(auth, Tokens=tuple(built))
+
+
+def _str_list(path: str, raw: Any, env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """A list of strings from YAML, or from its env variable as comma-separated text."""
+    if env_name(path) in env:
+        return tuple(x.strip() for x in env[env_name(path)].split(",") if x.strip())
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(x, str | int) for x in raw):
+        raise ConfigError(f"{path} must be a list of strings")
+    return tuple(str(x) for x in raw)
+
+
+def _build_policy(raw: Any, env: Mapping[str, str]) -> BranchPolicySettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("BranchPolicy must be a mapping")
+    lists = {}
+    for key in ("Schemes", "Allow", "Deny"):
+        value = _str_list(f"BranchPolicy.{key}", raw.get(key), env)
+        if value is not None:
+            lists[key] = value
+    rest = {k: v for k, v in raw.items() if k not in ("Schemes", "Allow", "Deny")}
+    deny_defaults = rest.pop("DenyDefaults", True)
+    if "BRANCH_POLICY_DENY_DEFAULTS" in env:
+        deny_defaults = env["BRANCH_POLICY_DENY_DEFAULTS"].strip().lower() in ("1", "true", "yes")
+    for key in rest:
+        log.warning("unknown config key BranchPolicy.%s (ignored)", key)
+    if not isinstance(deny_defaults, bool):
+        raise ConfigError("BranchPolicy.DenyDefaults must be true or false")
+    built = BranchPolicySettings(DenyDefaults=deny_defaults, **lists)
+    from dtmx.core.branch_policy import BranchPolicy
+
+    try:
+        BranchPolicy.build(schemes=built.Schemes, allow=built.Allow, deny=built.Deny)
+    except ValueError as e:
+        raise ConfigError(f"BranchPolicy: {e}") from None
+    return built
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:

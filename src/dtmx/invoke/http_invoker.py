@@ -10,7 +10,7 @@ import logging
 
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
-from dtmx.net.branch_client import BranchClient
+from dtmx.net.branch_client import BranchClient, HostGuard
 from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, HeaderError, HttpProtocolError
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ class HttpInvoker:
     after decompression): a larger answer is an ERROR result and its connection is dropped.
     """
 
-    def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE) -> None:
-        self.client = BranchClient(limit=limit, max_response=max_response)
+    def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE,
+                 guard: HostGuard | None = None) -> None:
+        self.client = BranchClient(limit=limit, max_response=max_response, guard=guard)
 
     async def call(self, call: BranchCall) -> CallResult:
         if not call.url:  # DTM: an empty URL is a branch with nothing to do

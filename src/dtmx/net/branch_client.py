@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from dtmx.core.branch_policy import literal_ip
 from dtmx.net.branch_pool import Http1Pool, PoolStats
 from dtmx.net.branch_wire import (
     DEFAULT_MAX_RESPONSE,
@@ -48,13 +51,25 @@ class Answer:
     body: bytes
 
 
-class BranchClient:
-    """HTTP requests to branch URLs (see the module docstring for the rules)."""
+class HostGuard(Protocol):
+    """Where branch hosts may be dialled (dtmx.security.netguard.AddressGuard)."""
 
-    def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE) -> None:
+    async def resolve(self, host: str, port: int, *, url: str = "") -> list[str]: ...
+
+    def aiohttp_resolver(self) -> Any: ...
+
+
+class BranchClient:
+    """HTTP requests to branch URLs (see the module docstring for the rules). With a
+    `guard`, every connection goes to an address the guard resolved and allowed."""
+
+    def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE,
+                 guard: HostGuard | None = None) -> None:
         self._limit = limit
         self.max_response = max_response
-        self.pool = Http1Pool(limit=limit, max_response=max_response)
+        self.guard = guard
+        self.pool = Http1Pool(limit=limit, max_response=max_response,
+                              resolve=guard.resolve if guard else None)
         self._session: aiohttp.ClientSession | None = None
         self._targets: dict[str, object] = {}
 
@@ -96,7 +111,9 @@ class BranchClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
+            resolver = self.guard.aiohttp_resolver() if self.guard else None
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30,
+                                             resolver=resolver)
             # decoding is ours (BodyDecoder), so the cap holds after decompression too
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
@@ -111,6 +128,14 @@ class BranchClient:
         timeout: float,
     ) -> Answer:
         header_lines(headers)  # the same refusal of CR/LF and bad names as the own path
+        if self.guard is not None:  # aiohttp does not ask its resolver about literals
+            try:
+                u = urlsplit(url)
+                host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+            except ValueError as e:
+                raise HttpProtocolError(f"bad URL: {e}") from None
+            if literal_ip(host) is not None:
+                await self.guard.resolve(host, port, url=url)
         sent = {"Content-Type": "application/json", **headers}
         try:
             async with self._get_session().request(

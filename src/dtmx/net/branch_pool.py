@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -178,8 +179,11 @@ class Http1Pool:
         max_idle_per_host: int = 128,
         idle_timeout: float = 30.0,
         max_response: int = DEFAULT_MAX_RESPONSE,
+        resolve: Callable[[str, int], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.limit = limit
+        #: the addresses a host may be dialled at (BranchPolicy's connect-time check)
+        self.resolve = resolve
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
         self.max_response = max_response
@@ -364,5 +368,7 @@ class Http1Pool:
         """Open one TCP connection to host:port for `protocol`: the only place this pool
         opens connections, so a policy on where branches may go applies to all of them."""
         loop = asyncio.get_running_loop()
+        if self.resolve is not None:
+            host = (await self.resolve(host, port))[0]  # dial what was judged
         await loop.create_connection(lambda: protocol, host, port)
 
