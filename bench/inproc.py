@@ -57,8 +57,8 @@ async def count_roundtrips(conf: dict[str, Any], workdir: Path,
 async def _idle(server: Any, timeout: float = 10.0) -> None:
     """Wait until the in-process server has no background runs (the final writes)."""
     end = time.monotonic() + timeout
-    # a private attribute, read only here: the bench is allowed to look inside
-    while server.service._tasks and time.monotonic() < end:
+    engine = server.service.engine
+    while engine.runs_in_flight and time.monotonic() < end:
         await asyncio.sleep(0.005)
     await asyncio.sleep(0.02)
 
