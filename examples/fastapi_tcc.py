@@ -153,9 +153,9 @@ async def wait_finished(dtm: DtmClient, gid: str) -> str:
     """Poll the server until it has confirmed or cancelled every branch; the final status."""
     async with asyncio.timeout(30):
         while True:
-            status: str = (await dtm.query(gid))["transaction"]["status"]
-            if status in ("succeed", "failed"):
-                return status
+            state = await dtm.query(gid)
+            if state is not None and state.finished:
+                return state.status
             await asyncio.sleep(0.1)
 
 

@@ -107,9 +107,9 @@ async def wait_finished(dtm: DtmClient, gid: str) -> str:
     """Poll the server until the msg is delivered or failed; the final status."""
     async with asyncio.timeout(60):
         while True:
-            status: str = (await dtm.query(gid))["transaction"]["status"]
-            if status in ("succeed", "failed"):
-                return status
+            state = await dtm.query(gid)
+            if state is not None and state.finished:
+                return state.status
             await asyncio.sleep(0.1)
 
 

@@ -15,7 +15,7 @@ import grpc
 import grpc.aio
 import jwt
 
-from dtmx.client import DtmClient, DtmError, Failure
+from dtmx.client import DtmClient, DtmError, StillRunning, TransactionFailed
 from dtmx.client.grpc import GrpcTransport
 from mall.common.config import ConfigError, UserApiConf
 from mall.common.discovery import Balancer, Discovery, EtcdDiscovery, NoInstance
@@ -31,7 +31,6 @@ GENDERS = ("male", "female", "other")
 USER_SERVICE = "user.User"
 SCORE_SERVICE = "score.UserScore"
 DTM_SERVICE_KEY = "dtmservice"
-_WAIT_PREFIX = "wait result not return success"
 _FAILED_PREFIX = "return failed: "
 
 
@@ -121,7 +120,7 @@ class UserApiLogic:
             if self._dtm is not None:
                 await self._dtm.aclose()
             transport = GrpcTransport(address, timeout=self.conf.RegisterTimeout)
-            self._dtm = DtmClient(f"grpc://{address}", transport=transport)
+            self._dtm = DtmClient(transport=transport)
             self._dtm_address = address
         return self._dtm
 
@@ -184,9 +183,9 @@ class UserApiLogic:
         log.info("register %r as %d: submitting saga", name, user_id)
         try:
             await asyncio.wait_for(saga.submit(), self.conf.RegisterTimeout)
-        except Failure as e:
-            if e.message.startswith(_WAIT_PREFIX):
-                raise self._pending(gid, user_id, e.message) from None
+        except StillRunning as e:
+            raise self._pending(gid, user_id, e.message) from None
+        except TransactionFailed as e:
             log.info("register %r refused: %s", name, e.message)
             raise refusal(e.message) from None
         except (DtmError, TimeoutError) as e:

@@ -6,14 +6,9 @@ these at the store adapter, so nothing above the store sees a driver exception.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, ClassVar
 
-
-class DtmResult(StrEnum):
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
-    ONGOING = "ONGOING"
+from dtmx.wire import DtmResult
 
 
 class DtmxError(Exception):

@@ -174,9 +174,9 @@ class Run:
         return BranchCall(
             url=b.url,
             gid=t.gid,
-            trans_type=t.trans_type.value,
+            trans_type=t.trans_type,
             branch_id=b.branch_id,
-            op=b.op.value,
+            op=b.op,
             payload=b.data,
             headers=t.options.branch_headers,
             timeout=request_timeout(t, self.timing),
@@ -252,9 +252,9 @@ class Run:
             BranchCall(
                 url=t.query_prepared,
                 gid=t.gid,
-                trans_type=t.trans_type.value,
+                trans_type=t.trans_type,
                 branch_id="00",
-                op=Op.MSG.value,
+                op=Op.MSG,
                 payload=b"",
                 headers=t.options.branch_headers,
                 timeout=request_timeout(t, self.timing),

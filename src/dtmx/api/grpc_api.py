@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
+from dtmx.api.serialize import query_json
 from dtmx.core.models import Branch, Protocol, Transaction, TransOptions
 from dtmx.core.request import TransRequest, check_gid, parse_trans_type
 from dtmx.errors import BadRequest, ConfigError, DtmxError
@@ -212,6 +213,17 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
 
         await _guard(context, run)
         return empty_pb2.Empty()
+
+    async def Query(
+        self, request: dtmgimp_pb2.DtmQueryRequest, context: Context
+    ) -> dtmgimp_pb2.DtmQueryReply:
+        """dtmx's addition to DTM's API: the JSON text GET query answers."""
+
+        async def run() -> dtmgimp_pb2.DtmQueryReply:
+            answer = query_json(*await self._service.query(request.Gid))
+            return dtmgimp_pb2.DtmQueryReply(Json=orjson.dumps(answer).decode())
+
+        return await _guard(context, run)
 
     async def DeleteTopic(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context

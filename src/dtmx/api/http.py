@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from dtmx import __version__
-from dtmx.api.serialize import branch_json, kv_json, trans_json
+from dtmx.api.serialize import branch_json, kv_json, query_json, trans_json
 from dtmx.core.models import ScanFilter, Status
 from dtmx.core.request import parse_trans_body, parse_trans_type
 from dtmx.errors import BadRequest, DtmxError
@@ -174,11 +174,7 @@ class HttpApi:
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
-        trans, branches = await self.svc.query(gid)
-        return {
-            "transaction": trans_json(trans) if trans else None,
-            "branches": [branch_json(b) for b in branches],
-        }
+        return query_json(*await self.svc.query(gid))
 
     async def all(self, r: Request) -> Any:
         q = r.query

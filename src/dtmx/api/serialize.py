@@ -87,3 +87,11 @@ def kv_json(kv: KV) -> dict[str, Any]:
         "create_time": iso(kv.create_time),
         "update_time": iso(kv.update_time),
     }
+
+
+def query_json(trans: Transaction | None, branches: list[Branch]) -> dict[str, Any]:
+    """What a query answers, over HTTP (GET query) and gRPC (dtmx's Query) alike."""
+    return {
+        "transaction": trans_json(trans) if trans else None,
+        "branches": [branch_json(b) for b in branches],
+    }

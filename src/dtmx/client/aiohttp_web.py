@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dtmx.client.branch import BranchInfo, result_for
-from dtmx.client.errors import Failure, Ongoing
+from dtmx.client._branch import BranchInfo, result_for
+from dtmx.client._errors import Failure, Ongoing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

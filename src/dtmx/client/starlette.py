@@ -15,8 +15,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec
 
-from dtmx.client.branch import BranchInfo, result_for
-from dtmx.client.errors import Failure, Ongoing
+from dtmx.client._branch import BranchInfo, result_for
+from dtmx.client._errors import Failure, Ongoing
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

@@ -24,11 +24,11 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from dtmx.client.client import DtmClient
-from dtmx.client.msg import Msg
-from dtmx.client.saga import Saga
-from dtmx.client.tcc import Tcc
-from dtmx.client.tcc import tcc_global_transaction as _async_tcc_global_transaction
+from dtmx.client._client import DtmClient
+from dtmx.client._msg import Msg
+from dtmx.client._saga import Saga
+from dtmx.client._tcc import Tcc
+from dtmx.client._tcc import tcc_global_transaction as _async_tcc_global_transaction
 
 __all__ = ["SyncDtmClient", "SyncMsg", "SyncSaga", "SyncTcc", "tcc_global_transaction"]
 

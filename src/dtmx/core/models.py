@@ -9,47 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class TransType(StrEnum):
-    SAGA = "saga"
-    TCC = "tcc"
-    MSG = "msg"
-    XA = "xa"
-    WORKFLOW = "workflow"
-
-
-class Status(StrEnum):
-    """Status of a global transaction; branches use PREPARED, SUCCEED and FAILED."""
-
-    PREPARED = "prepared"
-    SUBMITTED = "submitted"
-    ABORTING = "aborting"
-    SUCCEED = "succeed"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Status.SUCCEED, Status.FAILED)
-
+# The wire's words are defined once, in dtmx.wire (shared with the SDK); re-exported here.
+from dtmx.wire import Op as Op
+from dtmx.wire import Protocol as Protocol
+from dtmx.wire import Status as Status
+from dtmx.wire import TransType as TransType
 
 UNFINISHED = (Status.PREPARED, Status.SUBMITTED, Status.ABORTING)
-
-
-class Op(StrEnum):
-    ACTION = "action"
-    COMPENSATE = "compensate"
-    TRY = "try"
-    CONFIRM = "confirm"
-    CANCEL = "cancel"
-    MSG = "msg"
-    COMMIT = "commit"
-    ROLLBACK = "rollback"
-
-
-class Protocol(StrEnum):
-    HTTP = "http"
-    GRPC = "grpc"
-    JSON_RPC = "json-rpc"
 
 
 class Outcome(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dtmx.core.models import Outcome
+from dtmx.core.models import Op, Outcome, TransType
 
 
 @dataclass(slots=True, frozen=True)
@@ -14,9 +14,9 @@ class BranchCall:
 
     url: str
     gid: str
-    trans_type: str
+    trans_type: TransType
     branch_id: str
-    op: str
+    op: Op
     payload: bytes
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 3.0

@@ -130,3 +130,15 @@ class DtmTopicRequest(_message.Message):
     URL: str
     Remark: str
     def __init__(self, Topic: _Optional[str] = ..., URL: _Optional[str] = ..., Remark: _Optional[str] = ...) -> None: ...
+
+class DtmQueryRequest(_message.Message):
+    __slots__ = ("Gid",)
+    GID_FIELD_NUMBER: _ClassVar[int]
+    Gid: str
+    def __init__(self, Gid: _Optional[str] = ...) -> None: ...
+
+class DtmQueryReply(_message.Message):
+    __slots__ = ("Json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    Json: str
+    def __init__(self, Json: _Optional[str] = ...) -> None: ...

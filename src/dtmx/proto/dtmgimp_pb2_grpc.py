@@ -84,6 +84,11 @@ class DtmStub(object):
                 request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/dtmgimp.Dtm/Query',
+                request_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryRequest.SerializeToString,
+                response_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryReply.FromString,
+                _registered_method=True)
 
 
 class DtmServicer(object):
@@ -152,6 +157,14 @@ class DtmServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """dtmx's addition (DTM has no such call, its servers answer UNIMPLEMENTED): what the
+        HTTP API's GET query answers, as the same JSON text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DtmServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +212,11 @@ def add_DtmServicer_to_server(servicer, server):
                     servicer.DeleteTopic,
                     request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryRequest.FromString,
+                    response_serializer=dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +464,33 @@ class Dtm(object):
             '/dtmgimp.Dtm/DeleteTopic',
             dtmx_dot_proto_dot_dtmgimp__pb2.DtmTopicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dtmgimp.Dtm/Query',
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryRequest.SerializeToString,
+            dtmx_dot_proto_dot_dtmgimp__pb2.DtmQueryReply.FromString,
             options,
             channel_credentials,
             insecure,

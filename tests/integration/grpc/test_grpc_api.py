@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dtmx.api.grpc_api import start_grpc_server
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
-from dtmx.client.errors import DtmError, Failure, Ongoing
+from dtmx.client._errors import DtmError, Failure, Ongoing
 from dtmx.client.grpc import GrpcTransport
 from dtmx.core.models import Branch, Op, Protocol, Status, Transaction, TransType
 from dtmx.core.request import TransRequest
@@ -293,7 +293,7 @@ async def test_sdk_transport(target: str, svc: RecordingService) -> None:
         svc.error = None
         with pytest.raises(DtmError) as ei:
             await t.submit({"gid": "", "trans_type": "saga"})
-        assert "INVALID_ARGUMENT" in ei.value.message
+        assert ei.value.grpc_code == "INVALID_ARGUMENT" and "gid" in ei.value.message
         with pytest.raises(DtmError):
             await t.query(gid)
     finally:
@@ -305,6 +305,6 @@ async def test_sdk_transport_server_down() -> None:
     try:
         with pytest.raises(DtmError) as ei:
             await t.new_gid()
-        assert "UNAVAILABLE" in ei.value.message
+        assert ei.value.grpc_code == "UNAVAILABLE"
     finally:
         await t.close()

@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 import pytest
 
-from dtmx.client.branch import BranchInfo
-from dtmx.client.consts import Op, TransType
-from dtmx.client.errors import Failure, InvalidBranchInfo, Ongoing
+from dtmx.client._branch import BranchInfo
+from dtmx.client._consts import Op, TransType
+from dtmx.client._errors import Failure, InvalidBranchInfo, Ongoing
 from dtmx.client.grpc import (
     branch_info_from_grpc_metadata,
     dtm_address_from_grpc_metadata,

@@ -19,7 +19,7 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
-from dtmx.client.errors import Failure
+from dtmx.client._errors import Failure
 from dtmx.client.grpc import GrpcTransport
 from tests.support.grpc_busi import GrpcBusi
 from tests.support.proto import busi_pb2

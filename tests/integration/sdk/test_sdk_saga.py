@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from dtmx.client import DtmClient, Failure
+from dtmx.client import (
+    DtmClient,
+    Rejected,
+    Status,
+    StillRunning,
+    TransactionFailed,
+    TransactionState,
+)
 from dtmx.client.sync import SyncDtmClient
 from tests.integration.sdk.branch_service import BranchService
 from tests.support.server import ServerProcess
 from tests.support.util import aeventually
 
 
-async def wait_status(client: DtmClient, gid: str, status: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
+async def wait_status(client: DtmClient, gid: str, status: str) -> TransactionState:
+    async def check() -> TransactionState | None:
         q = await client.query(gid)
-        t = q["transaction"]
-        return q if t and t["status"] == status else None
+        return q if q and q.status == status else None
 
     return await aeventually(check, timeout=15)
 
@@ -39,7 +43,7 @@ async def test_saga_success(client: DtmClient, branches: BranchService) -> None:
     assert call.query["gid"] == gid and call.query["branch_id"] == "01"
     assert call.query["op"] == "action" and call.query["trans_type"] == "saga"
     assert call.headers.get("X-Sdk-Test") == "yes"
-    assert {b["branch_id"] for b in q["branches"]} == {"01", "02"}
+    assert {b.branch_id for b in q.branches} == {"01", "02"}
 
 
 async def test_saga_rollback(client: DtmClient, branches: BranchService) -> None:
@@ -66,7 +70,7 @@ async def test_concurrent_saga_with_orders(client: DtmClient, branches: BranchSe
     last = branches.called("a2")[0].at
     assert branches.called("a0")[0].at <= last and branches.called("a1")[0].at <= last
     q = await client.query(gid)
-    assert '"orders"' in q["transaction"]["custom_data"]
+    assert q is not None and '"orders"' in q.raw["transaction"]["custom_data"]
 
 
 async def test_wait_result_success(client: DtmClient, branches: BranchService) -> None:
@@ -75,7 +79,7 @@ async def test_wait_result_success(client: DtmClient, branches: BranchService) -
     saga.wait_result = True
     await saga.submit()
     q = await client.query(gid)  # no polling: submit answered when it was done
-    assert q["transaction"]["status"] == "succeed"
+    assert q is not None and q.status is Status.SUCCEED
 
 
 async def test_wait_result_failure(client: DtmClient, branches: BranchService) -> None:
@@ -83,10 +87,29 @@ async def test_wait_result_failure(client: DtmClient, branches: BranchService) -
     gid = await client.new_gid()
     saga = client.saga(gid).set_options(wait_result=True)
     saga.add(branches.url("a1"), branches.url("c1"), {"x": 1})
-    with pytest.raises(Failure):
+    with pytest.raises(TransactionFailed) as info:
         await saga.submit()
+    assert info.value.gid == gid and info.value.status == 409
     await wait_status(client, gid, "failed")
     assert branches.count("c1") == 1
+
+
+async def test_wait_result_still_running(client: DtmClient, branches: BranchService) -> None:
+    branches.results["a1"] = 500  # an error is retried later: the saga stays submitted
+    gid = await client.new_gid()
+    saga = client.saga(gid).set_options(wait_result=True, retry_interval=60)
+    saga.add(branches.url("a1"), branches.url("c1"), {"x": 1})
+    with pytest.raises(StillRunning) as info:
+        await saga.submit()
+    assert (info.value.gid, info.value.state) == (gid, Status.SUBMITTED)
+    state = await client.query(gid)
+    assert state is not None and state.status is Status.SUBMITTED and not state.finished
+
+
+async def test_bad_request_is_rejected(client: DtmClient) -> None:
+    with pytest.raises(Rejected) as info:
+        await client.transport.submit({"gid": "g x", "trans_type": "saga", "steps": []})
+    assert info.value.status == 400 and "gid" in info.value.message
 
 
 def test_sync_saga(dtm_server: ServerProcess, branches: BranchService) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dtmx.client import DtmClient, Failure, Tcc, tcc_global_transaction
+from dtmx.client import DtmClient, Failure, Status, Tcc, tcc_global_transaction
 from tests.integration.sdk.branch_service import BranchService
 from tests.integration.sdk.test_sdk_saga import wait_status
 from tests.support.util import aeventually
@@ -43,7 +43,7 @@ async def test_tcc_rollback(client: DtmClient, branches: BranchService) -> None:
     q = await wait_status(client, gid, "failed")
     assert branches.count("cancel1") == branches.count("cancel2") == 1
     assert branches.count("confirm1") == 0
-    assert "switched to fail" in (q["transaction"].get("rollback_reason") or "")
+    assert "switched to fail" in q.rollback_reason
 
 
 async def test_nested_tcc(client: DtmClient, branches: BranchService) -> None:
@@ -55,7 +55,7 @@ async def test_nested_tcc(client: DtmClient, branches: BranchService) -> None:
     q = await wait_status(client, gid, "succeed")
     assert branches.count("subconfirm1") == branches.count("subconfirm2") == 1
     assert branches.count("confirm") == 1
-    ids = {b["branch_id"] for b in q["branches"]}
+    ids = {b.branch_id for b in q.branches}
     assert {"01", "0101", "0102"} <= ids
     assert branches.called("subtry1")[0].query["branch_id"] == "0101"
 
@@ -65,7 +65,7 @@ async def test_msg_prepare_and_submit(client: DtmClient, branches: BranchService
     msg = client.msg(gid).add(branches.url("in1"), {"amount": 5}).add(branches.url("in2"), {})
     await msg.prepare(branches.url("qp"))
     q = await client.query(gid)
-    assert q["transaction"]["status"] == "prepared"
+    assert q is not None and q.status is Status.PREPARED
     await msg.submit()
     await wait_status(client, gid, "succeed")
     assert branches.called("in1")[0].body == {"amount": 5}

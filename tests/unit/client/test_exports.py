@@ -8,23 +8,25 @@ import dtmx.client.sync
 
 EXPECTED = {
     "BranchBarrier",
-    "BranchIdGen",
     "BranchInfo",
-    "BranchResponse",
+    "BranchState",
     "DtmClient",
     "DtmError",
     "DtmResult",
     "Failure",
-    "HttpTransport",
     "InvalidBranchInfo",
     "Msg",
     "Ongoing",
     "Op",
+    "Rejected",
     "Saga",
+    "Status",
+    "StillRunning",
     "Tcc",
+    "TimedOut",
     "TransType",
-    "Transport",
-    "payload_text",
+    "TransactionFailed",
+    "TransactionState",
     "result_for",
     "tcc_global_transaction",
 }
@@ -35,6 +37,25 @@ def test_all_is_pinned() -> None:
     for name in EXPECTED:
         obj = getattr(dtmx.client, name)
         assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_plumbing_is_private() -> None:
+    # Everything else lives in `_`-prefixed modules; the public modules are these.
+    import pkgutil
+
+    public = {m.name for m in pkgutil.iter_modules(dtmx.client.__path__) if m.name[0] != "_"}
+    assert public == {"aiohttp_web", "barrier", "grpc", "starlette", "sync"}
+
+
+def test_wire_enums_are_defined_once() -> None:
+    import dtmx.core.models
+    import dtmx.errors
+    import dtmx.wire
+
+    for name in ("Op", "Status", "TransType"):
+        assert getattr(dtmx.client, name) is getattr(dtmx.core.models, name)
+        assert getattr(dtmx.client, name) is getattr(dtmx.wire, name)
+    assert dtmx.client.DtmResult is dtmx.errors.DtmResult is dtmx.wire.DtmResult
 
 
 def test_sync_exports() -> None:

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from dtmx.client import DtmClient, Msg, Saga, Tcc, payload_text
+from dtmx.client import DtmClient, Msg, Saga, Tcc
+from dtmx.client._base import payload_text
 
 URL = "http://127.0.0.1:1/api/dtmsvr"
 
@@ -138,10 +139,10 @@ def test_tcc_body_and_rollback_reason(client: DtmClient) -> None:
 
 
 def test_binary_payload_kept_as_bytes_for_grpc_and_refused_over_http() -> None:
-    from dtmx.client.base import encode_payload
-    from dtmx.client.errors import DtmError
+    from dtmx.client._base import encode_payload
+    from dtmx.client._errors import DtmError
+    from dtmx.client._http import _text_payloads
     from dtmx.client.grpc import dtm_request
-    from dtmx.client.http_transport import _text_payloads
 
     raw = b"\x08\x96\x01\xff"  # a serialized protobuf, not UTF-8
     assert encode_payload(raw) == raw

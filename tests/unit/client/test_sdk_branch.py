@@ -3,7 +3,6 @@
 import pytest
 
 from dtmx.client import (
-    BranchIdGen,
     BranchInfo,
     DtmClient,
     DtmError,
@@ -12,6 +11,7 @@ from dtmx.client import (
     Tcc,
     TransType,
 )
+from dtmx.client._base import BranchIdGen
 
 
 def test_branch_ids() -> None:

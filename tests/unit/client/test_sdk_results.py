@@ -3,7 +3,7 @@
 import pytest
 
 from dtmx.client import DtmError, Failure, Ongoing, result_for
-from dtmx.client.errors import error_for_response
+from dtmx.client._errors import error_for_response
 
 
 @pytest.mark.parametrize(

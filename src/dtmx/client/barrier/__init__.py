@@ -27,10 +27,10 @@ keep the table next to the business data in the main database.
 
 from __future__ import annotations
 
+from dtmx.client._errors import Failure
 from dtmx.client.barrier._adapters import AsyncAdapter, SyncAdapter
 from dtmx.client.barrier._barrier import BranchBarrier, Duplicated, ensure_table, ensure_table_sync
 from dtmx.client.barrier._sql import DEFAULT_TABLE, Dialect, ddl
-from dtmx.client.errors import Failure
 
 __all__ = [
     "DEFAULT_TABLE",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from dtmx.client.consts import Op
+from dtmx.client._consts import Op
 
 # The branch, op and barrier id DTM reserves for a msg's local transaction (DoAndSubmit) and
 # its query_prepared check.

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtmx.client._consts import Op
+from dtmx.client._errors import DtmError, Failure, InvalidBranchInfo
 from dtmx.client.barrier import _redis
 from dtmx.client.barrier._adapters import async_adapter, sync_adapter
 from dtmx.client.barrier._algo import (
@@ -17,8 +19,6 @@ from dtmx.client.barrier._algo import (
     plan_call,
 )
 from dtmx.client.barrier._sql import DEFAULT_TABLE, ddl, split_table
-from dtmx.client.consts import Op
-from dtmx.client.errors import DtmError, Failure, InvalidBranchInfo
 
 AsyncBusiness = Callable[[Any], Awaitable[object]]
 SyncBusiness = Callable[[Any], object]

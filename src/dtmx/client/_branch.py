@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dtmx.client.consts import (
+from dtmx.client._consts import (
     HTTP_CONFLICT,
     HTTP_INTERNAL,
     HTTP_OK,
@@ -18,7 +18,7 @@ from dtmx.client.consts import (
     Op,
     TransType,
 )
-from dtmx.client.errors import Failure, InvalidBranchInfo, Ongoing
+from dtmx.client._errors import Failure, InvalidBranchInfo, Ongoing
 
 _FIELDS = ("gid", "trans_type", "branch_id", "op")
 

@@ -2,8 +2,8 @@
 
 Transaction bodies are plain dicts in DTM's JSON shape (`gid`, `trans_type`, `steps`,
 `payloads`, `custom_data`, options...), so each transport only has to carry them.
-Implementations: `dtmx.client.http_transport.HttpTransport` and, separately, a gRPC one.
-Every method raises `dtmx.client.errors.DtmError` (or its `Failure` / `Ongoing`) on error.
+Implementations: `dtmx.client._http.HttpTransport` and, separately, a gRPC one.
+Every method raises `dtmx.client._errors.DtmError` (or its `Failure` / `Ongoing`) on error.
 """
 
 from __future__ import annotations

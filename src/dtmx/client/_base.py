@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import orjson
 
-from dtmx.client.consts import TransType
-from dtmx.client.errors import DtmError
+from dtmx.client._consts import TransType
+from dtmx.client._errors import DtmError, wait_outcome
 
 if TYPE_CHECKING:
-    from dtmx.client.client import DtmClient
+    from dtmx.client._client import DtmClient
 
 #: Anything a step or branch accepts as payload: JSON-able data, or JSON text already encoded.
 Payload = Any
@@ -91,7 +91,8 @@ class TransBase:
             raise ValueError("gid must not be empty (use `await client.new_gid()`)")
         self.client = client
         self.gid = gid
-        #: Submit answers only when the transaction has finished (409 if it failed).
+        #: Submit answers only when the transaction has finished: raises `TransactionFailed`
+        #: if it failed, `StillRunning` if the server stopped waiting first.
         self.wait_result = False
         #: Seconds after which an unfinished transaction is aborted.
         self.timeout_to_fail = 0
@@ -132,6 +133,17 @@ class TransBase:
             if value is not None:
                 setattr(self, name, value)
         return self
+
+    async def _submit(self) -> None:
+        """Submit `to_body()`; with `wait_result`, raise `TransactionFailed` if the transaction
+        ended failed and `StillRunning` if it has not finished when the server answers."""
+        try:
+            await self.client.transport.submit(self.to_body())
+        except DtmError as e:
+            outcome = wait_outcome(e, self.gid) if self.wait_result else e
+            if outcome is e:
+                raise
+            raise outcome from None
 
     def custom_data(self) -> str:
         """The `custom_data` JSON text of this transaction type ("" for none)."""

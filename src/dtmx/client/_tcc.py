@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from dtmx.client.base import BranchIdGen, Payload, TransBase, payload_text
-from dtmx.client.branch import BranchInfo
-from dtmx.client.consts import Op, TransType
-from dtmx.client.errors import DtmError
-from dtmx.client.http_transport import BranchResponse
+from dtmx.client._base import BranchIdGen, Payload, TransBase, payload_text
+from dtmx.client._branch import BranchInfo
+from dtmx.client._consts import Op, TransType
+from dtmx.client._errors import DtmError
+from dtmx.client._http import BranchResponse
 
 if TYPE_CHECKING:
-    from dtmx.client.client import DtmClient
+    from dtmx.client._client import DtmClient
 
 T = TypeVar("T")
 _MAX_REASON = 1024
@@ -61,7 +61,7 @@ class Tcc(TransBase):
 
     async def submit(self) -> None:
         """Submit: the server confirms every registered branch."""
-        await self.client.transport.submit(self.to_body())
+        await self._submit()
 
     async def abort(self, reason: str = "") -> None:
         """Abort: the server cancels every registered branch, in reverse order."""

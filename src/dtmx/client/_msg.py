@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from dtmx.client.base import Payload, TransBase, encode_payload
-from dtmx.client.consts import MSG_DO_BRANCH_ID, MSG_DO_OP, MSG_TOPIC_PREFIX, TransType
-from dtmx.client.errors import DtmError, Failure
+from dtmx.client._base import Payload, TransBase, encode_payload
+from dtmx.client._consts import MSG_DO_BRANCH_ID, MSG_DO_OP, MSG_TOPIC_PREFIX, TransType
+from dtmx.client._errors import DtmError, Failure
 
 if TYPE_CHECKING:
+    from dtmx.client._client import DtmClient
     from dtmx.client.barrier import BranchBarrier
-    from dtmx.client.client import DtmClient
 
 
 class Msg(TransBase):
@@ -72,7 +72,7 @@ class Msg(TransBase):
 
     async def submit(self) -> None:
         """Submit: the server delivers the steps."""
-        await self.client.transport.submit(self.to_body())
+        await self._submit()
 
     async def abort(self) -> None:
         """Abort a prepared msg: it ends failed and nothing is delivered."""

@@ -2,12 +2,14 @@
 
 The session is created lazily inside the running loop (aiohttp binds a session to the loop
 that created it) and reused for every call, so connections to the server and to branches are
-kept alive. Transport errors (refused, timeout, ...) become `DtmError` here, once.
+kept alive. Transport errors (refused, timeout, ...) become `DtmError` / `TimedOut` here,
+once, with a readable message (never a repr, never a header value).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl as _ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from dtmx.client.errors import DtmError, error_for_response, raise_for_response
+from dtmx.client._errors import DtmError, TimedOut, error_for_response, raise_for_response
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -37,7 +39,7 @@ class BranchResponse:
         return orjson.loads(self.body)
 
     def error(self) -> DtmError | None:
-        """The `Failure` / `Ongoing` / `DtmError` this response stands for, or None."""
+        """The `Failure` / `Ongoing` / `Rejected` / `DtmError` this response stands for."""
         return error_for_response(self.status, self.text)
 
     def raise_for_result(self, *, check_body: bool = True) -> None:
@@ -46,11 +48,24 @@ class BranchResponse:
 
 
 class HttpSession:
-    """A lazily created, pooled aiohttp session with DTM-friendly error translation."""
+    """A lazily created, pooled aiohttp session with DTM-friendly error translation.
 
-    def __init__(self, *, timeout: float = 10.0, limit: int = 100) -> None:
+    `headers` go with every call made through the session; `ssl` is passed to aiohttp as
+    it is (an `ssl.SSLContext`, or False to skip certificate checks).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        limit: int = 100,
+        headers: Mapping[str, str] | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+    ) -> None:
         self.timeout = timeout
         self.limit = limit
+        self.headers = dict(headers or {})
+        self.ssl = ssl
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -59,9 +74,11 @@ class HttpSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             # A session from another (finished) loop cannot be used or closed from here.
+            connector = aiohttp.TCPConnector(
+                limit=self.limit, ssl=True if self.ssl is None else self.ssl
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.limit),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
             )
             self._loop = loop
         return self._session
@@ -76,9 +93,12 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> BranchResponse:
-        """Call `url` and return its status and body; raise `DtmError` if it cannot be reached."""
-        hdrs = dict(_JSON)
-        hdrs.update(headers or {})
+        """Call `url` and return its status and body.
+
+        Raises `TimedOut` when no answer came in time, `DtmError` when `url` cannot be
+        reached.
+        """
+        hdrs = {**_JSON, **self.headers, **(headers or {})}
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
@@ -87,14 +107,24 @@ class HttpSession:
                 method, url, params=params, data=data, headers=hdrs, **kwargs
             ) as resp:
                 return BranchResponse(resp.status, await resp.read())
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise DtmError(f"{method} {url} failed: {e!r}") from e
+        except TimeoutError as e:
+            limit = self.timeout if timeout is None else timeout
+            raise TimedOut(f"{method} {url}: no answer within {limit:g} s") from e
+        except aiohttp.ClientError as e:
+            raise DtmError(f"{method} {url}: {_reason(e)}") from e
 
     async def close(self) -> None:
         """Close the session of the running loop, if any."""
         session, self._session = self._session, None
         if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
             await session.close()
+
+
+def _reason(e: aiohttp.ClientError) -> str:
+    """A short, readable cause of a transport error."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect ({e.os_error.strerror or type(e.os_error).__name__})"
+    return str(e) or type(e).__name__
 
 
 class HttpTransport:
@@ -119,7 +149,7 @@ class HttpTransport:
         data = (await self._call("GET", "newGid", check_body=False)).json()
         gid = data.get("gid") if isinstance(data, dict) else None
         if not isinstance(gid, str) or not gid:
-            raise DtmError(f"newGid returned no gid: {data!r}")
+            raise DtmError("newGid returned no gid")
         return gid
 
     async def prepare(self, body: Mapping[str, Any]) -> None:
@@ -144,7 +174,7 @@ class HttpTransport:
         resp = await self._call("GET", "query", check_body=False, params={"gid": gid})
         data = resp.json()
         if not isinstance(data, dict):
-            raise DtmError(f"query returned {data!r}")
+            raise DtmError("query answered something other than a JSON object")
         return data
 
     async def close(self) -> None:

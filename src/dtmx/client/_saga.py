@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from dtmx.client.base import Payload, TransBase, encode_payload
-from dtmx.client.consts import TransType
+from dtmx.client._base import Payload, TransBase, encode_payload
+from dtmx.client._consts import TransType
 
 if TYPE_CHECKING:
-    from dtmx.client.client import DtmClient
+    from dtmx.client._client import DtmClient
 
 
 class Saga(TransBase):
@@ -76,7 +76,8 @@ class Saga(TransBase):
         return body
 
     async def submit(self) -> None:
-        """Submit the saga. With `wait_result`, raise `Failure` if it ended failed."""
+        """Submit the saga. With `wait_result`, raise `TransactionFailed` if it ended
+        failed, `StillRunning` if it had not finished when the server answered."""
         if not self.steps:
             raise ValueError("a saga needs at least one step")
-        await self.client.transport.submit(self.to_body())
+        await self._submit()
