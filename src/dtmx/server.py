@@ -19,7 +19,7 @@ from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
-from dtmx.net.api_server import HttpServer
+from dtmx.net.api_server import HttpServer, ServerLimits
 from dtmx.poller import Poller
 from dtmx.security.auth import Authenticator
 from dtmx.security.guard import Guard
@@ -56,7 +56,8 @@ class Server:
         policy = branch_policy(s)
         address_guard = AddressGuard(policy)
         grpc_invoker = _grpc_invoker(s, address_guard)
-        http_invoker = HttpInvoker(guard=address_guard)
+        http_invoker = HttpInvoker(
+            guard=address_guard, max_response=s.Limits.MaxBranchResponseBytes)
         tel.metrics.count_branch_connections(http_invoker.client.stats)
         invoker = tel.invoker(Router(http_invoker, grpc_invoker))
         engine = Engine(
@@ -88,7 +89,12 @@ class Server:
         api = HttpApi(self.service, tel.metrics, timeout_to_fail=s.TimeoutToFail,
                       guard=guard, observer=tel.api)
         api.health = self._healthy
-        self._http = api.server()
+        self._http = api.server(ServerLimits(
+            max_body=s.Limits.MaxBodyBytes,
+            max_header=s.Limits.MaxHeaderBytes,
+            max_pipelined=s.Limits.MaxPipelinedRequests,
+            max_buffered=s.Limits.MaxBufferedAnswerBytes,
+        ))
         await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port)
         self._grpc = await _start_grpc(
             self.service, s, reuse_port,

@@ -19,7 +19,14 @@ from dtmx.core.models import ScanFilter, Status
 from dtmx.core.request import parse_trans_body, parse_trans_type
 from dtmx.errors import BadRequest, DtmxError
 from dtmx.metrics import Metrics
-from dtmx.net.api_server import HttpServer, Request, Response, Routes, json_response
+from dtmx.net.api_server import (
+    HttpServer,
+    Request,
+    Response,
+    Routes,
+    ServerLimits,
+    json_response,
+)
 from dtmx.security.guard import Guard
 from dtmx.service import Service
 from dtmx.telemetry.api import ApiObserver
@@ -103,7 +110,8 @@ class HttpApi:
         self.guard = guard
         self.health: Callable[[], Awaitable[bool]] | None = None
 
-    def server(self) -> HttpServer:
+    def server(self, limits: ServerLimits | None = None) -> HttpServer:
+        """The HTTP server of these routes, holding at most `limits` per connection."""
         p = "/api/dtmsvr"
         routes = [
             ("GET", f"{p}/version", self.version),
@@ -137,7 +145,8 @@ class HttpApi:
                 handler = self.guard.http(path, handler)
             # observed outside the guard: refused requests count and are logged too
             table.add(method, path, self.observer.http(method, path, handler))
-        return HttpServer(table, error_response=_error_response)
+        return HttpServer(table, error_response=_error_response,
+                          limits=limits or ServerLimits())
 
     async def version(self, r: Request) -> Any:
         return {"version": f"dtmx-{__version__}"}

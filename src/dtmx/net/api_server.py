@@ -1,15 +1,21 @@
 """A small HTTP/1.1 server for the dtmx API: asyncio protocol + httptools parser.
 
-Why not aiohttp's server: the API is a score of JSON routes, and aiohttp's request and
-response machinery cost about 50 µs of CPU per request here, against about 12 µs for this
-(measured side by side, same client). Every saga submit, prepare and registerBranch pays
-it, so it shows in the benchmarks. aiohttp stays for the SDK and the example services.
+Why not aiohttp's server, uvicorn or granian: the API is a score of JSON routes, and the
+per-request machinery of each costs more CPU per saga than this (bench/REPORT.md has the
+side-by-side numbers). aiohttp stays for the SDK and the example services.
 
 What it does: keep-alive and pipelining (responses in request order, one handler at a time
-per connection), chunked request bodies, `Expect: 100-continue`, HTTP/1.0 clients, a body
-size limit (413), 400 on malformed requests, 404/405, an idle timeout, and a graceful close
-that lets running handlers finish. What it does not: TLS (terminate it in front, as for
-DTM), upgrades, streaming bodies.
+per connection), chunked request bodies, `Expect: 100-continue`, HTTP/1.0 clients, 400 on
+malformed requests, 404/405, an idle timeout, and a graceful close that lets running
+handlers finish. What it does not: TLS (terminate it in front, as for DTM), upgrades,
+streaming bodies.
+
+What one client can make it hold (`ServerLimits`): a request head up to `max_header` bytes
+(431 beyond), a body up to `max_body` (413), `max_pipelined` parsed requests waiting behind
+the one being handled (then parsing stops and the socket is not read), and answers waiting
+for a client that does not read up to `max_buffered` bytes plus one answer (then no further
+request is handled until the client reads). An error answer (400, 413, 431) comes after the
+answers to the requests before it, and closes the connection.
 """
 
 from __future__ import annotations
@@ -17,105 +23,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 from urllib.parse import parse_qsl, unquote
 
 import httptools
-import orjson
+
+from dtmx.net.api_routes import (
+    DateClock,
+    Handler,
+    Request,
+    Response,
+    Routes,
+    encode,
+    json_response,
+)
+
+__all__ = [
+    "Handler", "HttpServer", "Request", "Response", "Routes", "ServerLimits", "json_response",
+]
 
 log = logging.getLogger("dtmx.http")
 
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
-DEFAULT_IDLE_TIMEOUT = 75.0
-#: Requests parsed ahead of the one being handled before the socket stops being read.
-MAX_PIPELINED = 16
+# bytes handed to the parser at a time: bounds the requests one read can queue, and how
+# far past `max_header` a head can grow before it is refused
+_SLICE = 4096
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]  # first value of each parameter, like aiohttp's MultiDict.get
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    match_info: dict[str, str] = field(default_factory=dict)
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one connection may make the server hold (defaults = settings' `Limits`)."""
 
-
-@dataclass(slots=True)
-class Response:
-    body: bytes
-    status: int = 200
-    content_type: str = "application/json"
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-class Routes:
-    """Exact paths, plus prefix routes whose rest of the path is one parameter."""
-
-    def __init__(self) -> None:
-        self._exact: dict[str, dict[str, Handler]] = {}
-        self._prefix: list[tuple[str, str, str, Handler]] = []  # prefix, param, method, fn
-
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        """`path` may end in one `{name}` segment: `/api/dtmsvr/topic/{name}`."""
-        if path.endswith("}") and "{" in path:
-            prefix, _, param = path.rpartition("{")
-            self._prefix.append((prefix, param[:-1], method, handler))
-        else:
-            self._exact.setdefault(path, {})[method] = handler
-
-    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], int]:
-        """(handler, path parameters, status): status is 404/405 when handler is None."""
-        by_method = self._exact.get(path)
-        if by_method is not None:
-            fn = by_method.get(method)
-            return (fn, {}, 200) if fn else (None, {}, 405)
-        found = False
-        for prefix, param, m, fn in self._prefix:
-            rest = path[len(prefix):]
-            if path.startswith(prefix) and rest and "/" not in rest:
-                found = True
-                if m == method:
-                    return fn, {param: rest}, 200
-        return None, {}, 405 if found else 404
-
-
-class _Clock:
-    """The Date header, formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = 0
-        self._value = b""
-
-    def date(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = formatdate(now, usegmt=True).encode()
-        return self._value
-
-
-def _status_line(status: int) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    return f"HTTP/1.1 {status} {reason}\r\n".encode()
-
-
-_STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
+    #: request body bytes; larger is 413
+    max_body: int = 16 * 1024 * 1024
+    #: request line and headers, bytes; larger is 431
+    max_header: int = 64 * 1024
+    #: complete requests parsed and waiting behind the one being handled
+    max_pipelined: int = 16
+    #: answer bytes waiting for a client that does not read
+    max_buffered: int = 4 * 1024 * 1024
+    #: seconds a connection may sit idle, or take to send one request
+    idle_timeout: float = 75.0
 
 
 class _Parsed:
@@ -130,30 +80,47 @@ class _Parsed:
         self.size = 0
 
 
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request we refuse."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# a queued item: a request with its keep-alive flag, or an error answer that ends the
+# connection
+_Item = tuple[Request, bool] | Response
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
+        self._limits = server.limits
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._cur = _Parsed()
-        self._queue: deque[tuple[Request | None, bool, int]] = deque()
+        self._queue: deque[_Item] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._refused = False  # an error answer is queued: parse nothing more
         self._reading = True
-        self._write_paused = False
+        self._held = b""  # received bytes not parsed yet (too many requests queued)
+        self._in_head = False
+        self._head_bytes = 0
+        self._continue_owed = False  # a 100 Continue waits for earlier answers to go out
+        self._writable: asyncio.Future[None] | None = None
         self._draining = False
         self._idle: asyncio.TimerHandle | None = None
-        # set by the parser callbacks (an exception raised there would come back from
-        # httptools as a generic parser error)
-        self._too_large = False
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but have its methods
         self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._limits.max_buffered)
         self._server.connections.add(self)
         self._arm_idle()
 
@@ -162,25 +129,53 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = True
         if self._idle is not None:
             self._idle.cancel()
+        self._wake_writer()
         # a handler already running finishes (its store writes must not be cut short);
         # its response goes nowhere
         self._queue.clear()
+        self._held = b""
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._refused:
             return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported")
-        except httptools.HttpParserError as e:
-            self._reject(400, f"malformed HTTP request: {e}")
-        if self._too_large:
-            self._reject(413, f"request body larger than {self._server.max_body} bytes")
+        if self._held:  # parsing is stopped; reading is paused, so this stays one read
+            self._held += data
+            return
+        self._parse(data)
 
-    # ---- httptools callbacks
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to the parser a slice at a time, stopping while the queue is full."""
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        limits = self._limits
+        while pos < end and not self._refused:
+            if len(self._queue) >= limits.max_pipelined:
+                self._held = bytes(view[pos:])
+                self._pause_reading()
+                return
+            piece = view[pos : pos + _SLICE]
+            pos += len(piece)
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                self._refuse(400, "protocol upgrades are not supported")
+            except httptools.HttpParserError as e:
+                cause = e.__cause__ or e.__context__
+                if isinstance(cause, _Refused):
+                    self._refuse(cause.status, str(cause))
+                else:
+                    self._refuse(400, f"malformed HTTP request: {e}")
+            if self._in_head:
+                self._head_bytes += len(piece)
+                if self._head_bytes > limits.max_header:
+                    self._refuse(431, f"request header larger than {limits.max_header} bytes")
+
+    # ---- httptools callbacks (an exception raised here reaches feed_data's caller as a
+    # parser error with the exception as its context)
     def on_message_begin(self) -> None:
         self._cur = _Parsed()
+        self._in_head = True
+        self._head_bytes = 0
         # a request must arrive whole within the idle timeout (no slow-drip clients)
         self._arm_idle()
 
@@ -191,54 +186,78 @@ class HttpProtocol(asyncio.Protocol):
         self._cur.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        length = self._cur.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._server.max_body:
-            self._too_large = True
-        if self._cur.headers.get("expect", "").lower() == "100-continue" and self._transport:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._in_head = False
+        headers = self._cur.headers
+        length = headers.get("content-length")
+        max_body = self._limits.max_body
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise _Refused(413, f"request body larger than {max_body} bytes")
+        if headers.get("expect", "").lower() == "100-continue":
+            if self._queue or self._task is not None:
+                self._continue_owed = True  # after the answers to the requests before it
+            else:
+                self._send_continue()
 
     def on_body(self, body: bytes) -> None:
-        self._cur.size += len(body)
-        if self._cur.size > self._server.max_body:
-            self._too_large = True
-        if not self._too_large:
-            self._cur.body.append(body)
+        cur = self._cur
+        cur.size += len(body)
+        if cur.size > self._limits.max_body:
+            raise _Refused(413, f"request body larger than {self._limits.max_body} bytes")
+        cur.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._too_large or self._draining:
-            return  # (draining: the server is stopping; this connection closes after the
-            # answer being worked on)
+        self._continue_owed = False
+        if self._draining:
+            return  # the server is stopping; this connection closes after the answer
+            # being worked on
         if self._idle is not None:  # the handler may take as long as it needs
             self._idle.cancel()
             self._idle = None
         cur = self._cur
-        keep_alive = self._parser.should_keep_alive()
-        method = self._parser.get_method().decode("ascii", "replace")
         try:
             url = httptools.parse_url(cur.url)
         except httptools.HttpParserInvalidURLError:
-            self._queue.append((None, False, 400))
-        else:
-            # raw UTF-8 (some clients do not percent-encode) decodes as such
-            path = unquote(url.path.decode("utf-8", "replace"))
-            query = dict(reversed(parse_qsl(url.query.decode("utf-8", "replace"),
-                                            keep_blank_values=True))) if url.query else {}
-            request = Request(method, path, query, cur.headers, b"".join(cur.body))
-            self._queue.append((request, keep_alive, 0))
-        if len(self._queue) >= MAX_PIPELINED:
-            self._pause_reading()
+            raise _Refused(400, "malformed URL") from None
+        # raw UTF-8 (some clients do not percent-encode) decodes as such
+        path = unquote(url.path.decode("utf-8", "replace"))
+        query = dict(reversed(parse_qsl(url.query.decode("utf-8", "replace"),
+                                        keep_blank_values=True))) if url.query else {}
+        method = self._parser.get_method().decode("ascii", "replace")
+        request = Request(method, path, query, cur.headers, b"".join(cur.body))
+        self._enqueue((request, self._parser.should_keep_alive()))
+
+    # ---- queue and flow control
+    def _enqueue(self, item: _Item) -> None:
+        self._queue.append(item)
         if self._task is None:
             self._task = self._loop.create_task(self._drain())
 
-    # ---- flow control: stop reading requests while answers pile up
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` after the answers already owed, then close: the byte stream
+        cannot be trusted to find the next request."""
+        if self._refused:
+            return
+        self._refused = True
+        self._continue_owed = False
+        self._held = b""
+        self._pause_reading()
+        self._enqueue(json_response({"message": message}, status))
+
     def pause_writing(self) -> None:
         """The client does not read its answers: take no more requests from it."""
-        self._write_paused = True
+        if self._writable is None:
+            self._writable = self._loop.create_future()
         self._pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._wake_writer()
         self._maybe_resume_reading()
+
+    def _wake_writer(self) -> None:
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
 
     def _pause_reading(self) -> None:
         if self._reading and self._transport is not None and not self._closing:
@@ -246,8 +265,13 @@ class HttpProtocol(asyncio.Protocol):
             self._reading = False
 
     def _maybe_resume_reading(self) -> None:
-        if (not self._reading and not self._write_paused and not self._closing
-                and len(self._queue) < MAX_PIPELINED // 2 and self._transport is not None):
+        if self._held and len(self._queue) < self._limits.max_pipelined:
+            held, self._held = self._held, b""
+            self._parse(held)
+        if (not self._reading and self._writable is None and not self._closing
+                and not self._held and not self._refused
+                and len(self._queue) < self._limits.max_pipelined
+                and self._transport is not None):
             self._transport.resume_reading()
             self._reading = True
 
@@ -255,11 +279,19 @@ class HttpProtocol(asyncio.Protocol):
     async def _drain(self) -> None:
         try:
             while self._queue and not self._closing:
-                request, keep_alive, status = self._queue.popleft()
+                if self._writable is not None:
+                    # answers are piling up unread: handle nothing more until they go out
+                    # (or the idle timeout closes the connection)
+                    self._arm_idle()
+                    await self._writable
+                    if self._closing:
+                        return
+                item = self._queue.popleft()
                 self._maybe_resume_reading()
-                if request is None:
-                    self._write(json_response({"message": "malformed URL"}, status), False)
+                if isinstance(item, Response):
+                    self._write(item, False)
                     return
+                request, keep_alive = item
                 response = await self._server.dispatch(request)
                 self._write(response, keep_alive)
                 if not keep_alive:
@@ -267,30 +299,25 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self._task = None
             if not self._closing and not self._queue:
+                if self._continue_owed:
+                    self._continue_owed = False
+                    self._send_continue()
                 self._arm_idle()
+
+    def _send_continue(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _write(self, response: Response, keep_alive: bool) -> None:
         if self._closing or self._transport is None:
             return
         keep_alive = keep_alive and not self._draining
-        head = _STATUS_LINES.get(response.status) or _status_line(response.status)
-        body = response.body
-        self._transport.write(
-            b"%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: dtmx\r\n%s\r\n%s"
-            % (head, response.content_type.encode(), len(body), self._server.clock.date(),
-               b"" if keep_alive else b"Connection: close\r\n", body)
-        )
+        self._transport.write(encode(response, keep_alive, self._server.clock.date()))
         if not keep_alive:
-            self._close()
+            self.close()
 
-    def _reject(self, status: int, message: str) -> None:
-        """A request we cannot parse: answer it and drop the connection (the byte stream
-        cannot be trusted to find the next request)."""
-        self._queue.clear()
-        self._write(json_response({"message": message}, status), False)
-        self._close()
-
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the connection now (answers not yet written are dropped)."""
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -298,45 +325,35 @@ class HttpProtocol(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
-        self._idle = self._loop.call_later(self._server.idle_timeout, self._close)
+        self._idle = self._loop.call_later(self._limits.idle_timeout, self.close)
 
     def close_when_idle(self) -> bool:
         """For shutdown: close now if no handler runs; True if closed."""
         if self._task is None:
-            self._close()
+            self.close()
             return True
         # finish the running request, answer it with Connection: close, take no more
         self._draining = True
         self._queue.clear()
         return False
 
-    @property
-    def busy(self) -> bool:
-        return self._task is not None
-
-    @property
-    def reading(self) -> bool:
-        """False while requests are not read (too many queued, or answers not taken)."""
-        return self._reading
-
 
 class HttpServer:
     """Serve `routes` on host:port; `error_response` turns a handler's exception into a
-    response (the API maps its error base once, there)."""
+    response (the API maps its error base once, there); `limits` bounds what one
+    connection may make the server hold."""
 
     def __init__(
         self,
         routes: Routes,
         *,
         error_response: Callable[[Request, Exception], Response],
-        max_body: int = DEFAULT_MAX_BODY,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        limits: ServerLimits = ServerLimits(),
     ) -> None:
         self.routes = routes
         self.error_response = error_response
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
-        self.clock = _Clock()
+        self.limits = limits
+        self.clock = DateClock()
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
 
@@ -371,7 +388,7 @@ class HttpServer:
                 break
             await asyncio.sleep(0.01)
         for c in list(self.connections):
-            c._close()
+            c.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._server = None
