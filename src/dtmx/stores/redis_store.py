@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from dtmx.core.models import (
-    KV,
-    Branch,
-    Change,
-    Op,
-    Protocol,
-    ScanFilter,
-    Status,
-    Transaction,
-    TransOptions,
-    TransType,
-)
+from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
 from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailable
 from dtmx.net.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
+from dtmx.stores.redis_codec import (
+    branch_key,
+    change_fields,
+    check_unique,
+    decode_branches,
+    decode_kv,
+    decode_trans,
+    encode_branch,
+    encode_kv,
+    encode_trans,
+    flat,
+    num,
+    opt_num,
+    pairs,
+)
 
 _LUA_DIR = Path(__file__).with_name("redis_lua")
 _SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches")
@@ -50,9 +51,6 @@ _SCRIPTS = (
     "kv_scan",
 )
 _FINISHED = (Status.SUCCEED.value, Status.FAILED.value)
-_OPTION_FIELDS = tuple(f.name for f in dc_fields(TransOptions) if f.name != "retry_count")
-_TEXT_FIELDS = ("query_prepared", "custom_data", "owner", "rollback_reason", "result", "ext_data")
-_OPTIONAL_TIMES = ("finish_time", "rollback_time", "next_cron_time")
 # how many `all` index entries one scan call may examine before returning a partial page
 _SCAN_BUDGET = 10_000
 
@@ -62,166 +60,6 @@ def _load_lua(name: str) -> str:
     if name in _SCRIPTS_WITH_PRELUDE:
         return (_LUA_DIR / "prelude.lua").read_text() + "\n" + body
     return body
-
-
-def _f(x: float) -> str:
-    """A float as text that Redis scores and Python both read back exactly."""
-    return repr(float(x))
-
-
-def _opt_f(x: float | None) -> str:
-    return "" if x is None else _f(x)
-
-
-# ---- encoding (pure) ------------------------------------------------------------------
-def encode_trans(t: Transaction) -> dict[str, str | bytes]:
-    """Hash fields of a global transaction; empty and None values are left out."""
-    opts = {name: getattr(t.options, name) for name in _OPTION_FIELDS}
-    out: dict[str, str | bytes] = {
-        "gid": t.gid,
-        "trans_type": t.trans_type.value,
-        "status": t.status.value,
-        "protocol": t.protocol.value,
-        "options": orjson.dumps(opts),
-        "retry_count": str(t.options.retry_count),
-        "create_time": _f(t.create_time),
-        "update_time": _f(t.update_time),
-        "next_cron_interval": _f(t.next_cron_interval),
-    }
-    for name in _TEXT_FIELDS:
-        value: str = getattr(t, name)
-        if value:
-            out[name] = value
-    for name in _OPTIONAL_TIMES:
-        tv: float | None = getattr(t, name)
-        if tv is not None:
-            out[name] = _f(tv)
-    return out
-
-
-def decode_trans(raw: dict[bytes, bytes]) -> Transaction:
-    """Inverse of `encode_trans` (fields and values as bytes, as Redis returns them)."""
-    h = {k.decode(): v for k, v in raw.items()}
-    opts: dict[str, Any] = orjson.loads(h["options"]) if "options" in h else {}
-    options = TransOptions(
-        **{k: v for k, v in opts.items() if k in _OPTION_FIELDS},
-        retry_count=int(h.get("retry_count", b"0")),
-    )
-    extra: dict[str, Any] = {name: h[name].decode() for name in _TEXT_FIELDS if name in h}
-    extra.update({name: float(h[name]) for name in _OPTIONAL_TIMES if name in h})
-    return Transaction(
-        gid=h["gid"].decode(),
-        trans_type=TransType(h["trans_type"].decode()),
-        status=Status(h["status"].decode()),
-        protocol=Protocol(h["protocol"].decode()),
-        options=options,
-        create_time=float(h["create_time"]),
-        update_time=float(h["update_time"]),
-        next_cron_interval=float(h.get("next_cron_interval", b"0")),
-        **extra,
-    )
-
-
-def branch_key(branch_id: str, op: Op) -> str:
-    """Field-name key of a branch op; op never contains a newline, so it is unambiguous."""
-    return f"{branch_id}\n{op.value}"
-
-
-def encode_branch(b: Branch) -> list[str | bytes]:
-    """The six script arguments of one branch (see add_branch in prelude.lua)."""
-    # orjson never emits a raw newline, so the blob splits on its first one and the data
-    # after it stays arbitrary bytes
-    static = orjson.dumps([b.branch_id, b.op.value, b.url, b.create_time]) + b"\n" + b.data
-    return [
-        branch_key(b.branch_id, b.op),
-        static,
-        b.status.value,
-        _f(b.update_time),
-        _opt_f(b.finish_time),
-        _opt_f(b.rollback_time),
-    ]
-
-
-def decode_branches(gid: str, raw: dict[bytes, bytes]) -> list[Branch]:
-    """Branches of one gid from the HGETALL of its branch hash, in insertion order."""
-    out: list[Branch] = []
-    for i in range(1, int(raw.get(b"n", b"0")) + 1):
-        static = raw.get(b"d:%d" % i)
-        if static is None:  # cannot happen unless edited by hand; skip rather than crash
-            continue
-        head, _, data = static.partition(b"\n")
-        branch_id, op, url, create_time = orjson.loads(head)
-        fin, rb = raw.get(b"f:%d" % i), raw.get(b"r:%d" % i)
-        out.append(
-            Branch(
-                gid=gid,
-                branch_id=branch_id,
-                op=Op(op),
-                url=url,
-                data=data,
-                status=Status(raw[b"s:%d" % i].decode()),
-                create_time=float(create_time),
-                update_time=float(raw[b"u:%d" % i]),
-                finish_time=None if fin is None else float(fin),
-                rollback_time=None if rb is None else float(rb),
-            )
-        )
-    return out
-
-
-def check_unique(branches: Sequence[Branch]) -> None:
-    """Raise DuplicateBranch if the batch itself repeats a (branch_id, op)."""
-    seen: set[tuple[str, Op]] = set()
-    for b in branches:
-        if b.key in seen:
-            raise DuplicateBranch(gid=b.gid, branch_id=b.branch_id, op=b.op.value)
-        seen.add(b.key)
-
-
-def change_fields(change: Change, now: float) -> dict[str, str]:
-    """Global hash fields a `Change` writes at time `now`."""
-    out = {"update_time": _f(now)}
-    if change.status is not None:
-        out["status"] = change.status.value
-        if change.status is Status.SUCCEED:
-            out["finish_time"] = _f(now)
-        elif change.status is Status.FAILED:
-            out["rollback_time"] = _f(now)
-    if change.next_cron_time is not None:
-        out["next_cron_time"] = _f(change.next_cron_time)
-    if change.next_cron_interval is not None:
-        out["next_cron_interval"] = _f(change.next_cron_interval)
-    for name in ("owner", "rollback_reason", "result"):
-        value: str | None = getattr(change, name)
-        if value is not None:
-            out[name] = value
-    if change.retry_count is not None:
-        out["retry_count"] = str(change.retry_count)
-    return out
-
-
-def _flat(d: dict[str, str] | dict[str, str | bytes]) -> list[str | bytes]:
-    return [x for kv in d.items() for x in kv]
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _encode_kv(version: int, create_time: str, update_time: str, value: str) -> str:
-    return f"{version}\n{create_time}\n{update_time}\n{value}"
-
-
-def _decode_kv(cat: str, key: str, rec: bytes) -> KV:
-    version, created, updated, value = rec.decode().split("\n", 3)
-    return KV(
-        cat=cat,
-        k=key,
-        v=value,
-        version=int(version),
-        create_time=float(created),
-        update_time=float(updated),
-    )
 
 
 # ---- the store ------------------------------------------------------------------------
@@ -337,11 +175,11 @@ class RedisStore:
             self._p,
             trans.gid,
             "1" if trans.status.finished else "0",
-            _f(trans.update_time),
+            num(trans.update_time),
             self._fttl_ms,
             self._dttl_ms,
             len(fields),
-            *_flat(fields),
+            *flat(fields),
         ]
         for b in branches:
             args += encode_branch(b)
@@ -358,11 +196,11 @@ class RedisStore:
 
     async def get(self, *, gid: str) -> Transaction | None:
         raw: list[bytes] = await self._call("HGETALL", self._g(gid))
-        return decode_trans(_pairs(raw)) if raw else None
+        return decode_trans(pairs(raw)) if raw else None
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
         raw: list[bytes] = await self._call("HGETALL", self._b(gid))
-        return decode_branches(gid, _pairs(raw))
+        return decode_branches(gid, pairs(raw))
 
     async def update(
         self,
@@ -381,11 +219,11 @@ class RedisStore:
             "0" if expect_owner is None else "1",
             expect_owner or "",
             "1" if after.finished else "0",
-            _f(now),
+            num(now),
             self._fttl_ms,
             self._dttl_ms,
             len(fields),
-            *_flat(fields),
+            *flat(fields),
         ]
         for bu in change.branches:
             # a branch op that ends (succeed or failed) gets finish_time, as DTM and the SQL
@@ -412,17 +250,17 @@ class RedisStore:
             expect_status.value,
             "" if expect_type is None else expect_type.value,
             "1" if after.finished else "0",
-            _f(now),
+            num(now),
             self._fttl_ms,
             self._dttl_ms,
-            *_flat(change_fields(change, now)),
+            *flat(change_fields(change, now)),
         ]
         keys = [self._g(gid), self._b(gid), self._cron, self._fin]
         res = await self._run("take", keys, args)
         if not res:
             return None
         raw_g, raw_b = res
-        return decode_trans(_pairs(raw_g)), decode_branches(gid, _pairs(raw_b))
+        return decode_trans(pairs(raw_g)), decode_branches(gid, pairs(raw_b))
 
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
@@ -441,23 +279,23 @@ class RedisStore:
     ) -> list[Transaction]:
         if limit <= 0:
             return []
-        args = [self._p, _f(now), _f(now + lease), owner, limit, self._dttl_ms]
+        args = [self._p, num(now), num(now + lease), owner, limit, self._dttl_ms]
         rows: list[list[bytes]] = await self._run("claim_due", [self._cron], args)
-        return [decode_trans(_pairs(row)) for row in rows]
+        return [decode_trans(pairs(row)) for row in rows]
 
     async def oldest_due(self, *, now: float) -> float | None:
         # the cron set may hold entries whose keys expired; claim_due drops those, and until
         # then they count here: an upper bound of the lag, as the gauge documents
-        got = await self._call("ZRANGEBYSCORE", self._cron, "-inf", _f(now), "WITHSCORES",
+        got = await self._call("ZRANGEBYSCORE", self._cron, "-inf", num(now), "WITHSCORES",
                                "LIMIT", "0", "1")
         return float(got[1]) if got else None
 
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
-        args = [gid, _f(now), self._dttl_ms, *_FINISHED]
+        args = [gid, num(now), self._dttl_ms, *_FINISHED]
         return bool(await self._run("reset_next_cron_time", [self._g(gid), self._cron], args))
 
     async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
-        args = [self._p, _f(now), _f(now + after), limit]
+        args = [self._p, num(now), num(now + after), limit]
         count, more = await self._run("reset_cron_time", [self._cron], args)
         return int(count), bool(more)
 
@@ -470,37 +308,37 @@ class RedisStore:
             limit,
             filters.status.value if filters.status else "",
             filters.trans_type.value if filters.trans_type else "",
-            _opt_f(filters.create_time_start),
-            _opt_f(filters.create_time_end),
+            opt_num(filters.create_time_start),
+            opt_num(filters.create_time_end),
             _SCAN_BUDGET,
         ]
         rows, pos = await self._run("scan", [self._all], args)
-        return [decode_trans(_pairs(row)) for row in rows], pos.decode()
+        return [decode_trans(pairs(row)) for row in rows], pos.decode()
 
     async def expire_finished(self, *, before: float, limit: int) -> int:
         """Delete finished transactions now; Redis TTLs (finished_ttl) would also do it."""
         keys = [self._fin, self._all, self._cron]
-        return int(await self._run("expire_finished", keys, [self._p, _f(before), limit]))
+        return int(await self._run("expire_finished", keys, [self._p, num(before), limit]))
 
     # ---- key-value --------------------------------------------------------------------
     async def kv_find(self, *, cat: str, key: str) -> KV | None:
         rec: bytes | None = await self._call("HGET", self._kv(cat)[0], key)
-        return None if rec is None else _decode_kv(cat, key, rec)
+        return None if rec is None else decode_kv(cat, key, rec)
 
     async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
         """Newest first, like the SQL stores."""
-        flat, pos = await self._run("kv_scan", self._kv(cat)[:2], [position, limit])
-        kvs = [_decode_kv(cat, k.decode(), rec) for k, rec in _pairs(flat).items()]
+        items, pos = await self._run("kv_scan", self._kv(cat)[:2], [position, limit])
+        kvs = [decode_kv(cat, k.decode(), rec) for k, rec in pairs(items).items()]
         return kvs, pos.decode()
 
     async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
-        rec = _encode_kv(1, _f(now), _f(now), value)
+        rec = encode_kv(1, num(now), num(now), value)
         return bool(await self._run("kv_create", self._kv(cat), [key, rec]))
 
     async def kv_update(
         self, *, cat: str, key: str, value: str, expect_version: int, now: float
     ) -> bool:
-        args = [key, str(expect_version), value, _f(now)]
+        args = [key, str(expect_version), value, num(now)]
         return bool(await self._run("kv_update", self._kv(cat)[:1], args))
 
     async def kv_delete(self, *, cat: str, key: str) -> bool:

@@ -1,0 +1,195 @@
+"""How the Redis store encodes rows: transactions and branches as hash fields, key-value
+records as text, script arguments. Pure: no I/O.
+
+Times are float seconds written with `repr` (Redis scores and Python both read them back
+exactly); empty and None values are left out of the hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields as dc_fields
+from typing import Any
+
+import orjson
+
+from dtmx.core.models import (
+    KV,
+    Branch,
+    Change,
+    Op,
+    Protocol,
+    Status,
+    Transaction,
+    TransOptions,
+    TransType,
+)
+from dtmx.errors import DuplicateBranch
+
+_OPTION_FIELDS = tuple(f.name for f in dc_fields(TransOptions) if f.name != "retry_count")
+_TEXT_FIELDS = ("query_prepared", "custom_data", "owner", "rollback_reason", "result", "ext_data")
+_OPTIONAL_TIMES = ("finish_time", "rollback_time", "next_cron_time")
+
+
+def num(x: float) -> str:
+    """A float as text that Redis scores and Python both read back exactly."""
+    return repr(float(x))
+
+
+def opt_num(x: float | None) -> str:
+    """`num`, or '' for None (a script argument meaning "not set")."""
+    return "" if x is None else num(x)
+
+
+def encode_trans(t: Transaction) -> dict[str, str | bytes]:
+    """Hash fields of a global transaction; empty and None values are left out."""
+    opts = {name: getattr(t.options, name) for name in _OPTION_FIELDS}
+    out: dict[str, str | bytes] = {
+        "gid": t.gid,
+        "trans_type": t.trans_type.value,
+        "status": t.status.value,
+        "protocol": t.protocol.value,
+        "options": orjson.dumps(opts),
+        "retry_count": str(t.options.retry_count),
+        "create_time": num(t.create_time),
+        "update_time": num(t.update_time),
+        "next_cron_interval": num(t.next_cron_interval),
+    }
+    for name in _TEXT_FIELDS:
+        value: str = getattr(t, name)
+        if value:
+            out[name] = value
+    for name in _OPTIONAL_TIMES:
+        tv: float | None = getattr(t, name)
+        if tv is not None:
+            out[name] = num(tv)
+    return out
+
+
+def decode_trans(raw: dict[bytes, bytes]) -> Transaction:
+    """Inverse of `encode_trans` (fields and values as bytes, as Redis returns them)."""
+    h = {k.decode(): v for k, v in raw.items()}
+    opts: dict[str, Any] = orjson.loads(h["options"]) if "options" in h else {}
+    options = TransOptions(
+        **{k: v for k, v in opts.items() if k in _OPTION_FIELDS},
+        retry_count=int(h.get("retry_count", b"0")),
+    )
+    extra: dict[str, Any] = {name: h[name].decode() for name in _TEXT_FIELDS if name in h}
+    extra.update({name: float(h[name]) for name in _OPTIONAL_TIMES if name in h})
+    return Transaction(
+        gid=h["gid"].decode(),
+        trans_type=TransType(h["trans_type"].decode()),
+        status=Status(h["status"].decode()),
+        protocol=Protocol(h["protocol"].decode()),
+        options=options,
+        create_time=float(h["create_time"]),
+        update_time=float(h["update_time"]),
+        next_cron_interval=float(h.get("next_cron_interval", b"0")),
+        **extra,
+    )
+
+
+def branch_key(branch_id: str, op: Op) -> str:
+    """Field-name key of a branch op; op never contains a newline, so it is unambiguous."""
+    return f"{branch_id}\n{op.value}"
+
+
+def encode_branch(b: Branch) -> list[str | bytes]:
+    """The six script arguments of one branch (see add_branch in prelude.lua)."""
+    # orjson never emits a raw newline, so the blob splits on its first one and the data
+    # after it stays arbitrary bytes
+    static = orjson.dumps([b.branch_id, b.op.value, b.url, b.create_time]) + b"\n" + b.data
+    return [
+        branch_key(b.branch_id, b.op),
+        static,
+        b.status.value,
+        num(b.update_time),
+        opt_num(b.finish_time),
+        opt_num(b.rollback_time),
+    ]
+
+
+def decode_branches(gid: str, raw: dict[bytes, bytes]) -> list[Branch]:
+    """Branches of one gid from the HGETALL of its branch hash, in insertion order."""
+    out: list[Branch] = []
+    for i in range(1, int(raw.get(b"n", b"0")) + 1):
+        static = raw.get(b"d:%d" % i)
+        if static is None:  # cannot happen unless edited by hand; skip rather than crash
+            continue
+        head, _, data = static.partition(b"\n")
+        branch_id, op, url, create_time = orjson.loads(head)
+        fin, rb = raw.get(b"f:%d" % i), raw.get(b"r:%d" % i)
+        out.append(
+            Branch(
+                gid=gid,
+                branch_id=branch_id,
+                op=Op(op),
+                url=url,
+                data=data,
+                status=Status(raw[b"s:%d" % i].decode()),
+                create_time=float(create_time),
+                update_time=float(raw[b"u:%d" % i]),
+                finish_time=None if fin is None else float(fin),
+                rollback_time=None if rb is None else float(rb),
+            )
+        )
+    return out
+
+
+def check_unique(branches: Sequence[Branch]) -> None:
+    """Raise DuplicateBranch if the batch itself repeats a (branch_id, op)."""
+    seen: set[tuple[str, Op]] = set()
+    for b in branches:
+        if b.key in seen:
+            raise DuplicateBranch(gid=b.gid, branch_id=b.branch_id, op=b.op.value)
+        seen.add(b.key)
+
+
+def change_fields(change: Change, now: float) -> dict[str, str]:
+    """Global hash fields a `Change` writes at time `now`."""
+    out = {"update_time": num(now)}
+    if change.status is not None:
+        out["status"] = change.status.value
+        if change.status is Status.SUCCEED:
+            out["finish_time"] = num(now)
+        elif change.status is Status.FAILED:
+            out["rollback_time"] = num(now)
+    if change.next_cron_time is not None:
+        out["next_cron_time"] = num(change.next_cron_time)
+    if change.next_cron_interval is not None:
+        out["next_cron_interval"] = num(change.next_cron_interval)
+    for name in ("owner", "rollback_reason", "result"):
+        value: str | None = getattr(change, name)
+        if value is not None:
+            out[name] = value
+    if change.retry_count is not None:
+        out["retry_count"] = str(change.retry_count)
+    return out
+
+
+def flat(d: dict[str, str] | dict[str, str | bytes]) -> list[str | bytes]:
+    """A dict as HSET's field, value, field, value... arguments."""
+    return [x for kv in d.items() for x in kv]
+
+
+def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """HGETALL's field, value... reply as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def encode_kv(version: int, create_time: str, update_time: str, value: str) -> str:
+    """A key-value record as one text: the three header lines, then the value as is."""
+    return f"{version}\n{create_time}\n{update_time}\n{value}"
+
+
+def decode_kv(cat: str, key: str, rec: bytes) -> KV:
+    """Inverse of `encode_kv`."""
+    version, created, updated, value = rec.decode().split("\n", 3)
+    return KV(
+        cat=cat,
+        k=key,
+        v=value,
+        version=int(version),
+        create_time=float(created),
+        update_time=float(updated),
+    )
