@@ -16,6 +16,7 @@ from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.core.branch_policy import BranchPolicy
 from dtmx.core.timing import Timing
+from dtmx.discovery import Discovery
 from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
@@ -47,6 +48,7 @@ class Server:
     _auth_watch: asyncio.Task[None] | None = None
     _extras: list[Any] = field(default_factory=list)
     telemetry: Telemetry | None = None
+    _discovery: Discovery = field(default_factory=Discovery)
 
     async def start(self, *, reuse_port: bool = False) -> None:
         s = self.settings
@@ -55,7 +57,7 @@ class Server:
         self.telemetry = tel = Telemetry(s, self.clock)
         policy = branch_policy(s)
         address_guard = AddressGuard(policy)
-        grpc_invoker = _grpc_invoker(s, address_guard)
+        grpc_invoker = _grpc_invoker(s, address_guard, self._discovery)
         http_invoker = HttpInvoker(
             guard=address_guard, max_response=s.Limits.MaxBranchResponseBytes)
         tel.metrics.count_branch_connections(http_invoker.client.stats)
@@ -102,7 +104,7 @@ class Server:
             lambda: [*tel.grpc_interceptors(), guard.grpc_interceptor()],
         )
         self._auth_watch = asyncio.create_task(self.auth.watch())
-        self._extras = await _start_registration(s)
+        self._extras = await _start_registration(s, self._discovery)
         self._poll_task = asyncio.create_task(self.poller.run())
         log.info(
             "dtmx %s started: store %s, http %s:%d, grpc %s, pid %d, workers %d, tracing %s,"
@@ -150,9 +152,7 @@ class Server:
             await self.telemetry.close()
         if self.store:
             await self.store.close()
-        from dtmx.discovery import close_all
-
-        await close_all()
+        await self._discovery.stop()
         if self.telemetry:
             log.info("dtmx stopped (pid %d)", os.getpid())
 
@@ -164,17 +164,15 @@ def branch_policy(s: Settings) -> BranchPolicy:
                               deny_defaults=p.DenyDefaults)
 
 
-def _grpc_invoker(s: Settings, guard: AddressGuard) -> Invoker | None:
+def _grpc_invoker(s: Settings, guard: AddressGuard, discovery: Discovery) -> Invoker | None:
     try:
         from dtmx.invoke.grpc import GrpcInvoker
     except ImportError:  # grpcio is an optional server dependency
         return None
-    from dtmx.discovery import resolve_target
-
     # etcd://host:2379/<key>/pkg.Service/Method branch URLs resolve through etcd
     # (and every target, etcd's answers too, is judged by BranchPolicy before it is dialled)
     return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}",
-                       resolver=guard.grpc_resolver(resolve_target))
+                       resolver=guard.grpc_resolver(discovery.resolve))
 
 
 async def _start_grpc(
@@ -193,13 +191,13 @@ async def _start_grpc(
                                    interceptors=interceptors())
 
 
-async def _start_registration(s: Settings) -> list[Any]:
+async def _start_registration(s: Settings, discovery: Discovery) -> list[Any]:
     """Register this server in etcd when MicroService names an etcd target."""
     if not s.MicroService.Target.startswith("etcd://"):
         return []
     from dtmx.discovery import register_from_settings
 
-    return [await register_from_settings(s)]
+    return [await register_from_settings(s, discovery)]
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:

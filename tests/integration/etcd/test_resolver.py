@@ -1,4 +1,4 @@
-"""EtcdResolver / resolve_target against a real etcd: watch, round-robin, cache, restart."""
+"""EtcdResolver / Discovery against a real etcd: watch, round-robin, cache, restart."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from dtmx.discovery import (
     Discovery,
     DiscoveryError,
     EtcdRegistration,
-    close_all,
     register,
-    resolve_target,
 )
 from dtmx.invoke.base import BranchCall
 from dtmx.invoke.grpc import GrpcInvoker
@@ -96,33 +94,31 @@ async def test_cached_endpoints_serve_while_etcd_is_down_and_watch_comes_back(
             await aeventually(both, timeout=10)
 
 
-async def test_resolve_target_passes_plain_targets_and_reports_errors(
-    etcd: EtcdProcess, key: str
+async def test_resolve_passes_plain_targets_and_reports_errors(
+    etcd: EtcdProcess, key: str, discovery: Discovery
 ) -> None:
-    try:
-        assert await resolve_target("127.0.0.1:36790") == "127.0.0.1:36790"
-        with pytest.raises(DiscoveryError, match="no endpoint registered"):
-            await resolve_target(f"etcd://{etcd.endpoint}/{key}")
-        with pytest.raises(DiscoveryError, match="not reachable"):
-            await resolve_target(f"etcd://127.0.0.1:{free_port()}/{key}")
-        async with EtcdRegistration(etcd.endpoint, key, "10.0.0.7:7"):
+    assert await discovery.resolve("127.0.0.1:36790") == "127.0.0.1:36790"
+    with pytest.raises(DiscoveryError, match="no endpoint registered"):
+        await discovery.resolve(f"etcd://{etcd.endpoint}/{key}")
+    with pytest.raises(DiscoveryError, match="not reachable"):
+        await discovery.resolve(f"etcd://127.0.0.1:{free_port()}/{key}")
+    async with EtcdRegistration(etcd.endpoint, key, "10.0.0.7:7"):
 
-            async def seen() -> str | None:
-                try:
-                    return await resolve_target(f"etcd://{etcd.endpoint}/{key}")
-                except DiscoveryError:  # the watch event is on its way
-                    return None
+        async def seen() -> str | None:
+            try:
+                return await discovery.resolve(f"etcd://{etcd.endpoint}/{key}")
+            except DiscoveryError:  # the watch event is on its way
+                return None
 
-            # the resolver made by the failed call above is still watching: it sees the key
-            assert await aeventually(seen, timeout=5) == "10.0.0.7:7"
-    finally:
-        await close_all()
+        # the resolver made by the failed call above is still watching: it sees the key
+        assert await aeventually(seen, timeout=5) == "10.0.0.7:7"
 
 
-async def test_grpc_invoker_calls_through_etcd(etcd: EtcdProcess, key: str) -> None:
+async def test_grpc_invoker_calls_through_etcd(etcd: EtcdProcess, key: str,
+                                               discovery: Discovery) -> None:
     async with GrpcBusi() as one, GrpcBusi() as two:
         regs = [await register(f"etcd://{etcd.endpoint}/{key}", b.target) for b in (one, two)]
-        inv = GrpcInvoker(dtm_address="127.0.0.1:1", resolver=resolve_target)
+        inv = GrpcInvoker(dtm_address="127.0.0.1:1", resolver=discovery.resolve)
         try:
             for i in range(4):
                 r = await inv.call(BranchCall(
@@ -134,4 +130,3 @@ async def test_grpc_invoker_calls_through_etcd(etcd: EtcdProcess, key: str) -> N
             await inv.close()
             for r_ in regs:
                 await r_.stop()
-            await close_all()

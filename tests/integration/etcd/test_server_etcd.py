@@ -15,7 +15,7 @@ import orjson
 import yaml
 
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
-from dtmx.discovery import DiscoveryError, close_all, register, resolve_target
+from dtmx.discovery import Discovery, DiscoveryError, register
 from tests.support.etcd import EtcdProcess
 from tests.support.grpc_busi import SERVICE, GrpcBusi
 from tests.support.proto import busi_pb2
@@ -45,17 +45,18 @@ async def test_serve_registers_itself_and_leaves_on_stop(
     server = _server(etcd, key)
     await asyncio.to_thread(server.start)
     url = f"etcd://{etcd.endpoint}/{key}"
+    discovery = Discovery()
     try:
         async def registered() -> str:
             try:  # the HTTP port (which start() waits for) opens before the registration
-                return await resolve_target(url)
+                return await discovery.resolve(url)
             except DiscoveryError:
                 return ""
 
         assert await aeventually(registered, timeout=5) == server.grpc_target
         [(k, v)] = (await peek.prefix(f"{key}/")).items()
         assert re.fullmatch(rf"{key}/\d+", k) and v == server.grpc_target
-        async with grpc.aio.insecure_channel(await resolve_target(url)) as ch:
+        async with grpc.aio.insecure_channel(await discovery.resolve(url)) as ch:
             gid = (await dtmgimp_pb2_grpc.DtmStub(ch).NewGid(_empty())).Gid
             assert gid
         await asyncio.to_thread(server.stop)
@@ -64,7 +65,7 @@ async def test_serve_registers_itself_and_leaves_on_stop(
         assert await peek.prefix(f"{key}/") == {}  # revoked at shutdown, not left to expire
     finally:
         await asyncio.to_thread(server.stop)
-        await close_all()
+        await discovery.stop()
 
 
 def _empty() -> Any:
@@ -134,4 +135,3 @@ async def test_sagas_through_etcd_survive_losing_one_of_two_instances(
             for r in regs:
                 await r.stop()
             await asyncio.to_thread(server.stop)
-            await close_all()
