@@ -9,7 +9,6 @@ from typing import Any
 from dtmx.client._consts import Op
 from dtmx.client._errors import DtmError, Failure, InvalidBranchInfo
 from dtmx.client.barrier import _redis
-from dtmx.client.barrier._adapters import async_adapter, sync_adapter
 from dtmx.client.barrier._algo import (
     MSG_BARRIER_ID,
     MSG_BRANCH_ID,
@@ -18,6 +17,7 @@ from dtmx.client.barrier._algo import (
     msg_rollback_row,
     plan_call,
 )
+from dtmx.client.barrier._drivers import async_adapter, sync_adapter
 from dtmx.client.barrier._sql import DEFAULT_TABLE, ddl, split_table
 
 AsyncBusiness = Callable[[Any], Awaitable[object]]
