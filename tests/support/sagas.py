@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtmx.busi import BusiState
+from tests.support.busi import BusiState
 
 OK_STEPS = (("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert"))
 # step 2's action is switched to FAILURE by the tests: the saga rolls back

@@ -76,7 +76,7 @@ def test_workers_share_the_ports(tmp_path: Path) -> None:
     import signal
     import uuid
 
-    from dtmx.busi import BusiServer
+    from tests.support.busi import BusiServer
     from tests.support.util import eventually
 
     http, grpc_port = free_port(), free_port()

@@ -9,7 +9,7 @@ import uuid
 
 import requests
 
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.sagas import BAD_STEPS, OK_STEPS, assert_applied_exactly_once, body, unfinished
 from tests.support.server import ServerProcess
 from tests.support.util import eventually, free_port

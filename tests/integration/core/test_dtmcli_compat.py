@@ -11,7 +11,7 @@ from dtmcli import saga as dtm_saga
 from dtmcli import tcc as dtm_tcc
 from dtmcli import utils as dtm_utils
 
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from dtmx.busi import BusiServer
 from dtmx.clock import GidFactory
 from dtmx.core.models import Change, Op, Status, TransType
 from dtmx.core.request import TransRequest
@@ -22,6 +21,7 @@ from dtmx.poller import Poller
 from dtmx.service import Service
 from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.sqlite import SqliteStore
+from tests.support.busi import BusiServer
 from tests.support.clock import FakeClock
 from tests.support.util import aeventually, free_port
 

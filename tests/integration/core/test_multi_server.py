@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.sagas import BAD_STEPS, OK_STEPS, assert_applied_exactly_once, body, unfinished
 from tests.support.server import ServerProcess
 from tests.support.services import STORES, store_block

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtmx.busi import BusiServer
 from tests.integration.core.conftest import TRANSFER, post, saga_body
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.util import eventually
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.util import eventually, free_port
 

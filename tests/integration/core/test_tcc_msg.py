@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from dtmx.busi import BusiServer
 from tests.integration.core.conftest import post
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 
 

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from dtmx.busi import BusiServer
 from dtmx.clock import GidFactory
 from dtmx.core import tcc
 from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
@@ -28,6 +27,7 @@ from dtmx.service import Service
 from dtmx.stores.base import Store
 from dtmx.stores.sql.postgres import add_branches_statement
 from tests.integration.stores.conftest import empty_tables, sql_store
+from tests.support.busi import BusiServer
 from tests.support.clock import FakeClock
 from tests.support.util import aeventually, free_port
 

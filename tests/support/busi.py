@@ -6,7 +6,7 @@ keeps what it *applied* separately from what it was *called* with: applying is i
 per (gid, branch_id, op) and follows the barrier rules (a compensation whose action never
 ran is skipped; an action arriving after its compensation is skipped), so tests can check
 that retries and crashes never apply an effect twice. Run it alone with
-`python -m dtmx.busi --port 8081`.
+`python -m tests.support.busi --port 8081`.
 """
 
 from __future__ import annotations
