@@ -10,14 +10,20 @@ exception.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    suppress,
+)
+from typing import Any, TypeVar
 
 from dtmx.errors import StoreError
 from dtmx.stores.sql.dialect import Dialect
 
 Row = Sequence[Any]
+TxT = TypeVar("TxT", bound="Tx")
 
 
 #: One statement of a script: SQL with `?` placeholders, and its parameters.
@@ -78,3 +84,27 @@ class Backend(abc.ABC):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """One transaction: committed at the end, rolled back on an exception or when
         `rollback_only()` was called."""
+
+
+@asynccontextmanager
+async def transaction_scope(
+    tx: TxT,
+    *,
+    begin: Callable[[], Awaitable[Any]],
+    commit: Callable[[], Awaitable[Any]],
+    rollback: Callable[[], Awaitable[Any]],
+    translated: Callable[[], AbstractContextManager[None]],
+) -> AsyncIterator[TxT]:
+    """Begin, hand out `tx`, then commit; roll back instead when the body raised or called
+    `tx.rollback_only()`. Driver errors go through the backend's `translated`."""
+    with translated():
+        await begin()
+    try:
+        yield tx
+    except BaseException:
+        # the original error matters more than a failed rollback
+        with suppress(StoreError), translated():
+            await rollback()
+        raise
+    with translated():
+        await (rollback() if tx.rollback else commit())

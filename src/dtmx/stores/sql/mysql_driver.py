@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncmy
@@ -21,7 +21,15 @@ from asyncmy import errors as myerr
 from asyncmy.constants import CLIENT
 
 from dtmx.errors import StoreError, StoreUnavailable
-from dtmx.stores.sql.conn import Backend, Executor, Row, Statement, Tx, UniqueViolation
+from dtmx.stores.sql.conn import (
+    Backend,
+    Executor,
+    Row,
+    Statement,
+    Tx,
+    UniqueViolation,
+    transaction_scope,
+)
 from dtmx.stores.sql.dialect import MYSQL
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -153,22 +161,11 @@ class MysqlBackend(Backend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._acquire() as conn:
-            with _translated():
-                await conn.begin()
-            tx = _MysqlTx(conn)
-            try:
-                yield tx
-            except BaseException:
-                # the original error matters more than a failed rollback
-                with suppress(StoreError), _translated():
-                    await conn.rollback()
-                raise
-            with _translated():
-                if tx.rollback:
-                    await conn.rollback()
-                else:
-                    await conn.commit()
+        async with self._acquire() as conn, transaction_scope(
+            _MysqlTx(conn), begin=conn.begin, commit=conn.commit, rollback=conn.rollback,
+            translated=_translated,
+        ) as tx:
+            yield tx
 
     async def script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
         """Run `statements` as one transaction in one network round trip; for each, the

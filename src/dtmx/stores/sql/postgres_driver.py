@@ -13,7 +13,14 @@ from typing import Any
 import asyncpg
 
 from dtmx.errors import StoreError, StoreUnavailable
-from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
+from dtmx.stores.sql.conn import (
+    Backend,
+    Executor,
+    Row,
+    Tx,
+    UniqueViolation,
+    transaction_scope,
+)
 from dtmx.stores.sql.dialect import POSTGRES
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -166,18 +173,8 @@ class PostgresBackend(Backend):
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._acquire() as conn:
             tr = conn.transaction()
-            with _translated():
-                await tr.start()
-            tx = _PgTx(conn)
-            try:
+            async with transaction_scope(
+                _PgTx(conn), begin=tr.start, commit=tr.commit, rollback=tr.rollback,
+                translated=_translated,
+            ) as tx:
                 yield tx
-            except BaseException:
-                # the original error matters more than a failed rollback
-                with suppress(StoreError), _translated():
-                    await tr.rollback()
-                raise
-            with _translated():
-                if tx.rollback:
-                    await tr.rollback()
-                else:
-                    await tr.commit()

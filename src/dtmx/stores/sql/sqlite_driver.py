@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dtmx.errors import StoreError, StoreUnavailable
-from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
+from dtmx.stores.sql.conn import (
+    Backend,
+    Executor,
+    Row,
+    Tx,
+    UniqueViolation,
+    transaction_scope,
+)
 from dtmx.stores.sql.dialect import SQLITE
 
 log = logging.getLogger("dtmx.store.sqlite")
@@ -171,18 +178,17 @@ class SqliteBackend(Backend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._lock:
+        async def begin() -> None:
             await self.run(lambda db: db.execute("BEGIN IMMEDIATE"))
-            tx = _SqliteTx(self)
-            try:
-                yield tx
-            except BaseException:
-                # the original error matters more than a failed rollback
-                with contextlib.suppress(StoreError), _translated():
-                    self._conn().execute("ROLLBACK")
-                raise
-            with _translated():
-                self._conn().execute("ROLLBACK" if tx.rollback else "COMMIT")
+
+        async def end(how: str) -> None:
+            self._conn().execute(how)
+
+        async with self._lock, transaction_scope(
+            _SqliteTx(self), begin=begin, commit=lambda: end("COMMIT"),
+            rollback=lambda: end("ROLLBACK"), translated=_translated,
+        ) as tx:
+            yield tx
 
 
 def _checkpoint(ck: sqlite3.Connection) -> None:
