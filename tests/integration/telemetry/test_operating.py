@@ -21,7 +21,7 @@ from google.protobuf import empty_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from dtmx.api.proto import dtmgimp_pb2_grpc
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.services import store_block
 from tests.support.util import eventually, free_port
