@@ -25,6 +25,7 @@ from dtmx.errors import ConfigError
 
 log = logging.getLogger("dtmx.settings")
 
+
 class StoreDriver(StrEnum):
     """Which store: `Store.Driver` (DTM's names; DTM's boltdb is not supported)."""
 
@@ -327,8 +328,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Setti
 
 def validate(s: Settings) -> None:
     if s.Store.Url:
-        _url_driver(s.Store.Url)
-        store_target(s.Store)  # raises ConfigError on a port that is not a number
+        store_target(s.Store)  # an unknown scheme or a bad port is a ConfigError
     for name in ("HttpPort", "GrpcPort"):
         port = getattr(s, name)
         if not 0 <= port <= 65535:
@@ -412,26 +412,21 @@ class StoreTarget:
     url: str = field(repr=False)
 
 
-def _url_driver(url: str) -> StoreDriver:
-    """The driver a `Store.Url` names by its scheme (`postgresql` and `mysql+x` too)."""
-    scheme = urlparse(url).scheme.split("+")[0]
-    try:
-        return StoreDriver(scheme.replace("postgresql", "postgres"))
-    except ValueError:
-        raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}") from None
-
-
 def store_target(st: StoreSettings) -> StoreTarget:
     """Where the store is: `Store.Url` if set, else the Driver/Host/... keys with each
-    driver's defaults. Raises ConfigError for a Store.Url port that is not a number in
-    0..65535 (the message leaves the URL out: it may hold a password)."""
+    driver's defaults. Raises ConfigError for a Store.Url of an unknown scheme or a port
+    that is not a number in 0..65535 (messages leave the URL out: it may hold a password)."""
     if st.Url:
         u = urlparse(st.Url)
+        scheme = u.scheme.split("+")[0]  # mysql+asyncmy:// and the like
+        try:
+            driver = StoreDriver(scheme.replace("postgresql", "postgres"))
+        except ValueError:
+            raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}") from None
         try:
             port = u.port or 0
         except ValueError:
             raise ConfigError("Store.Url: the port must be a number in 0..65535") from None
-        driver = _url_driver(st.Url)
         sqlite = driver is StoreDriver.SQLITE
         db = unquote(u.path) if sqlite else u.path.lstrip("/")
         if sqlite and u.netloc:
@@ -454,6 +449,6 @@ def store_target(st: StoreSettings) -> StoreTarget:
 def describe_store(s: Settings) -> str:
     """Where the store is, for log lines: driver, host:port and database, never a password."""
     t = store_target(s.Store)
-    if t.driver == "sqlite":
+    if t.driver is StoreDriver.SQLITE:
         return f"sqlite {t.db}"
     return f"{t.driver} {t.host}:{t.port}/{t.db}"
