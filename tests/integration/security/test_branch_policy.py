@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.grpc_busi import GrpcBusi
 from tests.support.server import ServerProcess
 from tests.support.util import aeventually, eventually, free_port
