@@ -25,6 +25,7 @@ from dtmx.poller import Poller
 from dtmx.security.auth import Authenticator
 from dtmx.security.guard import Guard
 from dtmx.security.netguard import AddressGuard
+from dtmx.security.redact import AnswerCap
 from dtmx.service import Service
 from dtmx.settings import Settings, describe_store
 from dtmx.stores import make_store
@@ -61,7 +62,9 @@ class Server:
         http_invoker = HttpInvoker(
             guard=address_guard, max_response=s.Limits.MaxBranchResponseBytes)
         tel.metrics.count_branch_connections(http_invoker.client.stats)
-        invoker = tel.invoker(Router(http_invoker, grpc_invoker))
+        answers = s.BranchAnswers  # what of a branch's answer is kept, returned and logged
+        invoker = tel.invoker(AnswerCap(Router(http_invoker, grpc_invoker),
+                                        max_bytes=answers.MaxBytes, withhold=answers.Withhold))
         engine = Engine(
             store=tel.store(self.store, self.clock),
             invoker=invoker,

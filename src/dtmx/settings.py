@@ -131,6 +131,15 @@ class BranchPolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchAnswerSettings:
+    """How much of a branch's answer the server keeps in rollback_reason and returns to
+    clients (wait_result), and writes to its log."""
+
+    MaxBytes: int = 256
+    Withhold: bool = False  # keep none of it (HTTP errors keep their status code)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
@@ -140,6 +149,7 @@ class Settings:
     Telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     Alert: AlertSettings = field(default_factory=AlertSettings)
     BranchPolicy: BranchPolicySettings = field(default_factory=BranchPolicySettings)
+    BranchAnswers: BranchAnswerSettings = field(default_factory=BranchAnswerSettings)
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -169,6 +179,7 @@ IGNORED = {
 _BLOCKS: dict[str, type] = {
     "Store": StoreSettings, "MicroService": MicroServiceSettings, "Limits": Limits,
     "Log": LogSettings, "Telemetry": TelemetrySettings, "Alert": AlertSettings,
+    "BranchAnswers": BranchAnswerSettings,
 }
 
 
@@ -342,6 +353,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:
         _validate_auth(s.Auth)
+    if s.BranchAnswers.MaxBytes < 0:
+        raise ConfigError("BranchAnswers.MaxBytes must be >= 0")
     for key, level in (("LogLevel", s.LogLevel), ("Log.Level", s.Log.Level or "info")):
         if level.lower() not in ("debug", "info", "warn", "warning", "error"):
             raise ConfigError(f"{key} must be debug|info|warn|error, not {level!r}")

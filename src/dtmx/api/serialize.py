@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dtmx.core.models import KV, Branch, Transaction
+from dtmx.security.redact import redact_headers
 
 
 def iso(t: float | None) -> str | None:
@@ -52,7 +53,8 @@ def trans_json(t: Transaction) -> dict[str, Any]:
             "retry_limit": o.retry_limit,
             "retry_count": o.retry_count,
             "concurrent": o.concurrent,
-            "branch_headers": o.branch_headers,
+            # credentials (Authorization, *token*, ...) are sent to branches, never shown
+            "branch_headers": redact_headers(o.branch_headers),
             "passthrough_headers": o.passthrough_headers,
         }
     )
