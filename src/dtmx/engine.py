@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from dtmx.clock import Clock
-from dtmx.core import admission, tcc
+from dtmx.core import admission, msg, tcc
 from dtmx.core.admission import (
     UNREAD,
     Accept,
@@ -29,10 +29,11 @@ from dtmx.core.admission import (
     Stored,
     Take,
 )
+from dtmx.core.limits import Limits
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import TransRequest, check_fanout
 from dtmx.core.timing import Timing
-from dtmx.errors import DuplicateBranch, Failure
+from dtmx.errors import BadRequest, DuplicateBranch, Failure
 from dtmx.invoke.base import Invoker
 from dtmx.run import Run
 from dtmx.stores.base import Store
@@ -51,8 +52,10 @@ class Engine:
         clock: Clock,
         timing: Timing,
         observer: Observer | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or Limits()
         self.invoker = invoker
         self.clock = clock
         self.timing = timing
@@ -97,8 +100,9 @@ class Engine:
         now = self.clock.now()
         branches: list[Branch] = []
         if act is not Act.ABORT:
-            branches = admission.new_branches(
-                req, now, await subscribers(self.store, admission.topics(req)))
+            subs = await subscribers(self.store, admission.topics(req))
+            check_fanout(req.steps, subs, self.limits, msg.TOPIC_PREFIX)
+            branches = admission.new_branches(req, now, subs)
         stored: Stored = UNREAD
         while True:
             if isinstance(decision, Accept):
@@ -165,6 +169,13 @@ class Engine:
     async def register_branch(self, *, gid: str, trans_type: TransType, branch_id: str,
                               data: bytes, urls: dict[str, str]) -> None:
         """Add a TCC/XA branch's second-phase ops while the transaction is prepared."""
+        # A branch of the other kind would never get its second phase (an XA branch's local
+        # transaction would stay prepared, holding its locks): refuse it. A gid's type
+        # never changes, so reading it first is not a race. (An expect_type on
+        # add_branches, as `take` has, would save this read.)
+        existing = await self.store.get(gid=gid)
+        if existing is not None and existing.trans_type is not trans_type:
+            raise BadRequest(f"gid {gid} is a {existing.trans_type}, not a {trans_type}")
         self.observer.about(gid, trans_type.value, branch_id)
         now = self.clock.now()
         branches = tcc.gen_registered(trans_type, gid, branch_id, data, urls, now)

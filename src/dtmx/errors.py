@@ -75,6 +75,13 @@ class DuplicateBranch(Failure):
     """A branch with that id and op is already registered."""
 
 
+class DeadlineExpired(DtmxError):
+    """The call's deadline passed before anything was stored."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
 class ConfigError(DtmxError):
     """Invalid configuration."""
 

@@ -50,8 +50,8 @@ log = logging.getLogger("dtmx.engine")
 class Run:
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("branches", "clock", "failure", "invoker", "observer", "owner", "pending",
-                 "reset_interval", "store", "timing", "trans")
+    __slots__ = ("_index", "_index_of", "branches", "clock", "failure", "invoker", "observer",
+                 "owner", "pending", "reset_interval", "store", "timing", "trans")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
@@ -64,6 +64,16 @@ class Run:
         self.pending: list[BranchUpdate] = []
         self.failure = ""
         self.reset_interval = False  # progress was made: the backoff starts again from the base
+        self._index: dict[tuple[str, Op], Branch] = {}
+        self._index_of: list[Branch] | None = None
+
+    def _by_key(self) -> dict[tuple[str, Op], Branch]:
+        """Branches by (branch_id, op), built once per branch list (a reload replaces the
+        list), so a call costs the same in a long saga as in a short one."""
+        if self._index_of is not self.branches:
+            self._index = {b.key: b for b in self.branches}
+            self._index_of = self.branches
+        return self._index
 
     async def go(self) -> Transaction:
         """Process the transaction until it finishes or has to wait; returns it as it is
@@ -195,7 +205,7 @@ class Run:
                     return False
             elif not step.decided and not await self._write(now, Change()):
                 return False
-        by_key = {b.key: b for b in self.branches}
+        by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
         results: list[CallResult] = await asyncio.gather(
             *(self.invoker.call(self._branch_call(b)) for b in todo)

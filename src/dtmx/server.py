@@ -77,6 +77,7 @@ class Server:
                 lease=s.LeaseSeconds,
             ),
             observer=tel.observer,
+            limits=s.Limits,
         )
         tel.metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
         self.service = Service(engine=engine, new_gid=GidFactory(self.clock), policy=policy)
@@ -92,7 +93,7 @@ class Server:
                         "reach the ports (as in DTM); see README, Security")
         guard = Guard(self.auth, self.clock.now)
         api = HttpApi(self.service, tel.metrics, timeout_to_fail=s.TimeoutToFail,
-                      guard=guard, observer=tel.api)
+                      guard=guard, observer=tel.api, limits=s.Limits)
         api.health = self._healthy
         self._http = api.server(ServerLimits(
             max_body=s.Limits.MaxBodyBytes,
@@ -191,7 +192,7 @@ async def _start_grpc(
     # with --workers every process binds the same ports (SO_REUSEPORT), as the HTTP site does
     options = {"grpc.so_reuseport": 1} if reuse_port else None
     return await start_grpc_server(service, s.Host, s.GrpcPort, options=options,
-                                   interceptors=interceptors())
+                                   interceptors=interceptors(), limits=s.Limits)
 
 
 async def _start_registration(s: Settings, discovery: Discovery) -> list[Any]:

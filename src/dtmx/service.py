@@ -7,14 +7,13 @@ the engine; reads and topic (KV) changes go to the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from dtmx import topics
 from dtmx.core.branch_policy import BranchPolicy, refuse_denied
-from dtmx.core.models import KV, Branch, ScanFilter, Transaction, TransType
+from dtmx.core.models import KV, Branch, ScanFilter, Transaction
 from dtmx.core.msg import TOPIC_PREFIX
-from dtmx.core.request import TransRequest, check_gid, parse_trans_type
+from dtmx.core.request import Registration, TransRequest
 from dtmx.engine import Engine
 from dtmx.errors import BadRequest, NotFound
 from dtmx.stores.base import Store
@@ -65,13 +64,12 @@ class Service:
 
     async def force_stop(self, gid: str) -> None:
         """Fail an unfinished transaction now (no further branch calls)."""
-        await self.engine.force_stop(check_gid(gid))
+        await self.engine.force_stop(gid)
 
     async def reset_next_cron_time(self, gid: str) -> None:
         """Make an unfinished transaction due now. A finished one is left as it is and
         answers success too, as in DTM (whose admin UI offers the button for every
         transaction); an unknown gid is NotFound."""
-        check_gid(gid)
         if await self.engine.reset_next_cron_time(gid):
             return
         if await self.store.get(gid=gid) is None:
@@ -82,34 +80,21 @@ class Service:
         `limit`); returns how many, and whether more remain."""
         return await self.engine.reset_cron_time(after=timeout, limit=limit)
 
-    async def register_branch(self, data: Mapping[str, Any]) -> None:
-        """Register a TCC/XA branch (DTM's registerBranch body) while the transaction is
-        prepared; Failure if it is not, DuplicateBranch if the branch exists."""
-        for k, v in data.items():
-            if not isinstance(v, str | bytes):
-                raise BadRequest(f"registerBranch field {k!r} must be a string")
-        gid = check_gid(data.get("gid"))
-        trans_type = parse_trans_type(data.get("trans_type"))
-        branch_id = data.get("branch_id")
-        if not isinstance(branch_id, str) or not branch_id or len(branch_id) > 128:
-            raise BadRequest("branch_id is required (at most 128 characters)")
-        if trans_type not in (TransType.TCC, TransType.XA):
-            raise BadRequest(f"registerBranch for {trans_type} is not supported")
-        raw = data.get("data", b"")
-        payload = raw.encode() if isinstance(raw, str) else bytes(raw)
-        urls = {k: v for k, v in data.items() if isinstance(v, str)}
-        refuse_denied(self.policy, (urls.get(k, "") for k in _BRANCH_URL_KEYS))
-        await self.engine.register_branch(gid=gid, trans_type=trans_type, branch_id=branch_id,
-                                          data=payload, urls=urls)
+    async def register_branch(self, reg: Registration) -> None:
+        """Register a TCC/XA branch while the transaction is prepared; Failure if it is
+        not, DuplicateBranch if the branch exists, BadRequest if the gid is another type."""
+        refuse_denied(self.policy, (reg.urls.get(k, "") for k in _BRANCH_URL_KEYS))
+        await self.engine.register_branch(gid=reg.gid, trans_type=reg.trans_type,
+                                          branch_id=reg.branch_id, data=reg.payload,
+                                          urls=reg.urls)
 
     async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
         """Workflow mode: not supported yet (BadRequest)."""
-        raise BadRequest("workflow transactions are not supported yet")
+        raise BadRequest("workflow mode is not implemented yet")
 
     # ---- reading ----------------------------------------------------------------------
     async def query(self, gid: str) -> tuple[Transaction | None, list[Branch]]:
         """A transaction and its branches; (None, []) if there is none."""
-        check_gid(gid)
         trans = await self.store.get(gid=gid)
         if trans is None:
             return None, []
@@ -127,20 +112,16 @@ class Service:
     # ---- topics and kv ----------------------------------------------------------------
     async def subscribe(self, topic: str, url: str, remark: str) -> None:
         """Add a subscriber URL to a msg topic (Failure if it already subscribes)."""
-        _check_topic(topic, url)
         refuse_denied(self.policy, [url])
         await topics.subscribe(self.store, topic=topic, url=url, remark=remark,
                                now=self.clock.now())
 
     async def unsubscribe(self, topic: str, url: str) -> None:
         """Remove a subscriber URL from a topic (NotFound if either is unknown)."""
-        _check_topic(topic, url)
         await topics.unsubscribe(self.store, topic=topic, url=url, now=self.clock.now())
 
     async def delete_topic(self, topic: str) -> None:
         """Delete a topic with its subscribers (NotFound if unknown)."""
-        if not topic:
-            raise BadRequest("empty topic")
         if not await self.store.kv_delete(cat=topics.TOPICS, key=topic):
             raise NotFound(f"no such topic: {topic}")
 
@@ -156,10 +137,3 @@ class Service:
     async def close(self) -> None:
         """Stop in-flight runs; their leases lapse and the poller resumes them later."""
         await self.engine.close()
-
-
-def _check_topic(topic: str, url: str) -> None:
-    if not topic:
-        raise BadRequest("empty topic")
-    if not url:
-        raise BadRequest("empty url")

@@ -6,8 +6,9 @@ import pytest
 
 from dtmx.core import admission
 from dtmx.core.admission import UNREAD, Accept, Act, Create, Read, Reject, Take, decide
+from dtmx.core.limits import Limits
 from dtmx.core.models import Status, Transaction, TransOptions, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import TransRequest, Verb, check_trans
 from dtmx.core.timing import Timing
 from dtmx.errors import BadRequest, Failure, NotFound
 
@@ -31,9 +32,17 @@ def test_prepare_creates_then_accepts_a_repeat_and_refuses_other_states() -> Non
     assert rejected(decide(Act.PREPARE, tcc, row(TransType.TCC, Status.SUBMITTED)), Failure,
                     "current status 'submitted', cannot prepare")
     assert rejected(decide(Act.PREPARE, tcc, None), Failure, "current status 'missing'")
-    assert rejected(decide(Act.PREPARE, req(TransType.SAGA), UNREAD), BadRequest, "saga")
-    assert rejected(decide(Act.PREPARE, req(TransType.MSG), UNREAD), BadRequest,
-                    "query_prepared")
+    # what the request alone decides is checked before admission, by core.request
+    with pytest.raises(BadRequest, match="saga"):
+        check_trans(req(TransType.SAGA), Verb.PREPARE, Limits())
+    with pytest.raises(BadRequest, match="query_prepared"):
+        check_trans(req(TransType.MSG, steps=[{"action": "u"}], payloads=[b""]), Verb.PREPARE,
+                    Limits())
+    # a type mismatch is refused before "already submitted"
+    assert rejected(decide(Act.SUBMIT, tcc, row(TransType.SAGA, Status.SUBMITTED)), BadRequest,
+                    "is a saga, not a tcc")
+    assert rejected(decide(Act.PREPARE, req(TransType.XA), row(TransType.TCC, Status.PREPARED)),
+                    BadRequest, "is a tcc, not a xa")
 
 
 def test_submit_takes_a_prepared_row_first_and_creates_otherwise() -> None:

@@ -88,7 +88,7 @@ def test_concurrent_saga_orders() -> None:
 ])
 def test_bad_saga_orders_rejected(custom: str) -> None:
     with pytest.raises(BadRequest):
-        saga.parse_custom(custom, 2)
+        saga.check_orders(saga.parse_custom(custom), 2, 100)
 
 
 def test_tcc_confirm_reverse_and_prepared_timeout() -> None:

@@ -15,14 +15,27 @@ import grpc
 import grpc.aio
 import orjson
 from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
 from dtmx.api.serialize import query_json
-from dtmx.core.models import Branch, Protocol, Transaction, TransOptions
-from dtmx.core.request import TransRequest, check_gid, parse_trans_type
-from dtmx.errors import BadRequest, ConfigError, DtmxError
+from dtmx.core.limits import Limits
+from dtmx.core.models import Branch, Protocol, Transaction
+from dtmx.core.request import (
+    Registration,
+    TransRequest,
+    Verb,
+    check_gid,
+    check_trans,
+    options_from_numbers,
+    parse_registration,
+    parse_steps,
+    parse_topic,
+    parse_trans_type,
+)
+from dtmx.errors import BadRequest, ConfigError, DeadlineExpired, DtmxError
 from dtmx.service import Service
 
 log = logging.getLogger(__name__)
@@ -34,55 +47,51 @@ SERVICE_NAME = dtmgimp_pb2.DESCRIPTOR.services_by_name["Dtm"].full_name  # "dtmg
 _INTERNAL_MESSAGE = "internal server error"
 
 
-def _non_negative(name: str, v: int) -> int:
-    if v < 0:
-        raise BadRequest(f"{name} must be a non-negative integer")
-    return int(v)
+class Malformed:
+    """What a request that is not a valid protobuf message of its type deserializes to, so
+    the call is answered INVALID_ARGUMENT by `_guard` (grpc's own answer would be UNKNOWN,
+    naming a Python class)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.message = f"the request is not a valid {type_name} protobuf message"
 
 
-def _parse_steps(text: str) -> list[dict[str, str]]:
-    """Steps arrive as JSON text; Go clients send "null" for no steps."""
-    if not text:
-        return []
-    try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Steps must be JSON text of a list of objects") from None
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise BadRequest("Steps must be a JSON list")
-    steps: list[dict[str, str]] = []
-    for i, s in enumerate(raw):
-        if not isinstance(s, dict) or not all(
-            isinstance(x, str) or x is None for x in s.values()
-        ):
-            raise BadRequest(f"Steps[{i}] must be an object of strings")
-        steps.append({k: x for k, x in s.items() if x is not None})
-    return steps
+def _lenient(cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError:
+            return Malformed(cls.DESCRIPTOR.full_name)
+
+    return parse
 
 
 def trans_request_from_grpc(req: dtmgimp_pb2.DtmRequest) -> TransRequest:
-    """Build and validate a `TransRequest` from a `DtmRequest`, as DTM's gRPC API does.
+    """Build a `TransRequest` from a `DtmRequest`, with the same rules as HTTP (types and
+    ranges; `check_trans` checks the rest).
 
     The protocol is always gRPC: branch URLs of a transaction submitted over gRPC are gRPC
-    method URLs unless they say http(s)://.
+    method URLs unless they say http(s)://. Steps arrive as JSON text ("null" for none).
     """
     gid = check_gid(req.Gid)
     trans_type = parse_trans_type(req.TransType)
     o = req.TransOptions  # an unset sub-message reads as all defaults
-    options = TransOptions(
-        wait_result=o.WaitResult,
-        timeout_to_fail=_non_negative("TimeoutToFail", o.TimeoutToFail),
-        request_timeout=_non_negative("RequestTimeout", o.RequestTimeout),
-        retry_interval=_non_negative("RetryInterval", o.RetryInterval),
-        retry_limit=_non_negative("RetryLimit", o.RetryLimit),
-        branch_headers=dict(o.BranchHeaders),
+    options = options_from_numbers(
+        wait_result=o.WaitResult, timeout_to_fail=o.TimeoutToFail,
+        request_timeout=o.RequestTimeout, retry_interval=o.RetryInterval,
+        retry_limit=o.RetryLimit, branch_headers=o.BranchHeaders,
     )
+    raw_steps: Any = None
+    if req.Steps:
+        try:
+            raw_steps = orjson.loads(req.Steps)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Steps must be JSON text of a list of objects") from None
+    steps, _ = parse_steps(raw_steps, "Steps")
     return TransRequest(
         gid=gid,
         trans_type=trans_type,
-        steps=_parse_steps(req.Steps),
+        steps=steps,
         payloads=list(req.BinPayloads),
         custom_data=req.CustomedData,
         query_prepared=req.QueryPrepared,
@@ -93,20 +102,18 @@ def trans_request_from_grpc(req: dtmgimp_pb2.DtmRequest) -> TransRequest:
     )
 
 
-def branch_map_from_grpc(req: dtmgimp_pb2.DtmBranchRequest) -> dict[str, Any]:
-    """The registerBranch map the HTTP route receives, from a `DtmBranchRequest`.
+def registration_from_grpc(req: dtmgimp_pb2.DtmBranchRequest) -> Registration:
+    """The registration the HTTP route builds, from a `DtmBranchRequest`.
 
     `Data` holds the per-type entries (confirm/cancel, url, op/status); the payload stays
     bytes (gRPC payloads are serialized protobuf, not text).
     """
-    check_gid(req.Gid)
-    parse_trans_type(req.TransType)
     out: dict[str, Any] = dict(req.Data)
     if req.Op and "op" not in out:
         out["op"] = req.Op
     out.update(gid=req.Gid, trans_type=req.TransType, branch_id=req.BranchID,
                data=bytes(req.BusiPayload))
-    return out
+    return parse_registration(out)
 
 
 def progresses_reply(
@@ -129,60 +136,88 @@ def progresses_reply(
     )
 
 
-async def _guard(context: Context, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run `fn`, turning our errors into the matching gRPC status (the one mapping place)."""
+async def _guard(
+    context: Context, method: str, request: Any, fn: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `fn`, turning our errors into the matching gRPC status (the one mapping place).
+
+    Client errors are one log line (method, code, reason); a server fault logs its
+    traceback and tells the client only "internal server error".
+    """
     try:
+        if isinstance(request, Malformed):
+            raise BadRequest(request.message)
         return await fn()
     except DtmxError as e:
         code, message = grpc.StatusCode[e.grpc_code], e.message
+        level = logging.WARNING if e.http_status >= 500 else logging.INFO
+        log.log(level, "grpc %s %s %s", method, code.name, message)
     except NotImplementedError:
         code, message = grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
     except Exception:
-        log.exception("grpc call failed")
+        log.exception("grpc %s failed", method)
         code, message = grpc.StatusCode.INTERNAL, _INTERNAL_MESSAGE
     # outside the except blocks: abort raises, and must not be caught above
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
 
 
+def _before_write(context: Context) -> None:
+    """Refuse a call whose deadline has already passed, before anything is stored.
+
+    One that expires during the store write may still be stored; its state is then the one
+    a retry of the same call produces (prepare and submit are idempotent on a gid; a
+    retried registerBranch answers ABORTED "already registered").
+    """
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExpired()
+
+
 class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
     """`dtmgimp.Dtm` over a `Service`."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, limits: Limits | None = None) -> None:
         self._service = service
+        self._limits = limits or Limits()
 
     async def NewGid(self, request: empty_pb2.Empty, context: Context) -> dtmgimp_pb2.DtmGidReply:
-        gid = await _guard(context, self._service.new_gid)
+        gid = await _guard(context, "NewGid", request, self._service.new_gid)
         return dtmgimp_pb2.DtmGidReply(Gid=gid)
 
     async def _trans(
         self,
         request: dtmgimp_pb2.DtmRequest,
         context: Context,
-        verb: Callable[[TransRequest], Awaitable[None]],
+        verb: Verb,
+        do: Callable[[TransRequest], Awaitable[None]],
     ) -> empty_pb2.Empty:
         async def run() -> None:
-            await verb(trans_request_from_grpc(request))
+            req = check_trans(trans_request_from_grpc(request), verb, self._limits)
+            _before_write(context)
+            await do(req)
 
-        await _guard(context, run)
+        await _guard(context, verb.value.capitalize(), request, run)
         return empty_pb2.Empty()
 
     async def Submit(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
-        return await self._trans(request, context, self._service.submit)
+        return await self._trans(request, context, Verb.SUBMIT, self._service.submit)
 
     async def Prepare(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
-        return await self._trans(request, context, self._service.prepare)
+        return await self._trans(request, context, Verb.PREPARE, self._service.prepare)
 
     async def Abort(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
-        return await self._trans(request, context, self._service.abort)
+        return await self._trans(request, context, Verb.ABORT, self._service.abort)
 
     async def RegisterBranch(
         self, request: dtmgimp_pb2.DtmBranchRequest, context: Context
     ) -> empty_pb2.Empty:
         async def run() -> None:
-            await self._service.register_branch(branch_map_from_grpc(request))
+            reg = registration_from_grpc(request)
+            _before_write(context)
+            await self._service.register_branch(reg)
 
-        await _guard(context, run)
+        await _guard(context, "RegisterBranch", request, run)
         return empty_pb2.Empty()
 
     async def PrepareWorkflow(
@@ -194,25 +229,30 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
             )
             return progresses_reply(trans, branches)
 
-        return await _guard(context, run)
+        return await _guard(context, "PrepareWorkflow", request, run)
+
+    async def _topic(
+        self, method: str, request: dtmgimp_pb2.DtmTopicRequest, context: Context,
+        do: Callable[[dtmgimp_pb2.DtmTopicRequest], Awaitable[None]], with_url: bool = True,
+    ) -> empty_pb2.Empty:
+        async def run() -> None:
+            parse_topic(request.Topic, request.URL if with_url else None)
+            await do(request)
+
+        await _guard(context, method, request, run)
+        return empty_pb2.Empty()
 
     async def Subscribe(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
-        async def run() -> None:
-            await self._service.subscribe(request.Topic, request.URL, request.Remark)
-
-        await _guard(context, run)
-        return empty_pb2.Empty()
+        return await self._topic("Subscribe", request, context, lambda r: self._service.subscribe(
+            r.Topic, r.URL, r.Remark))
 
     async def Unsubscribe(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
-        async def run() -> None:
-            await self._service.unsubscribe(request.Topic, request.URL)
-
-        await _guard(context, run)
-        return empty_pb2.Empty()
+        return await self._topic("Unsubscribe", request, context,
+                                 lambda r: self._service.unsubscribe(r.Topic, r.URL))
 
     async def Query(
         self, request: dtmgimp_pb2.DtmQueryRequest, context: Context
@@ -220,19 +260,45 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
         """dtmx's addition to DTM's API: the JSON text GET query answers."""
 
         async def run() -> dtmgimp_pb2.DtmQueryReply:
-            answer = query_json(*await self._service.query(request.Gid))
+            answer = query_json(*await self._service.query(check_gid(request.Gid)))
             return dtmgimp_pb2.DtmQueryReply(Json=orjson.dumps(answer).decode())
 
-        return await _guard(context, run)
+        return await _guard(context, "Query", request, run)
 
     async def DeleteTopic(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
-        async def run() -> None:
-            await self._service.delete_topic(request.Topic)
+        return await self._topic("DeleteTopic", request, context,
+                                 lambda r: self._service.delete_topic(r.Topic), with_url=False)
 
-        await _guard(context, run)
-        return empty_pb2.Empty()
+
+#: Request and response types of each method, for handlers whose deserializer never raises.
+_METHODS: dict[str, tuple[Any, Any]] = {
+    "NewGid": (empty_pb2.Empty, dtmgimp_pb2.DtmGidReply),
+    "Submit": (dtmgimp_pb2.DtmRequest, empty_pb2.Empty),
+    "Prepare": (dtmgimp_pb2.DtmRequest, empty_pb2.Empty),
+    "Abort": (dtmgimp_pb2.DtmRequest, empty_pb2.Empty),
+    "RegisterBranch": (dtmgimp_pb2.DtmBranchRequest, empty_pb2.Empty),
+    "PrepareWorkflow": (dtmgimp_pb2.DtmRequest, dtmgimp_pb2.DtmProgressesReply),
+    "Subscribe": (dtmgimp_pb2.DtmTopicRequest, empty_pb2.Empty),
+    "Unsubscribe": (dtmgimp_pb2.DtmTopicRequest, empty_pb2.Empty),
+    "DeleteTopic": (dtmgimp_pb2.DtmTopicRequest, empty_pb2.Empty),
+    "Query": (dtmgimp_pb2.DtmQueryRequest, dtmgimp_pb2.DtmQueryReply),
+}
+
+
+def add_servicer(servicer: DtmServicer, server: grpc.aio.Server) -> None:
+    """Register `servicer` like the generated `add_DtmServicer_to_server`, except that a
+    malformed request reaches it as `Malformed` (answered INVALID_ARGUMENT)."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=_lenient(req_cls),
+            response_serializer=resp_cls.SerializeToString,
+        )
+        for name, (req_cls, resp_cls) in _METHODS.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 async def start_grpc_server(
@@ -242,6 +308,7 @@ async def start_grpc_server(
     *,
     options: Mapping[str, Any] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    limits: Limits | None = None,
 ) -> grpc.aio.Server:
     """Serve `dtmgimp.Dtm`, health (SERVING) and reflection on host:port; return the server.
 
@@ -253,9 +320,7 @@ async def start_grpc_server(
     opts: dict[str, Any] = {"grpc.so_reuseport": 0}
     opts.update(options or {})
     server = grpc.aio.server(options=tuple(opts.items()), interceptors=tuple(interceptors))
-    dtmgimp_pb2_grpc.add_DtmServicer_to_server(  # type: ignore[no-untyped-call]
-        DtmServicer(service), server
-    )
+    add_servicer(DtmServicer(service, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

@@ -1,8 +1,10 @@
 """DTM's HTTP routes under /api/dtmsvr, thin over `Service`, served by `dtmx.net.api_server`.
 
-Errors are mapped once, in `_error_response`: our `DtmxError`s carry their status and body;
-anything else is a 500 with a generic message (and a log line), never a stack trace to the
-client.
+Input is checked by `dtmx.core.request` (shared with gRPC). Errors are mapped once, in
+`_error_response`: our `DtmxError`s carry their status and body and are one log line
+(method, route, status, reason); anything else is a 500 with a generic message to the
+client and the traceback in the log. `HttpApi.routes()` is the route table: add routes
+there.
 """
 
 from __future__ import annotations
@@ -15,8 +17,19 @@ import orjson
 
 from dtmx import __version__
 from dtmx.api.serialize import branch_json, kv_json, query_json, trans_json
+from dtmx.core.limits import Limits
 from dtmx.core.models import ScanFilter, Status
-from dtmx.core.request import parse_trans_body, parse_trans_type
+from dtmx.core.request import (
+    Verb,
+    check_gid,
+    check_trans,
+    parse_registration,
+    parse_topic,
+    parse_trans_body,
+    parse_trans_type,
+    query_int,
+    query_position,
+)
 from dtmx.errors import BadRequest, DtmxError
 from dtmx.metrics import Metrics
 from dtmx.net.api_server import (
@@ -36,14 +49,17 @@ log = logging.getLogger("dtmx.http")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 SUCCESS = orjson.dumps({"dtm_result": "SUCCESS"})
 Handler = Callable[[Request], Awaitable[Any]]
+Route = tuple[str, str, Handler]
+PREFIX = "/api/dtmsvr"
+DEFAULT_PAGE = 100
 
 
 def _error_response(request: Request, e: Exception) -> Response:
     if isinstance(e, DtmxError):
-        if e.http_status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, e.message)
+        level = logging.WARNING if e.http_status >= 500 else logging.INFO
+        log.log(level, "%s %s %d %s", request.method, request.path, e.http_status, e.message)
         return json_response(e.body(), e.http_status)
-    log.error("%s %s failed", request.method, request.path, exc_info=e)
+    log.error("%s %s 500 failed", request.method, request.path, exc_info=e)
     return json_response({"message": "internal server error"}, 500)
 
 
@@ -71,26 +87,10 @@ async def _body(request: Request) -> Any:
         raise BadRequest(f"malformed JSON: {e}") from None
 
 
-def _int_arg(request: Request, name: str, default: int, *, lo: int = 0) -> int:
-    raw = request.query.get(name, "")
-    if raw == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if v < lo:
-        raise BadRequest(f"{name} must be >= {lo}")
-    return v
-
-
 def _gid_from_body(body: Any) -> str:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    gid = body.get("gid")
-    if not isinstance(gid, str):
-        raise BadRequest("gid is required and must be a string")
-    return gid
+    return check_gid(body.get("gid"))
 
 
 class HttpApi:
@@ -102,18 +102,20 @@ class HttpApi:
         timeout_to_fail: float,
         guard: Guard | None = None,
         observer: ApiObserver | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.svc = service
         self.metrics = metrics
         self.observer = observer or ApiObserver(metrics)
         self.timeout_to_fail = timeout_to_fail
         self.guard = guard
+        self.limits = limits or Limits()
         self.health: Callable[[], Awaitable[bool]] | None = None
 
-    def server(self, limits: ServerLimits | None = None) -> HttpServer:
-        """The HTTP server of these routes, holding at most `limits` per connection."""
-        p = "/api/dtmsvr"
-        routes = [
+    def routes(self) -> list[Route]:
+        """(method, path, handler) of every route; a `{name}` last segment is a parameter."""
+        p = PREFIX
+        return [
             ("GET", f"{p}/version", self.version),
             ("GET", f"{p}/newGid", self.new_gid),
             ("POST", f"{p}/prepare", self.prepare),
@@ -137,8 +139,11 @@ class HttpApi:
             ("GET", "/api/health", self.healthz),
             ("GET", "/api/metrics", self.prometheus),
         ]
+
+    def server(self, limits: ServerLimits | None = None) -> HttpServer:
+        """The HTTP server of these routes, holding at most `limits` per connection."""
         table = Routes()
-        for method, path, fn in routes:
+        for method, path, fn in self.routes():
             handler = _wrap(fn)
             # every route behind the role it needs (security.roles), when a guard is given
             if self.guard:
@@ -148,6 +153,9 @@ class HttpApi:
         return HttpServer(table, error_response=_error_response,
                           limits=limits or ServerLimits())
 
+    def _trans(self, body: Any, verb: Verb) -> Any:
+        return check_trans(parse_trans_body(body), verb, self.limits)
+
     async def version(self, r: Request) -> Any:
         return {"version": f"dtmx-{__version__}"}
 
@@ -155,13 +163,13 @@ class HttpApi:
         return {"gid": await self.svc.new_gid(), "dtm_result": "SUCCESS"}
 
     async def prepare(self, r: Request) -> Any:
-        await self.svc.prepare(parse_trans_body(await _body(r)))
+        await self.svc.prepare(self._trans(await _body(r), Verb.PREPARE))
 
     async def submit(self, r: Request) -> Any:
-        await self.svc.submit(parse_trans_body(await _body(r)))
+        await self.svc.submit(self._trans(await _body(r), Verb.SUBMIT))
 
     async def abort(self, r: Request) -> Any:
-        await self.svc.abort(parse_trans_body(await _body(r)))
+        await self.svc.abort(self._trans(await _body(r), Verb.ABORT))
 
     async def force_stop(self, r: Request) -> Any:
         await self.svc.force_stop(_gid_from_body(await _body(r)))
@@ -173,7 +181,7 @@ class HttpApi:
         body = await _body(r)
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object of strings")
-        await self.svc.register_branch(body)
+        await self.svc.register_branch(parse_registration(body))
 
     async def prepare_workflow(self, r: Request) -> Any:
         trans, branches = await self.svc.prepare_workflow(parse_trans_body(await _body(r)))
@@ -183,47 +191,59 @@ class HttpApi:
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
-        return query_json(*await self.svc.query(gid))
+        return query_json(*await self.svc.query(check_gid(gid)))
 
     async def all(self, r: Request) -> Any:
         q = r.query
         status = q.get("status") or None
         try:
-            filters = ScanFilter(
-                status=Status(status) if status else None,
-                trans_type=parse_trans_type(q["transType"]) if q.get("transType") else None,
-                create_time_start=_ms(q.get("createTimeStart")),
-                create_time_end=_ms(q.get("createTimeEnd")),
-            )
+            status_filter = Status(status) if status else None
         except ValueError:
-            raise BadRequest(f"unknown status {status!r}") from None
-        limit = _int_arg(r, "limit", 100, lo=1)
+            allowed = "|".join(s.value for s in Status)
+            raise BadRequest(f"unknown status {status!r}, expected one of {allowed}") from None
+        filters = ScanFilter(
+            status=status_filter,
+            trans_type=parse_trans_type(q["transType"]) if q.get("transType") else None,
+            create_time_start=_ms(q, "createTimeStart"),
+            create_time_end=_ms(q, "createTimeEnd"),
+        )
+        gid = q.get("gid", "")
         transactions, position = await self.svc.all(
-            gid=q.get("gid", ""), position=q.get("position", ""), limit=limit, filters=filters
+            gid=check_gid(gid) if gid else "",
+            position=query_position(q),
+            limit=query_int(q, "limit", DEFAULT_PAGE),
+            filters=filters,
         )
         return {"transactions": [trans_json(t) for t in transactions], "next_position": position}
 
     async def reset_cron_time(self, r: Request) -> Any:
-        timeout = _int_arg(r, "timeout", int(3 * self.timeout_to_fail))
-        limit = _int_arg(r, "limit", 100, lo=1)
+        default = min(int(3 * self.timeout_to_fail), 2**31 - 1)
+        timeout = query_int(r.query, "timeout", default)
+        limit = query_int(r.query, "limit", DEFAULT_PAGE)
         count, remaining = await self.svc.reset_cron_time(timeout=timeout, limit=limit)
         return {"has_remaining": remaining, "succeed_count": count}
 
     async def subscribe(self, r: Request) -> Any:
         q = r.query
-        await self.svc.subscribe(q.get("topic", ""), q.get("url", ""), q.get("remark", ""))
+        topic, url = q.get("topic", ""), q.get("url", "")
+        parse_topic(topic, url)
+        await self.svc.subscribe(topic, url, q.get("remark", ""))
 
     async def unsubscribe(self, r: Request) -> Any:
-        await self.svc.unsubscribe(r.query.get("topic", ""), r.query.get("url", ""))
+        topic, url = r.query.get("topic", ""), r.query.get("url", "")
+        parse_topic(topic, url)
+        await self.svc.unsubscribe(topic, url)
 
     async def delete_topic(self, r: Request) -> Any:
-        await self.svc.delete_topic(r.match_info.get("name", ""))
+        topic = r.match_info.get("name", "")
+        parse_topic(topic)
+        await self.svc.delete_topic(topic)
 
     async def scan_kv(self, r: Request) -> Any:
         kvs, position = await self.svc.scan_kv(
             cat=r.query.get("cat", ""),
-            position=r.query.get("position", ""),
-            limit=_int_arg(r, "limit", 100, lo=1),
+            position=query_position(r.query),
+            limit=query_int(r.query, "limit", DEFAULT_PAGE),
         )
         return {"kv": [kv_json(k) for k in kvs], "next_position": position}
 
@@ -242,10 +262,7 @@ class HttpApi:
         return Response(await self.metrics.render(), content_type=PROMETHEUS_TEXT)
 
 
-def _ms(v: str | None) -> float | None:
-    if not v:
+def _ms(q: dict[str, str], name: str) -> float | None:
+    if not q.get(name):
         return None
-    try:
-        return int(v) / 1000.0
-    except ValueError:
-        raise BadRequest("createTimeStart/createTimeEnd must be epoch milliseconds") from None
+    return query_int(q, name, 0) / 1000.0

@@ -1,23 +1,38 @@
-"""Our rows in the JSON shapes DTM's query/all/scanKV routes answer with."""
+"""Our rows in the JSON shapes DTM's query/all/scanKV routes answer with.
+
+Serialising a stored row never raises, whatever the row holds: validation keeps out-of-range
+values out of the store, and this end clamps anything that got in anyway (an older version,
+another tool), so one row can never make `/query` or `/all` fail.
+"""
 
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 from dtmx.core.models import KV, Branch, Transaction
+from dtmx.core.request import stored_option
 from dtmx.security.redact import redact_headers
+
+# the range of times a datetime (and every DTM client) can represent
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+_MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 def iso(t: float | None) -> str | None:
-    if t is None or t == 0:
+    """ISO-8601 UTC with milliseconds; None for unset; clamped into years 1970..9999."""
+    if t is None or t == 0 or not isinstance(t, int | float) or math.isnan(t):
         return None
+    t = min(max(float(t), _MIN_TIME), _MAX_TIME)
     return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _num(v: float) -> int | float:
-    return int(v) if v == int(v) else v
+    if not math.isfinite(v):
+        return 0
+    return int(v) if v == int(v) and abs(v) < 2**53 else v
 
 
 def _omit_empty(d: dict[str, Any]) -> dict[str, Any]:
@@ -47,11 +62,11 @@ def trans_json(t: Transaction) -> dict[str, Any]:
             "owner": t.owner,
             "ext_data": t.ext_data,
             "wait_result": o.wait_result,
-            "timeout_to_fail": o.timeout_to_fail,
-            "request_timeout": o.request_timeout,
-            "retry_interval": o.retry_interval,
-            "retry_limit": o.retry_limit,
-            "retry_count": o.retry_count,
+            "timeout_to_fail": stored_option(o.timeout_to_fail),
+            "request_timeout": stored_option(o.request_timeout),
+            "retry_interval": stored_option(o.retry_interval),
+            "retry_limit": stored_option(o.retry_limit),
+            "retry_count": stored_option(o.retry_count),
             "concurrent": o.concurrent,
             # credentials (Authorization, *token*, ...) are sent to branches, never shown
             "branch_headers": redact_headers(o.branch_headers),

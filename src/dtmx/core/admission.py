@@ -99,13 +99,21 @@ def decide(act: Act, req: TransRequest, stored: Stored) -> Admission:
     return _RULES[act](req, stored)
 
 
+# The request itself was checked by `dtmx.core.request.check_trans`; these rules compare
+# it with the stored row.
+
+
+def _other_type(req: TransRequest, stored: Transaction) -> Reject | None:
+    if stored.trans_type is req.trans_type:
+        return None
+    return Reject(BadRequest(f"gid {req.gid} is a {stored.trans_type}, not a {req.trans_type}"))
+
+
 def _prepare(req: TransRequest, stored: Stored) -> Admission:
-    if req.trans_type is TransType.SAGA:
-        return Reject(BadRequest("a saga is submitted directly; prepare is for msg, tcc, xa"))
-    if req.trans_type is TransType.MSG and not req.query_prepared:
-        return Reject(BadRequest("a prepared msg needs query_prepared"))
     if stored is UNREAD:
         return Create(Status.PREPARED, run=False)
+    if stored is not None and (other := _other_type(req, stored)):
+        return other
     if stored is None or stored.status is not Status.PREPARED:
         status = stored.status if stored else "missing"
         return Reject(Failure(f"current status '{status}', cannot prepare"))
@@ -122,13 +130,12 @@ def _submit(req: TransRequest, stored: Stored) -> Admission:
                     otherwise=create) if req.trans_type in PREPARED_FIRST else create
     if stored is None:
         return Reject(Failure("transaction vanished while submitting; retry"))
+    if other := _other_type(req, stored):
+        return other  # before "already submitted": a TCC submit must not pass for a saga's
     if stored.status is Status.SUBMITTED:
         return Accept()  # double submit: it is already being processed
     if stored.status is not Status.PREPARED:
         return Reject(Failure(f"current status '{stored.status}', cannot submit"))
-    if stored.trans_type is not req.trans_type:
-        return Reject(BadRequest(
-            f"gid {req.gid} is a {stored.trans_type}, not a {req.trans_type}"))
     return take
 
 
@@ -172,20 +179,11 @@ def topics(req: TransRequest) -> list[str]:
 
 def new_branches(req: TransRequest, now: float, subscribers: dict[str, list[str]]
                  ) -> list[Branch]:
-    """The branch rows `req` creates (saga and msg steps; TCC/XA register theirs later)."""
-    if req.trans_type in (TransType.SAGA, TransType.MSG):
-        if not req.steps:
-            raise BadRequest(f"a {req.trans_type} needs at least one step")
-        if len(req.payloads) != len(req.steps):
-            raise BadRequest(
-                f"payloads must have one entry per step: {len(req.steps)} steps, "
-                f"{len(req.payloads)} payloads"
-            )
+    """The branch rows `req` creates (saga and msg steps; TCC/XA register theirs later).
+    `req` was checked by `dtmx.core.request.check_trans`, the fan-out by `check_fanout`."""
     if req.trans_type is TransType.SAGA:
-        saga.parse_custom(req.custom_data, len(req.steps))
         return saga.gen_branches(req.gid, req.steps, req.payloads, now)
     if req.trans_type is TransType.MSG:
-        msg.parse_delay(req.custom_data)
         return msg.gen_branches(req.gid, req.steps, req.payloads, subscribers, now)
     return []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,8 +24,8 @@ class SagaCustom:
 _PLAIN = SagaCustom()
 
 
-def parse_custom(custom_data: str, n_steps: int | None = None) -> SagaCustom:
-    """Parse and (when n_steps is given) validate `{"concurrent":..,"orders":{"1":[0]}}`."""
+def parse_custom(custom_data: str) -> SagaCustom:
+    """Parse `{"concurrent":..,"orders":{"1":[0]}}` (`check_orders` validates it)."""
     if not custom_data:
         return _PLAIN
     try:
@@ -39,39 +39,45 @@ def parse_custom(custom_data: str, n_steps: int | None = None) -> SagaCustom:
     if not isinstance(raw_orders, dict):
         raise BadRequest("custom_data.orders must be an object of step -> [steps]")
     for k, v in raw_orders.items():
-        try:
-            step = int(k)
-        except (TypeError, ValueError):
-            raise BadRequest(f"custom_data.orders key {k!r} is not a step index") from None
-        if not isinstance(v, list) or not all(isinstance(x, int) for x in v):
+        if not (isinstance(k, str) and k.isdecimal() and len(k) <= 9):
+            raise BadRequest(f"custom_data.orders key {k[:20]!r} is not a step index")
+        if not isinstance(v, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in v
+        ):
             raise BadRequest(f"custom_data.orders[{k}] must be a list of step indexes")
-        orders[step] = tuple(v)
-    custom = SagaCustom(concurrent=bool(raw.get("concurrent", False)), orders=orders)
-    if n_steps is not None:
-        _check_orders(custom, n_steps)
-    return custom
+        orders[int(k)] = tuple(v)
+    return SagaCustom(concurrent=bool(raw.get("concurrent", False)), orders=orders)
 
 
-def _check_orders(custom: SagaCustom, n: int) -> None:
+def check_orders(custom: SagaCustom, n: int, max_edges: int) -> None:
+    """Every step index in 0..n-1, at most `max_edges` edges, and no cycle (a cycle would
+    leave steps that can never run). Iterative: a chain of any length is fine."""
+    edges = sum(len(p) for p in custom.orders.values())
+    if edges > max_edges:
+        raise BadRequest(
+            f"custom_data.orders has {edges} edges, more than Limits.MaxOrderEdges ({max_edges})"
+        )
     for step, pres in custom.orders.items():
         for s in (step, *pres):
             if not 0 <= s < n:
                 raise BadRequest(f"custom_data.orders refers to step {s}, outside 0..{n - 1}")
-    # a cycle would leave steps that can never run
-    state: dict[int, int] = {}
-
-    def visit(s: int) -> None:
-        if state.get(s) == 1:
-            raise BadRequest("custom_data.orders has a cycle")
-        if state.get(s) == 2:
-            return
-        state[s] = 1
-        for p in custom.orders.get(s, ()):
-            visit(p)
-        state[s] = 2
-
-    for s in range(n):
-        visit(s)
+    # Kahn's algorithm: peel off steps without prerequisites; what is left is on a cycle
+    waiting = {s: len(set(p)) for s, p in custom.orders.items()}
+    after: dict[int, list[int]] = {}
+    for s, pres in custom.orders.items():
+        for p in set(pres):
+            after.setdefault(p, []).append(s)
+    ready = [s for s in range(n) if not waiting.get(s)]
+    done = 0
+    while ready:
+        s = ready.pop()
+        done += 1
+        for nxt in after.get(s, ()):
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                ready.append(nxt)
+    if done < n:
+        raise BadRequest("custom_data.orders has a cycle")
 
 
 def gen_branches(
@@ -105,12 +111,74 @@ def _steps(branches: Sequence[Branch]) -> tuple[list[Branch], list[Branch]]:
 def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
     custom = parse_custom(trans.custom_data)
     concurrent = custom.concurrent or trans.options.concurrent
-    actions, comps = _steps(branches)
-    n = len(actions)
     if trans.status is Status.SUBMITTED:
         reason = timeout_reason(trans, now, timing)
         if reason:
             return Transition(Status.ABORTING, reason)
+    if not concurrent and _laid_out(branches):
+        return _plan_sequential(trans.status, branches)
+    return _plan_general(trans.status, branches, custom, concurrent)
+
+
+# A sequential saga's branches are stored as gen_branches made them: step i is
+# branches[2i] (compensate) and branches[2i+1] (action). Its actions succeed strictly in
+# order and its compensations in reverse, so every status list is sorted and the next step
+# is found by binary search: planning a step costs O(log n), not O(n), whatever the length.
+
+
+def _laid_out(branches: Sequence[Branch]) -> bool:
+    n2 = len(branches)
+    if n2 % 2 or not n2:
+        return False
+    # the ends and the middle: a cheap check that this is gen_branches' layout
+    return all(
+        branches[i].op is Op.COMPENSATE and branches[i + 1].op is Op.ACTION
+        and branches[i].branch_id == branches[i + 1].branch_id
+        for i in {0, (n2 // 2 - 1) // 2 * 2, n2 - 2}
+    )
+
+
+def _first(n: int, pred: Callable[[int], bool]) -> int:
+    """The first i in 0..n-1 with pred(i), for a pred false then true; n if none."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _plan_sequential(status: Status, branches: Sequence[Branch]) -> Plan:
+    n = len(branches) // 2
+    # k: the first action that has not succeeded (all before it have)
+    k = _first(n, lambda i: branches[2 * i + 1].status is not Status.SUCCEED)
+    if status is Status.SUBMITTED:
+        if k == n:
+            return Transition(Status.SUCCEED)
+        action = branches[2 * k + 1]
+        if action.status is Status.FAILED:
+            return Transition(Status.ABORTING)
+        return Call((action.key,))
+    if status is Status.ABORTING:
+        # steps 0..k may have run (k itself may have taken effect before failing or timing
+        # out); they are compensated from the top, so their compensations are
+        # prepared up to some c and succeeded above it
+        top = min(k, n - 1)
+        c = _first(top + 1, lambda i: branches[2 * i].status is not Status.PREPARED) - 1
+        if c < 0:
+            return Transition(Status.FAILED)
+        return Call((branches[2 * c].key,), decided=True)
+    return Wait()
+
+
+def _plan_general(
+    status: Status, branches: Sequence[Branch], custom: SagaCustom, concurrent: bool
+) -> Plan:
+    actions, comps = _steps(branches)
+    n = len(actions)
+    if status is Status.SUBMITTED:
         if any(a.status is Status.FAILED for a in actions):
             return Transition(Status.ABORTING)
         if all(a.status is Status.SUCCEED for a in actions):
@@ -119,7 +187,7 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Tim
             a.key for i, a in enumerate(actions) if _may_run(i, actions, custom, concurrent)
         ]
         return Call(tuple(runnable)) if runnable else Wait()
-    if trans.status is Status.ABORTING:
+    if status is Status.ABORTING:
         todo = [
             i
             for i in range(n)
@@ -127,13 +195,25 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Tim
         ]
         if not todo:
             return Transition(Status.FAILED)
+        pending = set(todo)
+        later = _dependents(custom) if concurrent else {}
         ready = [
             comps[i].key
             for i in reversed(todo)
-            if _may_compensate(i, todo, custom, concurrent)
+            if not any(j in pending for j in later.get(i, ()))
+            and (concurrent or i == todo[-1])
         ]
         return Call(tuple(ready), decided=True) if ready else Wait()
     return Wait()
+
+
+def _dependents(custom: SagaCustom) -> dict[int, list[int]]:
+    """step -> the steps that list it as a prerequisite (they ran after it)."""
+    out: dict[int, list[int]] = {}
+    for s, pres in custom.orders.items():
+        for p in pres:
+            out.setdefault(p, []).append(s)
+    return out
 
 
 def _prereqs(i: int, custom: SagaCustom, concurrent: bool) -> tuple[int, ...]:
@@ -157,13 +237,3 @@ def _attempted(i: int, actions: Sequence[Branch], custom: SagaCustom, concurrent
     if actions[i].status is not Status.PREPARED:
         return True
     return all(actions[p].status is Status.SUCCEED for p in _prereqs(i, custom, concurrent))
-
-
-def _may_compensate(i: int, todo: Sequence[int], custom: SagaCustom, concurrent: bool) -> bool:
-    """Compensate step i only after every pending step that ran after it is compensated."""
-    later = (
-        [s for s, pres in custom.orders.items() if i in pres]
-        if concurrent
-        else [j for j in todo if j > i]
-    )
-    return not any(j in todo for j in later)

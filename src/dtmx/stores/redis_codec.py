@@ -24,6 +24,7 @@ from dtmx.core.models import (
     TransOptions,
     TransType,
 )
+from dtmx.core.request import clamp_stored
 from dtmx.errors import DuplicateBranch
 
 _OPTION_FIELDS = tuple(f.name for f in dc_fields(TransOptions) if f.name != "retry_count")
@@ -70,10 +71,10 @@ def decode_trans(raw: dict[bytes, bytes]) -> Transaction:
     """Inverse of `encode_trans` (fields and values as bytes, as Redis returns them)."""
     h = {k.decode(): v for k, v in raw.items()}
     opts: dict[str, Any] = orjson.loads(h["options"]) if "options" in h else {}
-    options = TransOptions(
+    options = clamp_stored(TransOptions(
         **{k: v for k, v in opts.items() if k in _OPTION_FIELDS},
         retry_count=int(h.get("retry_count", b"0")),
-    )
+    ))
     extra: dict[str, Any] = {name: h[name].decode() for name in _TEXT_FIELDS if name in h}
     extra.update({name: float(h[name]) for name in _OPTIONAL_TIMES if name in h})
     return Transaction(

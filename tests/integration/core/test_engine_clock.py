@@ -12,7 +12,7 @@ import pytest
 
 from dtmx.clock import GidFactory
 from dtmx.core.models import Change, Op, Status, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import TransRequest, parse_registration
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.invoke.base import BranchCall, CallResult
@@ -99,9 +99,9 @@ async def test_tcc_prepared_is_cancelled_after_35_seconds(world: tuple[Service, 
                                                           busi: BusiServer) -> None:
     svc, poller, clock = world
     await svc.prepare(TransRequest(gid="t1", trans_type=TransType.TCC))
-    await svc.register_branch({"gid": "t1", "branch_id": "01", "trans_type": "tcc",
-                               "confirm": f"{busi.url}/TransOutConfirm",
-                               "cancel": f"{busi.url}/TransOutCancel"})
+    await svc.register_branch(parse_registration({
+        "gid": "t1", "branch_id": "01", "trans_type": "tcc",
+        "confirm": f"{busi.url}/TransOutConfirm", "cancel": f"{busi.url}/TransOutCancel"}))
     clock.advance(34.9)
     assert await poller.poll_once() == 0
     clock.advance(0.1)
@@ -217,9 +217,9 @@ async def test_decided_calls_write_their_results_with_the_final_status(
     try:
         await svc.prepare(TransRequest(gid="t1", trans_type=TransType.TCC))
         for bid, name in (("01", "TransOut"), ("02", "TransIn")):
-            await svc.register_branch({
+            await svc.register_branch(parse_registration({
                 "gid": "t1", "trans_type": "tcc", "branch_id": bid, "data": "{}",
-                "confirm": f"{busi.url}/{name}Confirm", "cancel": f"{busi.url}/{name}Cancel"})
+                "confirm": f"{busi.url}/{name}Confirm", "cancel": f"{busi.url}/{name}Cancel"}))
         await svc.submit(TransRequest(gid="t1", trans_type=TransType.TCC))
         await settle(svc)
         [final] = recording.changes

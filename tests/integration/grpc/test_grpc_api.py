@@ -7,7 +7,7 @@ without a store; end-to-end behaviour against `dtmx serve` is in test_grpc_serve
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,7 +21,7 @@ from dtmx.api.proto import dtmgimp_pb2, dtmgimp_pb2_grpc
 from dtmx.client._errors import DtmError, Failure, Ongoing
 from dtmx.client.grpc import GrpcTransport
 from dtmx.core.models import Branch, Op, Protocol, Status, Transaction, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import Registration, TransRequest
 from dtmx.errors import ConfigError, StoreUnavailable
 from dtmx.errors import Failure as SFailure
 from dtmx.errors import Ongoing as SOngoing
@@ -54,8 +54,8 @@ class RecordingService(Service):
     async def abort(self, req: TransRequest) -> None:
         self._rec("abort", req)
 
-    async def register_branch(self, data: Mapping[str, Any]) -> None:
-        self._rec("register_branch", dict(data))
+    async def register_branch(self, reg: Registration) -> None:
+        self._rec("register_branch", reg)
 
     async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
         self._rec("prepare_workflow", req)
@@ -194,7 +194,7 @@ async def test_error_mapping(
 ) -> None:
     svc.error = error
     with pytest.raises(grpc.aio.AioRpcError) as ei:
-        await stub.Submit(dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="saga"))
+        await stub.Submit(dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="tcc"))
     assert ei.value.code() == code
     assert ei.value.details() == message
 
@@ -206,14 +206,20 @@ async def test_register_branch_map(stub: dtmgimp_pb2_grpc.DtmStub, svc: Recordin
         Data={"confirm": "h:1/p.S/Confirm", "cancel": "h:1/p.S/Cancel", "gid": "spoof"},
     ))
     await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(
-        Gid=gid, TransType="workflow", BranchID="02", Op="action",
-        Data={"status": "succeed"},
+        Gid=gid, TransType="xa", BranchID="02", Op="action", Data={"url": "h:1/p.S/Xa"},
     ))
-    (_, tcc), (_, wf) = svc.calls
-    assert tcc == {"gid": gid, "trans_type": "tcc", "branch_id": "01", "data": b"\x00\xff",
-                   "confirm": "h:1/p.S/Confirm", "cancel": "h:1/p.S/Cancel"}
-    assert wf == {"gid": gid, "trans_type": "workflow", "branch_id": "02", "data": b"",
-                  "op": "action", "status": "succeed"}
+    (_, tcc), (_, xa) = svc.calls
+    assert tcc == Registration(gid, TransType.TCC, "01", b"\x00\xff",
+                               {"confirm": "h:1/p.S/Confirm", "cancel": "h:1/p.S/Cancel",
+                                "gid": gid, "trans_type": "tcc", "branch_id": "01"})
+    assert (xa.trans_type, xa.branch_id, xa.payload, xa.urls["url"], xa.urls["op"]) == (
+        TransType.XA, "02", b"", "h:1/p.S/Xa", "action")
+    with pytest.raises(grpc.aio.AioRpcError) as ei:  # workflow mode is not implemented yet
+        await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(
+            Gid=gid, TransType="workflow", BranchID="03", Op="action", Data={"status": "succeed"},
+        ))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not supported" in (ei.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as ei:
         await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(TransType="tcc", BranchID="01"))
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -282,8 +288,9 @@ async def test_sdk_transport(target: str, svc: RecordingService) -> None:
         assert [n for n, _ in svc.calls[-2:]] == ["prepare", "abort"]
         await t.register_branch({"gid": gid, "trans_type": "tcc", "branch_id": "01",
                                  "data": "{}", "confirm": "c", "cancel": "x"})
-        assert svc.calls[-1][1] == {"gid": gid, "trans_type": "tcc", "branch_id": "01",
-                                    "data": b"{}", "confirm": "c", "cancel": "x"}
+        reg = svc.calls[-1][1]
+        assert (reg.gid, reg.branch_id, reg.payload, reg.urls["confirm"], reg.urls["cancel"]) == (
+            gid, "01", b"{}", "c", "x")
         svc.error = SFailure("no")
         with pytest.raises(Failure):
             await t.submit(body)

@@ -290,3 +290,47 @@ async def test_bad_requests(dtm: dtmgimp_pb2_grpc.DtmStub, req: dtmgimp_pb2.DtmR
         with pytest.raises(grpc.aio.AioRpcError) as ei:
             await method(req)
         assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value.details()
+
+
+# --- hostile input (issue 10) --------------------------------------------------------------
+
+
+async def test_malformed_protobuf_is_invalid_argument_with_a_plain_message(
+        server: ServerProcess) -> None:
+    async with grpc.aio.insecure_channel(server.grpc_target) as ch:
+        raw = ch.unary_unary("/dtmgimp.Dtm/Submit", request_serializer=lambda b: b,
+                             response_deserializer=lambda b: b)
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await raw(b"\xff\xff\xff\xff\x0f\x01garbage")
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ei.value.details() == "the request is not a valid dtmgimp.DtmRequest protobuf message"
+
+
+async def test_request_timeout_of_2_63_is_invalid_argument_and_not_stored(
+        server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub) -> None:
+    gid = _gid()
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await dtm.Prepare(dtmgimp_pb2.DtmRequest(
+            Gid=gid, TransType="tcc",
+            TransOptions=dtmgimp_pb2.DtmTransOptions(RequestTimeout=2**63 - 1)))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ei.value.details() == (
+        "RequestTimeout must be an integer in 0..2147483647, not 9223372036854775807")
+    assert (await _query(server, gid))["transaction"] is None
+
+
+async def test_a_call_past_its_deadline_leaves_the_state_a_retry_would(
+        server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub) -> None:
+    """A call whose deadline passed before the store write is refused (DEADLINE_EXCEEDED,
+    nothing stored); one that expires during the write may be stored, and then the state is
+    exactly the one its retry produces (prepare is idempotent on a gid): a prepared TCC with
+    no branches. The client cannot tell which happened, so both are checked the same way."""
+    for _ in range(5):
+        gid = _gid()
+        try:
+            await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="tcc"), timeout=1e-6)
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="tcc"))  # the retry
+        q = await _query(server, gid)
+        assert q["transaction"]["status"] == "prepared" and q["branches"] == []

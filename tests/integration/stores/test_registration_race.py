@@ -18,7 +18,7 @@ from typing import Any, cast
 from dtmx.clock import GidFactory
 from dtmx.core import tcc
 from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import TransRequest, parse_registration
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.invoke.http_invoker import HttpInvoker
@@ -118,10 +118,10 @@ async def test_a_branch_registered_while_the_poller_times_out_is_cancelled(
             await svc.prepare(TransRequest(gid=gid, trans_type=TransType.TCC))
 
             async def register(bid: str) -> None:
-                await svc.register_branch({
+                await svc.register_branch(parse_registration({
                     "gid": gid, "branch_id": bid, "trans_type": "tcc", "data": "{}",
                     "confirm": f"{busi.url}/TransOutConfirm",
-                    "cancel": f"{busi.url}/TransOutCancel"})
+                    "cancel": f"{busi.url}/TransOutCancel"}))
 
             await register("01")
             racy.armed = lambda: register("02")  # answered without error: it must be cancelled

@@ -19,6 +19,7 @@ from dtmx.core.models import (
     TransOptions,
     TransType,
 )
+from dtmx.core.request import clamp_stored
 from dtmx.errors import BadRequest, StoreError
 from dtmx.stores.sql.dialect import Dialect
 
@@ -99,8 +100,8 @@ def options_from_json(text: str | None) -> TransOptions:
         passthrough_headers=list(raw.get("passthrough_headers") or []),
     )
     for name in _INT_OPTIONS:
-        setattr(opts, name, int(raw.get(name) or 0))
-    return opts
+        setattr(opts, name, raw.get(name) or 0)
+    return clamp_stored(opts)
 
 
 def trans_params(t: Transaction, d: Dialect) -> list[Any]:
