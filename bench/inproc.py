@@ -68,7 +68,8 @@ async def store_floor(conf: dict[str, Any], *, clients: int, seconds: float,
     """Sagas/s the store sustains doing only a 2-step saga's writes; and round trips each."""
     from dtmx.core.models import BranchUpdate, Change, Op, Status, Transaction, TransType
     from dtmx.core.saga import gen_branches
-    from dtmx.settings import Settings, StoreSettings
+    from dtmx.settings import Settings
+    from dtmx.store_settings import StoreSettings
     from dtmx.stores import make_store
 
     st = StoreSettings(**conf["Store"])

@@ -141,7 +141,8 @@ async def floor(store: str, clients: int, seconds: float, warmup: float) -> dict
     reset_store(store)
     out = _base("floor", store, clients, seconds)
     # the schema first, as a dtmx server creates it
-    from dtmx.settings import Settings, StoreSettings
+    from dtmx.settings import Settings
+    from dtmx.store_settings import StoreSettings
     from dtmx.stores import make_store
 
     st = make_store(Settings(Store=StoreSettings(**server_conf(store, wd)["Store"])))

@@ -13,47 +13,17 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import urlparse
 
 import yaml
 
 from dtmx.core.limits import Limits, out_of_range
 from dtmx.errors import ConfigError
+from dtmx.store_settings import StoreDriver, StoreSettings, store_target
 
 log = logging.getLogger("dtmx.settings")
-
-
-class StoreDriver(StrEnum):
-    """Which store: `Store.Driver` (DTM's names; DTM's boltdb is not supported)."""
-
-    SQLITE = "sqlite"
-    MYSQL = "mysql"
-    POSTGRES = "postgres"
-    REDIS = "redis"
-
-
-#: The ports the drivers listen on unless `Store.Port` says otherwise.
-_DEFAULT_PORTS = {StoreDriver.MYSQL: 3306, StoreDriver.POSTGRES: 5432, StoreDriver.REDIS: 6379,
-                  StoreDriver.SQLITE: 0}
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    Driver: StoreDriver = StoreDriver.SQLITE
-    Host: str = "127.0.0.1"
-    Port: int = 0
-    User: str = ""
-    Password: str = field(default="", repr=False)
-    Db: str = ""
-    Schema: str = "public"
-    RedisPrefix: str = "{a}"
-    Url: str = field(default="", repr=False)
-    MaxOpenConns: int = 64
-    DataExpire: int = 604800
-    FinishedDataExpire: int = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,55 +378,6 @@ def _validate_auth(auth: AuthSettings) -> None:
             raise ConfigError(f"{where} ({t.Name}) needs exactly one of Token, TokenFile, TokenEnv")
     if auth.ReloadInterval <= 0:
         raise ConfigError("Auth.ReloadInterval must be > 0")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreTarget:
-    """Where the store is, resolved from Store.Url or the Driver/Host/... keys."""
-
-    driver: StoreDriver
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    db: str
-    schema: str
-    prefix: str
-    url: str = field(repr=False)
-
-
-def store_target(st: StoreSettings) -> StoreTarget:
-    """Where the store is: `Store.Url` if set, else the Driver/Host/... keys with each
-    driver's defaults. Raises ConfigError for a Store.Url of an unknown scheme or a port
-    that is not a number in 0..65535 (messages leave the URL out: it may hold a password)."""
-    if st.Url:
-        u = urlparse(st.Url)
-        scheme = u.scheme.split("+")[0]  # mysql+asyncmy:// and the like
-        try:
-            driver = StoreDriver(scheme.replace("postgresql", "postgres"))
-        except ValueError:
-            raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}") from None
-        try:
-            port = u.port or 0
-        except ValueError:
-            raise ConfigError("Store.Url: the port must be a number in 0..65535") from None
-        sqlite = driver is StoreDriver.SQLITE
-        db = unquote(u.path) if sqlite else u.path.lstrip("/")
-        if sqlite and u.netloc:
-            db = u.netloc + u.path
-        return StoreTarget(
-            driver, u.hostname or "127.0.0.1", port, unquote(u.username or ""),
-            unquote(u.password or ""), db, st.Schema, st.RedisPrefix, st.Url,
-        )
-    db = st.Db or {StoreDriver.SQLITE: "dtmx.db", StoreDriver.REDIS: "0"}.get(st.Driver, "dtm")
-    url = ""
-    if st.Driver is StoreDriver.REDIS:
-        auth = f":{quote(st.Password, safe='')}@" if st.Password else ""
-        url = f"redis://{auth}{st.Host}:{st.Port or 6379}/{db}"
-    return StoreTarget(
-        st.Driver, st.Host, st.Port or _DEFAULT_PORTS[st.Driver], st.User, st.Password, db,
-        st.Schema, st.RedisPrefix, url,
-    )
 
 
 def describe_store(s: Settings) -> str:

@@ -5,7 +5,8 @@ import pytest
 from dtmx.core.models import Protocol, TransType
 from dtmx.core.request import parse_trans_body
 from dtmx.errors import BadRequest, ConfigError
-from dtmx.settings import env_name, load, store_target
+from dtmx.settings import env_name, load
+from dtmx.store_settings import store_target
 
 
 def test_parse_accepts_dtmcli_body_with_nulls() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dtmx.settings import Settings, StoreDriver, store_target
+from dtmx.settings import Settings
+from dtmx.store_settings import StoreDriver, store_target
 from dtmx.stores.base import Store
 
 

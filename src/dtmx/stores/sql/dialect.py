@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from dtmx.settings import StoreDriver
+from dtmx.store_settings import StoreDriver
 
 
 class Dialect:

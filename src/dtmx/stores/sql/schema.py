@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from dtmx.errors import StoreError
-from dtmx.settings import StoreDriver
+from dtmx.store_settings import StoreDriver
 from dtmx.stores.sql.conn import Backend, Executor, Tx
 from dtmx.stores.sql.dialect import Dialect
 
