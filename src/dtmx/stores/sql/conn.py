@@ -19,7 +19,7 @@ from contextlib import (
 )
 from typing import Any, TypeVar
 
-from dtmx.errors import StoreError
+from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql.dialect import Dialect
 
 Row = Sequence[Any]
@@ -84,6 +84,50 @@ class Backend(abc.ABC):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """One transaction: committed at the end, rolled back on an exception or when
         `rollback_only()` was called."""
+
+
+class PooledBackend(Backend):
+    """A Backend over a driver's connection pool: hands out connections, drops one that
+    broke (StoreUnavailable) instead of reusing it."""
+
+    #: the database's name in messages
+    name: str
+    _pool: Any = None
+
+    @abc.abstractmethod
+    def _executor(self, conn: Any) -> Tx:
+        """The executor of one pooled connection."""
+
+    @abc.abstractmethod
+    def _translated(self) -> AbstractContextManager[None]:
+        """The driver's errors as ours."""
+
+    @abc.abstractmethod
+    async def _drop(self, conn: Any) -> None:
+        """Close a broken connection for good (never raises)."""
+
+    @abc.abstractmethod
+    async def _release(self, conn: Any) -> None:
+        """Give a connection back to the pool (never raises)."""
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StoreUnavailable(f"{self.name} store is not open")
+        with self._translated():
+            conn = await self._pool.acquire()
+        try:
+            yield conn
+        except StoreUnavailable:
+            await self._drop(conn)
+            raise
+        finally:
+            await self._release(conn)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Executor]:
+        async with self._acquire() as conn:
+            yield self._executor(conn)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncmy
@@ -22,8 +22,7 @@ from asyncmy.constants import CLIENT
 
 from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql.conn import (
-    Backend,
-    Executor,
+    PooledBackend,
     Row,
     Statement,
     Tx,
@@ -80,10 +79,11 @@ class _MysqlTx(Tx):
                 await cur.executemany(MYSQL.q(sql), [tuple(r) for r in rows])
 
 
-class MysqlBackend(Backend):
+class MysqlBackend(PooledBackend):
     """A pool of `pool_size` connections to database `db` (created if missing)."""
 
     dialect = MYSQL
+    name = "mysql"
 
     def __init__(
         self,
@@ -115,7 +115,6 @@ class MysqlBackend(Backend):
         }
         self.db = db
         self._pool_size = pool_size
-        self._pool: Any = None
 
     async def open(self, *, create: bool) -> None:
         with _translated():
@@ -140,24 +139,17 @@ class MysqlBackend(Backend):
             pool.close()
             await pool.wait_closed()
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("mysql store is not open")
-        with _translated():
-            conn = await self._pool.acquire()
-        try:
-            yield conn
-        except StoreUnavailable:
-            conn.close()  # a broken connection is dropped, not reused
-            raise
-        finally:
-            self._pool.release(conn)
+    def _executor(self, conn: Any) -> Tx:
+        return _MysqlTx(conn)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[Executor]:
-        async with self._acquire() as conn:
-            yield _MysqlTx(conn)
+    def _translated(self) -> AbstractContextManager[None]:
+        return _translated()
+
+    async def _drop(self, conn: Any) -> None:
+        conn.close()
+
+    async def _release(self, conn: Any) -> None:
+        self._pool.release(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:

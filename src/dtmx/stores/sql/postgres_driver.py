@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import asyncpg
 
 from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql.conn import (
-    Backend,
-    Executor,
+    PooledBackend,
     Row,
     Tx,
     UniqueViolation,
@@ -91,10 +90,11 @@ class _PgTx(Tx):
             await self._conn.executemany(POSTGRES.q(sql), [tuple(r) for r in rows])
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PooledBackend):
     """A pool of `pool_size` connections to database `db`, tables in `schema`."""
 
     dialect = POSTGRES
+    name = "postgres"
 
     def __init__(
         self,
@@ -120,7 +120,6 @@ class PostgresBackend(Backend):
         }
         self.schema = schema
         self._pool_size = pool_size
-        self._pool: Any = None
 
     async def open(self, *, create: bool) -> None:
         with _translated():
@@ -146,28 +145,21 @@ class PostgresBackend(Backend):
             with _translated():
                 await pool.close()
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("postgres store is not open")
-        with _translated():
-            conn = await self._pool.acquire()
-        try:
-            yield conn
-        except StoreUnavailable:
-            # a broken connection is replaced, not reused; asyncpg may have released it
-            # already, and then terminate() complains: the original error is what matters
-            with suppress(Exception):
-                conn.terminate()
-            raise
-        finally:
-            with suppress(Exception):
-                await self._pool.release(conn)
+    def _executor(self, conn: Any) -> Tx:
+        return _PgTx(conn)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[Executor]:
-        async with self._acquire() as conn:
-            yield _PgTx(conn)
+    def _translated(self) -> AbstractContextManager[None]:
+        return _translated()
+
+    async def _drop(self, conn: Any) -> None:
+        # asyncpg may have released it already, and then terminate() complains: the
+        # original error is what matters
+        with suppress(Exception):
+            conn.terminate()
+
+    async def _release(self, conn: Any) -> None:
+        with suppress(Exception):
+            await self._pool.release(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
