@@ -22,6 +22,7 @@ from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.net.api_server import HttpServer, ServerLimits
 from dtmx.poller import Poller
+from dtmx.security import tls
 from dtmx.security.auth import Authenticator
 from dtmx.security.guard import Guard
 from dtmx.security.netguard import AddressGuard
@@ -53,6 +54,7 @@ class Server:
 
     async def start(self, *, reuse_port: bool = False) -> None:
         s = self.settings
+        tls.check(s.Tls)  # a missing certificate stops the start, before anything listens
         self.store = self.store or make_store(s)
         await self.store.open()
         self.telemetry = tel = Telemetry(s, self.clock)
@@ -60,7 +62,8 @@ class Server:
         address_guard = AddressGuard(policy)
         grpc_invoker = _grpc_invoker(s, address_guard, self._discovery)
         http_invoker = HttpInvoker(
-            guard=address_guard, max_response=s.Limits.MaxBranchResponseBytes)
+            guard=address_guard, max_response=s.Limits.MaxBranchResponseBytes,
+            ssl_context=tls.branch_context(s.Tls))
         tel.metrics.count_branch_connections(http_invoker.client.stats)
         answers = s.BranchAnswers  # what of a branch's answer is kept, returned and logged
         invoker = tel.invoker(AnswerCap(Router(http_invoker, grpc_invoker),
@@ -101,7 +104,8 @@ class Server:
             max_pipelined=s.Limits.MaxPipelinedRequests,
             max_buffered=s.Limits.MaxBufferedAnswerBytes,
         ))
-        await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port)
+        await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port,
+                               ssl=tls.server_context(s.Tls))
         self._grpc = await _start_grpc(
             self.service, s, reuse_port,
             # observed outside the guard: refused calls count and are logged too
@@ -192,7 +196,8 @@ async def _start_grpc(
     # with --workers every process binds the same ports (SO_REUSEPORT), as the HTTP site does
     options = {"grpc.so_reuseport": 1} if reuse_port else None
     return await start_grpc_server(service, s.Host, s.GrpcPort, options=options,
-                                   interceptors=interceptors(), limits=s.Limits)
+                                   interceptors=interceptors(), limits=s.Limits,
+                                   credentials=tls.grpc_credentials(s.Tls))
 
 
 async def _start_registration(s: Settings, discovery: Discovery) -> list[Any]:

@@ -21,6 +21,12 @@ import yaml
 
 from dtmx.core.limits import Limits, out_of_range
 from dtmx.errors import ConfigError
+from dtmx.security.config import AuthSettings as AuthSettings  # the security blocks
+from dtmx.security.config import BranchAnswerSettings as BranchAnswerSettings
+from dtmx.security.config import BranchPolicySettings as BranchPolicySettings
+from dtmx.security.config import TlsSettings as TlsSettings
+from dtmx.security.config import TokenSettings as TokenSettings
+from dtmx.security.config import build_auth, build_policy, validate_auth
 from dtmx.store_settings import StoreDriver, StoreSettings, store_target
 
 log = logging.getLogger("dtmx.settings")
@@ -31,29 +37,6 @@ class MicroServiceSettings:
     Driver: str = "default"
     Target: str = ""
     EndPoint: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSettings:
-    """One API token: the literal `Token`, or where to read it from (`TokenFile`, a file of
-    one or more tokens, or `TokenEnv`, the name of an environment variable). Several tokens
-    in one source are all valid under this Name and Role (rotation)."""
-
-    Name: str = ""
-    Role: str = "client"
-    Token: str = field(default="", repr=False)
-    TokenFile: str = ""
-    TokenEnv: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """API tokens (`Auth:`); absent (None in Settings) means every route is open, as in DTM.
-    Env: AUTH_TOKENS holds the Tokens list as YAML/JSON text."""
-
-    Tokens: tuple[TokenSettings, ...] = ()
-    #: seconds between checks of the token files for changes (SIGHUP reloads at once)
-    ReloadInterval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +72,6 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class BranchPolicySettings:
-    """Where branch calls may go (`BranchPolicy:`; rules in dtmx.core.branch_policy).
-    Env: BRANCH_POLICY_ALLOW / _DENY / _SCHEMES as comma-separated lists."""
-
-    Schemes: tuple[str, ...] = ("http", "https", "grpc", "etcd")
-    Allow: tuple[str, ...] = ()
-    Deny: tuple[str, ...] = ()
-    #: also deny link-local and cloud metadata addresses (branch_policy.DEFAULT_DENY)
-    DenyDefaults: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class BranchAnswerSettings:
-    """How much of a branch's answer the server keeps in rollback_reason and returns to
-    clients (wait_result), and writes to its log."""
-
-    MaxBytes: int = 256
-    Withhold: bool = False  # keep none of it (HTTP errors keep their status code)
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
@@ -120,6 +82,7 @@ class Settings:
     Alert: AlertSettings = field(default_factory=AlertSettings)
     BranchPolicy: BranchPolicySettings = field(default_factory=BranchPolicySettings)
     BranchAnswers: BranchAnswerSettings = field(default_factory=BranchAnswerSettings)
+    Tls: TlsSettings = field(default_factory=TlsSettings)
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
@@ -149,7 +112,7 @@ IGNORED = {
 _BLOCKS: dict[str, type] = {
     "Store": StoreSettings, "MicroService": MicroServiceSettings, "Limits": Limits,
     "Log": LogSettings, "Telemetry": TelemetrySettings, "Alert": AlertSettings,
-    "BranchAnswers": BranchAnswerSettings,
+    "BranchAnswers": BranchAnswerSettings, "Tls": TlsSettings,
 }
 
 
@@ -204,10 +167,10 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
     for name, f in names.items():
         path = f"{prefix}{name}"
         if name == "Auth" and cls is Settings:
-            kwargs[name] = _build_auth(data.get(name), env)
+            kwargs[name] = build_auth(data.get(name), env)
             continue
         if name == "BranchPolicy" and cls is Settings:
-            kwargs[name] = _build_policy(data.get(name), env)
+            kwargs[name] = build_policy(data.get(name), env)
             continue
         sub_cls = _BLOCKS.get(name) if cls is Settings else None
         if sub_cls is not None:
@@ -222,71 +185,6 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, env: Mapping[str, str
         if value is not dataclasses.MISSING:
             kwargs[name] = _coerce(path, f.type, value)
     return cls(**kwargs)
-
-
-def _build_auth(raw: Any, env: Mapping[str, str]) -> AuthSettings | None:
-    """The `Auth` block: None when neither the file nor AUTH_TOKENS gives one."""
-    if raw is None and "AUTH_TOKENS" not in env:
-        return None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("Auth must be a mapping")
-    data = dict(raw)
-    if "AUTH_TOKENS" in env:
-        try:
-            data["Tokens"] = yaml.safe_load(env["AUTH_TOKENS"])
-        except yaml.YAMLError:
-            raise ConfigError("AUTH_TOKENS is not valid YAML/JSON") from None
-    tokens = data.pop("Tokens", None)
-    if not isinstance(tokens, list) or not tokens:
-        raise ConfigError("Auth.Tokens must be a non-empty list (remove Auth to run open)")
-    built = []
-    for i, t in enumerate(tokens):
-        if not isinstance(t, dict):
-            raise ConfigError(f"Auth.Tokens[{i}] must be a mapping")
-        built.append(_build(TokenSettings, t, f"Auth.Tokens[{i}].", {}))
-    auth: AuthSettings = _build(AuthSettings, data, "Auth.", env)
-    return dataclasses.replace(auth, Tokens=tuple(built))
-
-
-def _str_list(path: str, raw: Any, env: Mapping[str, str]) -> tuple[str, ...] | None:
-    """A list of strings from YAML, or from its env variable as comma-separated text."""
-    if env_name(path) in env:
-        return tuple(x.strip() for x in env[env_name(path)].split(",") if x.strip())
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not all(isinstance(x, str | int) for x in raw):
-        raise ConfigError(f"{path} must be a list of strings")
-    return tuple(str(x) for x in raw)
-
-
-def _build_policy(raw: Any, env: Mapping[str, str]) -> BranchPolicySettings:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError("BranchPolicy must be a mapping")
-    lists = {}
-    for key in ("Schemes", "Allow", "Deny"):
-        value = _str_list(f"BranchPolicy.{key}", raw.get(key), env)
-        if value is not None:
-            lists[key] = value
-    rest = {k: v for k, v in raw.items() if k not in ("Schemes", "Allow", "Deny")}
-    deny_defaults = rest.pop("DenyDefaults", True)
-    if "BRANCH_POLICY_DENY_DEFAULTS" in env:
-        deny_defaults = env["BRANCH_POLICY_DENY_DEFAULTS"].strip().lower() in ("1", "true", "yes")
-    for key in rest:
-        log.warning("unknown config key BranchPolicy.%s (ignored)", key)
-    if not isinstance(deny_defaults, bool):
-        raise ConfigError("BranchPolicy.DenyDefaults must be true or false")
-    built = BranchPolicySettings(DenyDefaults=deny_defaults, **lists)
-    from dtmx.core.branch_policy import BranchPolicy
-
-    try:
-        BranchPolicy.build(schemes=built.Schemes, allow=built.Allow, deny=built.Deny)
-    except ValueError as e:
-        raise ConfigError(f"BranchPolicy: {e}") from None
-    return built
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -322,7 +220,7 @@ def validate(s: Settings) -> None:
     if s.Workers < 1:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:
-        _validate_auth(s.Auth)
+        validate_auth(s.Auth)
     if s.BranchAnswers.MaxBytes < 0:
         raise ConfigError("BranchAnswers.MaxBytes must be >= 0")
     for key, level in (("LogLevel", s.LogLevel), ("Log.Level", s.Log.Level or "info")):
@@ -357,27 +255,6 @@ def alert_kinds(a: AlertSettings) -> list[str]:
 def log_level(s: Settings) -> str:
     """The effective level: Log.Level when set, else DTM's LogLevel."""
     return (s.Log.Level or s.LogLevel).lower()
-
-
-def _validate_auth(auth: AuthSettings) -> None:
-    from dtmx.security.roles import Role
-
-    names = set()
-    for i, t in enumerate(auth.Tokens):
-        where = f"Auth.Tokens[{i}]"
-        if not t.Name:
-            raise ConfigError(f"{where}.Name is required (it names the caller in the audit log)")
-        if t.Name in names:
-            raise ConfigError(f"{where}.Name {t.Name!r} is used twice")
-        names.add(t.Name)
-        try:
-            Role.parse(t.Role)
-        except ValueError as e:
-            raise ConfigError(f"{where}.Role: {e}") from None
-        if sum(bool(x) for x in (t.Token, t.TokenFile, t.TokenEnv)) != 1:
-            raise ConfigError(f"{where} ({t.Name}) needs exactly one of Token, TokenFile, TokenEnv")
-    if auth.ReloadInterval <= 0:
-        raise ConfigError("Auth.ReloadInterval must be > 0")
 
 
 def describe_store(s: Settings) -> str:

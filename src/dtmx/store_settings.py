@@ -68,7 +68,8 @@ def store_target(st: StoreSettings) -> StoreTarget:
         u = urlparse(st.Url)
         scheme = u.scheme.split("+")[0]  # mysql+asyncmy:// and the like
         try:
-            driver = StoreDriver(scheme.replace("postgresql", "postgres"))
+            # rediss:// is Redis over TLS (dtmx.security.tls, Tls.StoreCaFile)
+            driver = StoreDriver({"postgresql": "postgres", "rediss": "redis"}.get(scheme, scheme))
         except ValueError:
             raise ConfigError(f"Store.Url: unsupported scheme {scheme!r}") from None
         try:

@@ -53,16 +53,21 @@ class ServerProcess:
         self.env = dict(env or {})
         #: sent as `Authorization: Bearer` by query() when the server has Auth
         self.token = token
+        tls = conf.get("Tls") or {}
+        #: https when the server has a certificate, verified against the test CA
+        self.scheme = "https" if tls.get("CertFile") else "http"
+        self.verify: str | bool = True  # a test's CA file for a test-made certificate
+        self.cert: tuple[str, str] | None = None  # the client certificate for mutual TLS
 
     @property
     def url(self) -> str:
         """Base URL DTM clients use, e.g. http://127.0.0.1:PORT/api/dtmsvr."""
-        return f"http://127.0.0.1:{self.http_port}/api/dtmsvr"
+        return f"{self.base}/api/dtmsvr"
 
     @property
     def base(self) -> str:
         """http://127.0.0.1:PORT"""
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -92,7 +97,8 @@ class ServerProcess:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 # ping: open even when the server requires API tokens
-                return requests.get(f"{self.base}/api/ping", timeout=0.5).ok
+                return requests.get(f"{self.base}/api/ping", timeout=0.5, verify=self.verify,
+                                    cert=self.cert).ok
             except requests.RequestException:
                 return False
 
@@ -128,7 +134,7 @@ class ServerProcess:
 
     def query(self, gid: str) -> dict[str, Any]:
         r = requests.get(f"{self.url}/query", params={"gid": gid}, headers=self.headers,
-                         timeout=5)
+                         timeout=5, verify=self.verify, cert=self.cert)
         r.raise_for_status()
         out: dict[str, Any] = r.json()
         return out

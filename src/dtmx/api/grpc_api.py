@@ -309,6 +309,7 @@ async def start_grpc_server(
     options: Mapping[str, Any] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     limits: Limits | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
     """Serve `dtmgimp.Dtm`, health (SERVING) and reflection on host:port; return the server.
 
@@ -329,7 +330,8 @@ async def start_grpc_server(
     )
     address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = (server.add_secure_port(address, credentials) if credentials is not None
+                 else server.add_insecure_port(address))
     except RuntimeError as e:
         raise ConfigError(f"cannot listen for gRPC on {address}: {e}") from None
     if not bound:

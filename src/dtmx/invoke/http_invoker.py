@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
@@ -37,8 +38,10 @@ class HttpInvoker:
     """
 
     def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE,
-                 guard: HostGuard | None = None) -> None:
-        self.client = BranchClient(limit=limit, max_response=max_response, guard=guard)
+                 guard: HostGuard | None = None, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
+        self.client = BranchClient(limit=limit, max_response=max_response, guard=guard,
+                                   ssl_context=ssl_context)
 
     async def call(self, call: BranchCall) -> CallResult:
         if not call.url:  # DTM: an empty URL is a branch with nothing to do

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -357,11 +358,13 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    ssl: ssl_module.SSLContext | None = None) -> None:
+        """Listen on host:port; with `ssl`, HTTPS only (dtmx.security.tls)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host or None, port,
-            reuse_port=reuse_port or None, reuse_address=True,
+            reuse_port=reuse_port or None, reuse_address=True, ssl=ssl,
         )
 
     async def dispatch(self, request: Request) -> Response:

@@ -16,6 +16,7 @@ pooled aiohttp session. Both paths keep the same rules:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -64,8 +65,11 @@ class BranchClient:
     `guard`, every connection goes to an address the guard resolved and allowed."""
 
     def __init__(self, *, limit: int = 512, max_response: int = DEFAULT_MAX_RESPONSE,
-                 guard: HostGuard | None = None) -> None:
+                 guard: HostGuard | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._limit = limit
+        #: verifies https:// branches (None: the system's CAs); never switched off
+        self._ssl = ssl_context
         self.max_response = max_response
         self.guard = guard
         self.pool = Http1Pool(limit=limit, max_response=max_response,
@@ -113,7 +117,7 @@ class BranchClient:
         if self._session is None or self._session.closed:
             resolver = self.guard.aiohttp_resolver() if self.guard else None
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30,
-                                             resolver=resolver)
+                                             resolver=resolver, ssl=self._ssl or True)
             # decoding is ours (BodyDecoder), so the cap holds after decompression too
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 
 class ReplyError(Exception):
@@ -167,12 +168,17 @@ class RedisAddress:
     db: int = 0
     username: str = ""
     password: str = field(default="", repr=False)
+    #: rediss:// - TLS, verified against `ca_file` (or the system's CAs when empty)
+    tls: bool = False
+    ca_file: str = ""
 
     @classmethod
-    def from_url(cls, url: str) -> RedisAddress:
+    def from_url(cls, url: str, *, ca_file: str = "") -> RedisAddress:
+        """redis:// or rediss:// (TLS; `?ssl_ca_certs=PATH` or `ca_file` names the CA)."""
         u = urlparse(url)
-        if u.scheme != "redis":
+        if u.scheme not in ("redis", "rediss"):
             raise ValueError(f"not a redis:// URL: scheme {u.scheme!r}")
+        query = dict(parse_qsl(u.query))
         path = u.path.strip("/")
         try:
             db = int(path) if path else 0
@@ -184,7 +190,17 @@ class RedisAddress:
             db=db,
             username=unquote(u.username or ""),
             password=unquote(u.password or ""),
+            tls=u.scheme == "rediss",
+            ca_file=query.get("ssl_ca_certs", ca_file),
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The verifying TLS context for rediss:// (None for redis://)."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
 
     def handshake(self) -> list[tuple[Arg, ...]]:
         """Commands to send on each new connection before anything else."""
@@ -318,6 +334,7 @@ class RespClient:
         if connections < 1:
             raise ValueError("connections must be >= 1")
         self.address = address
+        self._ssl = address.ssl_context()  # built once: it reads the CA file
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._reader = reader
@@ -353,7 +370,8 @@ class RespClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self._reader(), self._reply_timeout), a.host, a.port
+                    lambda: _Conn(self._reader(), self._reply_timeout), a.host, a.port,
+                    ssl=self._ssl, server_hostname=a.host if self._ssl else None,
                 )
                 sent = [conn.send(pack_command(c)) for c in a.handshake()]
                 replies = await asyncio.gather(*sent, return_exceptions=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtmx.errors import ConfigError, Forbidden, Unauthorized
+from dtmx.security.config import AuthSettings, TokenSettings
 from dtmx.security.roles import Role
-from dtmx.settings import AuthSettings, TokenSettings
 
 log = logging.getLogger("dtmx.auth")
 

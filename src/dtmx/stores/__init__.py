@@ -22,6 +22,7 @@ def make_store(settings: Settings) -> Store:
                 finished_ttl=float(settings.Store.FinishedDataExpire),
                 data_ttl=float(settings.Store.DataExpire),
                 pool_size=pool,
+                ca_file=settings.Tls.StoreCaFile,  # for rediss://
             )
         case StoreDriver.SQLITE:
             from dtmx.stores.sql.sqlite import SqliteStore

@@ -86,13 +86,14 @@ class RedisStore:
         connect_timeout: float = 5.0,
         reply_timeout: float | None = 15.0,
         reader: Callable[[], Reader] = default_reader,
+        ca_file: str = "",
     ) -> None:
         self.roundtrips = 0
         self._p = prefix
         self._fttl_ms = str(int(finished_ttl * 1000))
         self._dttl_ms = str(int(data_ttl * 1000))
         try:
-            address = RedisAddress.from_url(url)
+            address = RedisAddress.from_url(url, ca_file=ca_file)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self._client = RespClient(

@@ -9,8 +9,9 @@ import pytest
 from dtmx.errors import ConfigError, Forbidden, Unauthorized
 from dtmx.security.audit import safe_url
 from dtmx.security.auth import ANONYMOUS, Authenticator, Principal, bearer
+from dtmx.security.config import AuthSettings, TokenSettings
 from dtmx.security.roles import Role, grpc_role, http_role, http_route_name
-from dtmx.settings import AuthSettings, TokenSettings, load
+from dtmx.settings import load
 
 T1 = "t1-0123456789abcdef"
 T2 = "t2-0123456789abcdef"

@@ -1,0 +1,160 @@
+"""TLS with certificates made at test time: the HTTP and gRPC APIs (also with client
+certificates), https:// branches verified against a CA bundle, and Redis over TLS."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import redis
+import requests
+from google.protobuf import empty_pb2
+
+from dtmx.api.proto import dtmgimp_pb2_grpc
+from tests.support.server import ServerProcess
+from tests.support.tls import Certs, make_certs
+from tests.support.util import eventually, free_port
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _tls(certs: Certs, **more: str) -> dict[str, str]:
+    return {"CertFile": str(certs.server_cert), "KeyFile": str(certs.server_key), **more}
+
+
+def _server(tmp: Path, certs: Certs, extra: dict[str, Any]) -> ServerProcess:
+    s = ServerProcess(workdir=str(tmp), extra=extra)
+    s.verify = str(certs.ca)
+    return s
+
+
+async def _new_gid(target: str, creds: grpc.ChannelCredentials) -> str:
+    async with grpc.aio.secure_channel(target, creds) as ch:
+        reply = await dtmgimp_pb2_grpc.DtmStub(ch).NewGid(empty_pb2.Empty(), timeout=10)
+    return str(reply.Gid)
+
+
+async def test_api_serves_tls_only(certs: Certs, tmp_path: Path) -> None:
+    s = _server(tmp_path, certs, {"Tls": _tls(certs)})
+    with s:
+        assert requests.get(f"{s.url}/newGid", verify=str(certs.ca), timeout=5).ok
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{s.http_port}/api/ping", timeout=5)
+        with pytest.raises(requests.exceptions.SSLError):  # a CA that did not sign it
+            requests.get(f"{s.base}/api/ping", verify=str(certs.other_ca), timeout=5)
+        creds = grpc.ssl_channel_credentials(root_certificates=certs.ca.read_bytes())
+        assert await _new_gid(s.grpc_target, creds)
+        async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await dtmgimp_pb2_grpc.DtmStub(ch).NewGid(empty_pb2.Empty(), timeout=5)
+
+
+async def test_client_certificates_required(certs: Certs, tmp_path: Path) -> None:
+    s = _server(tmp_path, certs, {"Tls": _tls(certs, ClientCaFile=str(certs.ca))})
+    s.cert = (str(certs.client_cert), str(certs.client_key))
+    with s:
+        assert requests.get(f"{s.url}/newGid", verify=s.verify, cert=s.cert, timeout=5).ok
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(f"{s.url}/newGid", verify=s.verify, timeout=5)
+        ca = certs.ca.read_bytes()
+        with_cert = grpc.ssl_channel_credentials(ca, certs.client_key.read_bytes(),
+                                                 certs.client_cert.read_bytes())
+        assert await _new_gid(s.grpc_target, with_cert)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _new_gid(s.grpc_target, grpc.ssl_channel_credentials(ca))
+
+
+class _Branch(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"dtm_result": "SUCCESS"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def https_branch(certs: Certs) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Branch)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _saga(gid: str, branch: str) -> dict[str, Any]:
+    return {"gid": gid, "trans_type": "saga", "payloads": ["{}"],
+            "steps": [{"action": f"{branch}/a", "compensate": f"{branch}/c"}]}
+
+
+def test_https_branches_are_verified(certs: Certs, https_branch: str, tmp_path: Path) -> None:
+    ok, bad = "tls-" + uuid.uuid4().hex, "tls-" + uuid.uuid4().hex
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    with ServerProcess(workdir=str(tmp_path / "a"),
+                       extra={"Tls": {"BranchCaFile": str(certs.ca)}}) as s:
+        assert requests.post(f"{s.url}/submit", json=_saga(ok, https_branch), timeout=10).ok
+        s.wait_status(ok, "succeed")
+    # without the CA the branch's certificate is not trusted: the call is never made
+    with ServerProcess(workdir=str(tmp_path / "b")) as s:
+        assert requests.post(f"{s.url}/submit", json=_saga(bad, https_branch), timeout=10).ok
+        eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in s.log(), timeout=10)
+        assert s.status(bad) == "submitted"
+
+
+@pytest.fixture(scope="module")
+def tls_redis(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key),
+         "--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "no", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(certs.ca))
+    try:
+        eventually(lambda: client.ping(), timeout=10)
+        yield port
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_store_over_tls(certs: Certs, tls_redis: int, https_branch: str,
+                              tmp_path: Path) -> None:
+    gid = "tls-redis-" + uuid.uuid4().hex
+    store = {"Driver": "redis", "Url": f"rediss://127.0.0.1:{tls_redis}/0"}
+    tls = {"StoreCaFile": str(certs.ca), "BranchCaFile": str(certs.ca)}
+    with ServerProcess(store=store, workdir=str(tmp_path), extra={"Tls": tls}) as s:
+        assert requests.post(f"{s.url}/submit", json=_saga(gid, https_branch), timeout=10).ok
+        s.wait_status(gid, "succeed")
+    # the wrong CA: the server refuses to start (exit code 2, the store is unreachable)
+    (tmp_path / "bad").mkdir()
+    bad = ServerProcess(store=store, workdir=str(tmp_path / "bad"),
+                        extra={"Tls": {"StoreCaFile": str(certs.other_ca)}})
+    with pytest.raises(RuntimeError, match=r"store unavailable|CERTIFICATE"):
+        bad.start(timeout=15)
