@@ -4,13 +4,15 @@ Input is checked by `dtmx.core.request` (shared with gRPC). Errors are mapped on
 `_error_response`: our `DtmxError`s carry their status and body and are one log line
 (method, route, status, reason); anything else is a 500 with a generic message to the
 client and the traceback in the log. `HttpApi.routes()` is the route table: add routes
-there.
+there and describe them in `dtmx/api/openapi.json` (served at `GET /api/openapi.json`;
+a unit test keeps the two in step).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -87,6 +89,11 @@ async def _body(request: Request) -> Any:
         raise BadRequest(f"malformed JSON: {e}") from None
 
 
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 document of these routes (dtmx/api/openapi.json in the package)."""
+    return resources.files("dtmx.api").joinpath("openapi.json").read_bytes()
+
+
 def _gid_from_body(body: Any) -> str:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
@@ -111,6 +118,7 @@ class HttpApi:
         self.guard = guard
         self.limits = limits or Limits()
         self.health: Callable[[], Awaitable[bool]] | None = None
+        self._openapi: bytes | None = None
 
     def routes(self) -> list[Route]:
         """(method, path, handler) of every route; a `{name}` last segment is a parameter."""
@@ -138,6 +146,7 @@ class HttpApi:
             ("GET", "/api/ping", self.ping),
             ("GET", "/api/health", self.healthz),
             ("GET", "/api/metrics", self.prometheus),
+            ("GET", "/api/openapi.json", self.openapi),
         ]
 
     def server(self, limits: ServerLimits | None = None) -> HttpServer:
@@ -260,6 +269,11 @@ class HttpApi:
 
     async def prometheus(self, r: Request) -> Any:
         return Response(await self.metrics.render(), content_type=PROMETHEUS_TEXT)
+
+    async def openapi(self, r: Request) -> Any:
+        if self._openapi is None:
+            self._openapi = openapi_document()
+        return Response(self._openapi)
 
 
 def _ms(q: dict[str, str], name: str) -> float | None:
