@@ -17,7 +17,7 @@ from contextlib import (
     asynccontextmanager,
     suppress,
 )
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql.dialect import Dialect
@@ -130,25 +130,35 @@ class PooledBackend(Backend):
             yield self._executor(conn)
 
 
-@asynccontextmanager
-async def transaction_scope(
-    tx: TxT,
-    *,
-    begin: Callable[[], Awaitable[Any]],
-    commit: Callable[[], Awaitable[Any]],
-    rollback: Callable[[], Awaitable[Any]],
-    translated: Callable[[], AbstractContextManager[None]],
-) -> AsyncIterator[TxT]:
-    """Begin, hand out `tx`, then commit; roll back instead when the body raised or called
-    `tx.rollback_only()`. Driver errors go through the backend's `translated`."""
-    with translated():
-        await begin()
-    try:
-        yield tx
-    except BaseException:
-        # the original error matters more than a failed rollback
-        with suppress(StoreError), translated():
-            await rollback()
-        raise
-    with translated():
-        await (rollback() if tx.rollback else commit())
+class transaction_scope(Generic[TxT]):
+    """`async with transaction_scope(tx, ...) as tx`: begin, hand out `tx`, then commit; roll
+    back instead when the body raised or called `tx.rollback_only()`. Driver errors go
+    through the backend's `translated`. A class, not a generator: it is on every write."""
+
+    __slots__ = ("_begin", "_commit", "_rollback", "_translated", "_tx")
+
+    def __init__(
+        self,
+        tx: TxT,
+        *,
+        begin: Callable[[], Awaitable[Any]],
+        commit: Callable[[], Awaitable[Any]],
+        rollback: Callable[[], Awaitable[Any]],
+        translated: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        self._tx, self._begin, self._commit, self._rollback = tx, begin, commit, rollback
+        self._translated = translated
+
+    async def __aenter__(self) -> TxT:
+        with self._translated():
+            await self._begin()
+        return self._tx
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            # the original error matters more than a failed rollback
+            with suppress(StoreError), self._translated():
+                await self._rollback()
+            return
+        with self._translated():
+            await (self._rollback() if self._tx.rollback else self._commit())

@@ -178,17 +178,24 @@ class SqliteBackend(Backend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async def begin() -> None:
-            await self.run(lambda db: db.execute("BEGIN IMMEDIATE"))
-
-        async def end(how: str) -> None:
-            self._conn().execute(how)
-
         async with self._lock, transaction_scope(
-            _SqliteTx(self), begin=begin, commit=lambda: end("COMMIT"),
-            rollback=lambda: end("ROLLBACK"), translated=_translated,
+            _SqliteTx(self), begin=self._begin, commit=self._commit, rollback=self._rollback,
+            translated=_translated,
         ) as tx:
             yield tx
+
+    async def _begin(self) -> None:
+        await self.run(_begin_immediate)
+
+    async def _commit(self) -> None:
+        self._conn().execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        self._conn().execute("ROLLBACK")
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
 
 
 def _checkpoint(ck: sqlite3.Connection) -> None:
