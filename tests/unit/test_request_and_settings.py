@@ -86,3 +86,23 @@ def test_store_url_with_a_non_numeric_port_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="port must be a number") as e:
         load(None, env={"STORE_URL": "mysql://u:secret@h:abc/dtm"})
     assert "secret" not in e.value.message
+
+
+def test_serialising_a_row_never_raises_whatever_it_holds() -> None:
+    import orjson
+
+    from dtmx.api.serialize import branch_json, iso, query_json
+    from dtmx.core.models import Branch, Op, Status, Transaction, TransOptions
+
+    huge = TransOptions(timeout_to_fail=2**70, request_timeout=10**300, retry_interval=-5,
+                        retry_limit=2**64, retry_count=2**80)
+    t = Transaction(gid="g", trans_type=TransType.SAGA, status=Status.SUBMITTED, options=huge,
+                    create_time=1e300, update_time=float("inf"), next_cron_time=float("nan"),
+                    next_cron_interval=float("inf"), finish_time=-1e300)
+    b = Branch(gid="g", branch_id="01", op=Op.ACTION, url="u", data=b"\xff", create_time=2e11)
+    out = orjson.loads(orjson.dumps(query_json(t, [b])))
+    tr = out["transaction"]
+    assert tr["create_time"].startswith("9999-12-31") and "next_cron_time" not in tr
+    assert tr["finish_time"].startswith("1970-01-01")
+    assert tr["timeout_to_fail"] == 2**31 - 1 and "retry_interval" not in tr
+    assert iso(None) is None and branch_json(b)["create_time"].startswith("8307-")

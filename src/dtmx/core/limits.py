@@ -24,7 +24,7 @@ class Limits:
     MaxBodyBytes: int = 16 * MIB
     #: request line plus headers, bytes; larger is 431
     MaxHeaderBytes: int = 64 * KIB
-    #: steps of a saga or msg, or branches registered to one TCC/XA transaction; more is 400
+    #: steps of a saga or msg; more is 400 (TCC/XA registrations are not counted yet)
     MaxBranches: int = 1000
     #: branch rows one msg submit/prepare may create by fanning topics out; more is 400
     MaxTopicFanout: int = 10000
