@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
-from dtmx.core import saga
+from dtmx.core import msg, saga
 from dtmx.core.limits import Limits
 from dtmx.core.models import Protocol, TransOptions, TransType
 from dtmx.errors import BadRequest
@@ -331,16 +329,10 @@ def _check_headers(o: TransOptions) -> None:
 
 
 def _check_msg_custom(custom_data: str) -> None:
-    if not custom_data:
-        return
-    try:
-        raw = orjson.loads(custom_data)
-    except orjson.JSONDecodeError:
-        raise BadRequest("custom_data must be JSON text") from None
-    if not isinstance(raw, dict):
-        raise BadRequest("custom_data must be a JSON object")
-    if raw.get("delay") is not None:
-        in_range("custom_data.delay", raw["delay"])
+    delay = msg.parse_delay(custom_data)  # a JSON object whose delay is a number >= 0
+    lo, hi = RANGES["custom_data.delay"]
+    if delay > hi:
+        raise BadRequest(f"custom_data.delay must be in {lo}..{hi} seconds, not {delay:g}")
 
 
 def check_fanout(
