@@ -80,7 +80,10 @@ class TlsSettings:
     KeyFile: str = ""
     ClientCaFile: str = ""  # set: API clients must show a certificate this CA signed
     BranchCaFile: str = ""  # CA bundle for https:// branch calls (default: the system's)
-    StoreCaFile: str = ""  # CA for rediss:// (and TLS to SQL stores)
+    StoreCaFile: str = ""
+    #: TLS to a PostgreSQL store: "" (the driver's default), require (encrypted, not
+    #: verified), verify-ca (signed by StoreCaFile), verify-full (and the host name matches)
+    StoreSslMode: str = ""  # CA for rediss:// (and TLS to SQL stores)
 
 
 

@@ -67,6 +67,26 @@ def branch_context(tls: TlsSettings) -> ssl.SSLContext | None:
     return client_context(tls.BranchCaFile, "BranchCaFile") if tls.BranchCaFile else None
 
 
+SSL_MODES = ("", "require", "verify-ca", "verify-full")
+
+
+def store_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    """The context for a SQL store's connections by `StoreSslMode`; None: no TLS asked."""
+    mode = tls.StoreSslMode.lower()
+    if not mode:
+        return None
+    if mode not in SSL_MODES:
+        raise ConfigError(f"Tls.StoreSslMode must be one of {', '.join(SSL_MODES[1:])}")
+    if mode == "require":  # encryption against eavesdropping only, as libpq's sslmode
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = client_context(tls.StoreCaFile, "StoreCaFile")
+    ctx.check_hostname = mode == "verify-full"
+    return ctx
+
+
 def check(tls: TlsSettings) -> None:
     """ConfigError for an incomplete or unreadable Tls block (at start, before serving)."""
     if bool(tls.CertFile) != bool(tls.KeyFile):
@@ -77,3 +97,4 @@ def check(tls: TlsSettings) -> None:
     branch_context(tls)
     if tls.StoreCaFile:
         _need(tls.StoreCaFile, "StoreCaFile")
+    store_context(tls)

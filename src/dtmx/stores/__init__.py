@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dtmx.security.tls import store_context
 from dtmx.settings import Settings
 from dtmx.store_settings import StoreDriver, store_target
 from dtmx.stores.base import Store
@@ -40,5 +41,5 @@ def make_store(settings: Settings) -> Store:
 
             return PostgresStore(
                 host=t.host, port=t.port, user=t.user, password=t.password, db=t.db,
-                schema=t.schema, pool_size=pool,
+                schema=t.schema, pool_size=pool, ssl=store_context(settings.Tls),
             )

@@ -158,3 +158,79 @@ def test_redis_store_over_tls(certs: Certs, tls_redis: int, https_branch: str,
                         extra={"Tls": {"StoreCaFile": str(certs.other_ca)}})
     with pytest.raises(RuntimeError, match=r"store unavailable|CERTIFICATE"):
         bad.start(timeout=15)
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="module")
+def tls_postgres(certs: Certs) -> Iterator[int]:
+    """A private PostgreSQL cluster with ssl=on, on a free port (the shared test server is
+    left as it is)."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries are not installed (scripts/test.sh does it)")
+    import os
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="dtmx-pg-tls-"))
+    data = root / "data"
+    for name in ("server.pem", "server.key"):
+        shutil.copy(getattr(certs, "server_cert" if name.endswith("pem") else "server_key"),
+                    root / name)
+    as_pg: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        for f in root.iterdir():
+            shutil.chown(f, "postgres")
+    root.chmod(0o755)
+    (root / "server.key").chmod(0o600)
+    port = free_port()
+    subprocess.run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "postgres", "--no-sync"], check=True, capture_output=True, timeout=120)
+    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off"
+            f" -c ssl_cert_file={root / 'server.pem'} -c ssl_key_file={root / 'server.key'}")
+    subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-w",
+                    "-l", str(root / "log"), "start"], check=True, capture_output=True,
+                   timeout=60)
+    try:
+        yield port
+    finally:
+        subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _ssl_sessions(port: int) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres",
+                                 database="postgres", ssl=False)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+            " WHERE s.ssl AND a.pid <> pg_backend_pid()"))
+    finally:
+        await conn.close()
+
+
+async def test_postgres_store_over_tls(certs: Certs, tls_postgres: int, https_branch: str,
+                                       tmp_path: Path) -> None:
+    gid = "tls-pg-" + uuid.uuid4().hex
+    store = {"Driver": "postgres", "Host": "127.0.0.1", "Port": tls_postgres,
+             "User": "postgres", "Db": "postgres", "Schema": "dtmx_tls"}
+    tls = {"StoreSslMode": "verify-full", "StoreCaFile": str(certs.ca),
+           "BranchCaFile": str(certs.ca)}
+    with ServerProcess(store=store, workdir=str(tmp_path), extra={"Tls": tls}) as s:
+        r = requests.post(f"{s.url}/submit", json=_saga(gid, https_branch), timeout=10)
+        assert r.ok
+        s.wait_status(gid, "succeed")
+        assert await _ssl_sessions(tls_postgres) >= 1  # the server's pooled connections
+    (tmp_path / "bad").mkdir()
+    bad = ServerProcess(store=store, workdir=str(tmp_path / "bad"), extra={"Tls": {
+        "StoreSslMode": "verify-full", "StoreCaFile": str(certs.other_ca)}})
+    with pytest.raises(RuntimeError, match=r"store unavailable|CERTIFICATE|certificate"):
+        bad.start(timeout=15)

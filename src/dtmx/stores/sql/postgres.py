@@ -9,6 +9,7 @@ given order so their ids keep it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ssl import SSLContext
 from typing import Any
 
 from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
@@ -118,10 +119,11 @@ class PostgresStore(SqlStore):
         *,
         pool_size: int = 10,
         create: bool = True,
+        ssl: SSLContext | None = None,
     ) -> None:
         backend = PostgresBackend(
             host=host, port=port, user=user, password=password, db=db, schema=schema,
-            pool_size=pool_size,
+            pool_size=pool_size, ssl=ssl,
         )
         super().__init__(backend, create=create)
 

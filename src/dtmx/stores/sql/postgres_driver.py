@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, suppress
+from ssl import SSLContext
 from typing import Any
 
 import asyncpg
@@ -107,6 +108,7 @@ class PostgresBackend(PooledBackend):
         schema: str = "public",
         pool_size: int = 10,
         connect_timeout: float = 5.0,
+        ssl: SSLContext | None = None,
     ) -> None:
         if not _NAME.match(schema):
             raise StoreError(f"invalid postgres schema name {schema!r}")
@@ -118,6 +120,8 @@ class PostgresBackend(PooledBackend):
             "database": db,
             "timeout": connect_timeout,
         }
+        if ssl is not None:  # TLS, verified as the context says (dtmx.security.tls)
+            self._kw["ssl"] = ssl
         self.schema = schema
         self._pool_size = pool_size
 
