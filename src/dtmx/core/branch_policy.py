@@ -154,15 +154,23 @@ def endpoint_of(url: str) -> Endpoint:
         if not host:
             raise ValueError("no host in URL")
         return Endpoint(scheme, host, port or _DEFAULT_PORTS.get(scheme, 0))
-    target = url.split("/", 1)[0]
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port_text = rest.lstrip(":")
+    try:
+        host, port = split_host_port(url.split("/", 1)[0])
+    except ValueError:
+        raise ValueError("a gRPC branch URL is host:port/package.Service/Method") from None
+    return Endpoint("grpc", _norm(host), port)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); ValueError otherwise."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.lstrip(":")
     else:
-        host, _, port_text = target.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ValueError("a gRPC branch URL is host:port/package.Service/Method")
-    return Endpoint("grpc", _norm(host), int(port_text))
+        host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dtmx.core.branch_policy import BranchPolicy, literal_ip
+from dtmx.core.branch_policy import BranchPolicy, literal_ip, split_host_port
 
 
 class PolicyDenied(OSError):
@@ -55,7 +55,10 @@ class AddressGuard:
 
         async def resolve(target: str) -> str:
             address = await inner(target)
-            host, port = _split_host_port(address)
+            try:
+                host, port = split_host_port(address)
+            except ValueError as e:
+                raise OSError(f"gRPC target: {e}") from None
             ip = (await self.resolve(host, port, url=target))[0]
             return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -83,13 +86,3 @@ class AddressGuard:
 
         return _Resolver()
 
-
-def _split_host_port(address: str) -> tuple[str, int]:
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = rest.lstrip(":")
-    else:
-        host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise OSError(f"gRPC target {address!r} is not host:port")
-    return host, int(port)

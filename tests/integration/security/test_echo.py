@@ -3,16 +3,15 @@ a branch's answer text capped (or withheld) in rollback_reason and the wait_resu
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import requests
 
+from tests.support.branch_stub import SUCCESS, branch_stub
 from tests.support.server import ServerProcess
 
 TAIL = "TAIL-" + uuid.uuid4().hex  # the end of a long answer: must not come back
@@ -20,33 +19,18 @@ LONG_FAILURE = ("FAILURE " + "x" * 2000 + TAIL).encode()
 SECRET = "Bearer sk-" + uuid.uuid4().hex
 
 
-class Branch(BaseHTTPRequestHandler):
-    """`/fail` answers 409 with a long body; anything else succeeds. Records headers."""
+SEEN: list[dict[str, str]] = []
 
-    seen: ClassVar[list[dict[str, str]]] = []
 
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        Branch.seen.append(dict(self.headers))
-        fail = self.path.startswith("/fail")
-        body = LONG_FAILURE if fail else b'{"dtm_result": "SUCCESS"}'
-        self.send_response(409 if fail else 200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return
+def _answer(path: str) -> tuple[int, bytes]:
+    """`/fail` answers 409 with a long body; anything else succeeds."""
+    return (409, LONG_FAILURE) if path.startswith("/fail") else SUCCESS
 
 
 @pytest.fixture(scope="module")
 def branch() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Branch)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with branch_stub(_answer, seen=SEEN) as url:
+        yield url
 
 
 def _saga(gid: str, branch: str, **opts: Any) -> dict[str, Any]:
@@ -75,7 +59,7 @@ def test_secret_headers_masked_and_answers_capped(branch: str, tmp_path: Path) -
         listed = requests.get(f"{s.url}/all", params={"gid": gid}, timeout=5).json()
         assert listed["transactions"][0]["branch_headers"]["Authorization"] == "***"
         # the branch itself got the real values
-        assert any(h.get("Authorization") == SECRET for h in Branch.seen)
+        assert any(h.get("Authorization") == SECRET for h in SEEN)
         assert SECRET not in s.log() and TAIL not in s.log()
 
 

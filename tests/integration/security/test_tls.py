@@ -6,10 +6,8 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import requests
 from google.protobuf import empty_pb2
 
 from dtmx.api.proto import dtmgimp_pb2_grpc
+from tests.support.branch_stub import branch_stub
 from tests.support.server import ServerProcess
 from tests.support.tls import Certs, make_certs
 from tests.support.util import eventually, free_port
@@ -76,29 +75,12 @@ async def test_client_certificates_required(certs: Certs, tmp_path: Path) -> Non
             await _new_gid(s.grpc_target, grpc.ssl_channel_credentials(ca))
 
 
-class _Branch(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = b'{"dtm_result": "SUCCESS"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def https_branch(certs: Certs) -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Branch)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs.server_cert, certs.server_key)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with branch_stub(tls=ctx) as url:
+        yield url
 
 
 def _saga(gid: str, branch: str) -> dict[str, Any]:
