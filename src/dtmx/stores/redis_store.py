@@ -163,13 +163,16 @@ class RedisStore:
                 raise StoreError(f"redis: unexpected SHA for script {name}: {sha!r}")
 
     async def close(self) -> None:
+        """Close the connection."""
         await self._client.close()
 
     async def ping(self) -> None:
+        """See `dtmx.stores.base.Store.ping`."""
         await self._call("PING")
 
     # ---- transactions -----------------------------------------------------------------
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
+        """See `dtmx.stores.base.Store.create`."""
         check_unique(branches)
         fields = encode_trans(trans)
         args: list[Any] = [
@@ -196,10 +199,12 @@ class RedisStore:
         return bool(await self._run("create", keys, args))
 
     async def get(self, *, gid: str) -> Transaction | None:
+        """See `dtmx.stores.base.Store.get`."""
         raw: list[bytes] = await self._call("HGETALL", self._g(gid))
         return decode_trans(pairs(raw)) if raw else None
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
+        """See `dtmx.stores.base.Store.get_branches`."""
         raw: list[bytes] = await self._call("HGETALL", self._b(gid))
         return decode_branches(gid, pairs(raw))
 
@@ -212,6 +217,7 @@ class RedisStore:
         expect_owner: str | None,
         change: Change,
     ) -> bool:
+        """See `dtmx.stores.base.Store.update`."""
         fields = change_fields(change, now)
         after = change.status if change.status is not None else expect_status
         args: list[Any] = [
@@ -243,6 +249,7 @@ class RedisStore:
         expect_type: TransType | None = None,
         change: Change,
     ) -> tuple[Transaction, list[Branch]] | None:
+        """See `dtmx.stores.base.Store.take`."""
         if change.branches:
             raise ValueError("take does not write branches; use update")
         after = change.status if change.status is not None else expect_status
@@ -266,6 +273,7 @@ class RedisStore:
     async def add_branches(
         self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
     ) -> bool:
+        """See `dtmx.stores.base.Store.add_branches`."""
         check_unique(branches)
         args: list[Any] = [expect_status.value]
         for b in branches:
@@ -278,6 +286,7 @@ class RedisStore:
     async def claim_due(
         self, *, now: float, lease: float, owner: str, limit: int
     ) -> list[Transaction]:
+        """See `dtmx.stores.base.Store.claim_due`."""
         if limit <= 0:
             return []
         args = [self._p, num(now), num(now + lease), owner, limit, self._dttl_ms]
@@ -285,6 +294,7 @@ class RedisStore:
         return [decode_trans(pairs(row)) for row in rows]
 
     async def oldest_due(self, *, now: float) -> float | None:
+        """See `dtmx.stores.base.Store.oldest_due`."""
         # the cron set may hold entries whose keys expired; claim_due drops those, and until
         # then they count here: an upper bound of the lag, as the gauge documents
         got = await self._call("ZRANGEBYSCORE", self._cron, "-inf", num(now), "WITHSCORES",
@@ -292,10 +302,12 @@ class RedisStore:
         return float(got[1]) if got else None
 
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
+        """See `dtmx.stores.base.Store.reset_next_cron_time`."""
         args = [gid, num(now), self._dttl_ms, *_FINISHED]
         return bool(await self._run("reset_next_cron_time", [self._g(gid), self._cron], args))
 
     async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
+        """See `dtmx.stores.base.Store.reset_cron_time`."""
         args = [self._p, num(now), num(now + after), limit]
         count, more = await self._run("reset_cron_time", [self._cron], args)
         return int(count), bool(more)
@@ -303,6 +315,7 @@ class RedisStore:
     async def scan(
         self, *, position: str, limit: int, filters: ScanFilter
     ) -> tuple[list[Transaction], str]:
+        """See `dtmx.stores.base.Store.scan`."""
         args = [
             self._p,
             position,
@@ -323,6 +336,7 @@ class RedisStore:
 
     # ---- key-value --------------------------------------------------------------------
     async def kv_find(self, *, cat: str, key: str) -> KV | None:
+        """See `dtmx.stores.base.Store.kv_find`."""
         rec: bytes | None = await self._call("HGET", self._kv(cat)[0], key)
         return None if rec is None else decode_kv(cat, key, rec)
 
@@ -333,14 +347,17 @@ class RedisStore:
         return kvs, pos.decode()
 
     async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
+        """See `dtmx.stores.base.Store.kv_create`."""
         rec = encode_kv(1, num(now), num(now), value)
         return bool(await self._run("kv_create", self._kv(cat), [key, rec]))
 
     async def kv_update(
         self, *, cat: str, key: str, value: str, expect_version: int, now: float
     ) -> bool:
+        """See `dtmx.stores.base.Store.kv_update`."""
         args = [key, str(expect_version), value, num(now)]
         return bool(await self._run("kv_update", self._kv(cat)[:1], args))
 
     async def kv_delete(self, *, cat: str, key: str) -> bool:
+        """See `dtmx.stores.base.Store.kv_delete`."""
         return bool(await self._run("kv_delete", self._kv(cat)[:2], [key]))
