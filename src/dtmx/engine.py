@@ -32,7 +32,7 @@ from dtmx.core.admission import (
 from dtmx.core.limits import Limits
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
 from dtmx.core.request import TransRequest, check_fanout
-from dtmx.core.timing import Timing
+from dtmx.core.timing import Timing, claim_until
 from dtmx.errors import BadRequest, DuplicateBranch, Failure
 from dtmx.invoke.base import Invoker
 from dtmx.run import Run
@@ -139,7 +139,7 @@ class Engine:
         # A claim with the default lease, as claim_due gives: Run.go extends it at once
         # for a transaction whose stored options need a longer one.
         change = Change(status=t.status, owner=owner, rollback_reason=reason,
-                        next_cron_time=now + self.timing.lease if t.run else None)
+                        next_cron_time=claim_until(now, self.timing) if t.run else None)
         taken = await self.store.take(gid=gid, now=now, expect_status=t.expect,
                                       expect_type=t.trans_type, change=change)
         if taken is None:

@@ -15,7 +15,7 @@ from dtmx import __version__
 from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.core.branch_policy import BranchPolicy
-from dtmx.core.timing import Timing
+from dtmx.core.timing import Timing, expire_every
 from dtmx.discovery import Discovery
 from dtmx.engine import Engine
 from dtmx.invoke.base import Invoker
@@ -88,7 +88,7 @@ class Server:
             engine,
             interval=s.TransCronInterval,
             finished_ttl=float(s.Store.FinishedDataExpire),
-            expire_every=min(60.0, max(s.Store.FinishedDataExpire / 4, s.TransCronInterval)),
+            expire_every=expire_every(s.Store.FinishedDataExpire, s.TransCronInterval),
         )
         self.auth = Authenticator(s.Auth)
         if not self.auth.enabled:

@@ -38,3 +38,10 @@ def test_retry_interval_backs_off_to_the_cap_and_resets_after_progress() -> None
     t.next_cron_interval = 40
     assert tm.retry_interval(t, T, backoff=True) == 60
     assert tm.retry_interval(t, T, backoff=False) == 10
+
+
+def test_claims_and_expiry_cadence() -> None:
+    assert tm.claim_until(100.0, T) == 130.0
+    assert tm.expire_every(86400, 1) == 60  # at least once a minute
+    assert tm.expire_every(8, 1) == 2  # a quarter of a short TTL
+    assert tm.expire_every(1, 3) == 3  # never more often than the poll

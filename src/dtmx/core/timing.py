@@ -42,6 +42,18 @@ def lease(trans: Transaction, timing: Timing) -> float:
     return max(timing.lease, 2 * request_timeout(trans, timing) + 1)
 
 
+def claim_until(now: float, timing: Timing) -> float:
+    """When a claim made now with the default lease (by the poller, or a take of a
+    prepared transaction) runs out; a run extends it at once if its transaction needs more."""
+    return now + timing.lease
+
+
+def expire_every(finished_ttl: float, poll_interval: float) -> float:
+    """How often the poller deletes finished transactions older than `finished_ttl`: a
+    quarter of it, never more often than it polls, at least once a minute."""
+    return min(60.0, max(finished_ttl / 4, poll_interval))
+
+
 def needs_longer_lease(trans: Transaction, timing: Timing) -> bool:
     """Whether a claim made with the default lease must be extended before `trans` runs."""
     return lease(trans, timing) > timing.lease
