@@ -81,7 +81,7 @@ class TlsSettings:
     ClientCaFile: str = ""  # set: API clients must show a certificate this CA signed
     BranchCaFile: str = ""  # CA bundle for https:// branch calls (default: the system's)
     StoreCaFile: str = ""
-    #: TLS to a PostgreSQL store: "" (the driver's default), require (encrypted, not
+    #: TLS to a SQL store: "" (the driver's default), require (encrypted, not
     #: verified), verify-ca (signed by StoreCaFile), verify-full (and the host name matches)
     StoreSslMode: str = ""  # CA for rediss:// (and TLS to SQL stores)
 

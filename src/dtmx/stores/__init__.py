@@ -34,7 +34,7 @@ def make_store(settings: Settings) -> Store:
 
             return MysqlStore(
                 host=t.host, port=t.port, user=t.user, password=t.password, db=t.db,
-                pool_size=pool,
+                pool_size=pool, ssl=store_context(settings.Tls),
             )
         case StoreDriver.POSTGRES:
             from dtmx.stores.sql.postgres import PostgresStore

@@ -216,3 +216,52 @@ async def test_postgres_store_over_tls(certs: Certs, tls_postgres: int, https_br
         "StoreSslMode": "verify-full", "StoreCaFile": str(certs.other_ca)}})
     with pytest.raises(RuntimeError, match=r"store unavailable|CERTIFICATE|certificate"):
         bad.start(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def tls_mariadb(certs: Certs) -> Iterator[int]:
+    """A private MariaDB with TLS on a free port (the shared test server is left alone)."""
+    mariadbd, install = shutil.which("mariadbd"), shutil.which("mariadb-install-db")
+    if mariadbd is None or install is None:
+        pytest.skip("MariaDB server is not installed (scripts/test.sh installs it)")
+    import os
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="dtmx-maria-tls-"))
+    user = "root" if os.geteuid() == 0 else os.environ.get("USER", "")
+    subprocess.run([install, "--no-defaults", f"--datadir={root / 'data'}", f"--user={user}",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"],
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    proc = subprocess.Popen(
+        [mariadbd, "--no-defaults", f"--datadir={root / 'data'}", f"--user={user}",
+         f"--port={port}", "--bind-address=127.0.0.1", f"--socket={root / 'sock'}",
+         f"--pid-file={root / 'pid'}", f"--ssl-cert={certs.server_cert}",
+         f"--ssl-key={certs.server_key}", f"--ssl-ca={certs.ca}", "--skip-log-bin",
+         "--innodb-buffer-pool-size=16M"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        eventually(lambda: (root / "pid").exists(), timeout=30)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_mysql_store_over_tls(certs: Certs, tls_mariadb: int, https_branch: str,
+                              tmp_path: Path) -> None:
+    gid = "tls-my-" + uuid.uuid4().hex
+    store = {"Driver": "mysql", "Host": "127.0.0.1", "Port": tls_mariadb, "User": "root",
+             "Db": "dtmx_tls"}
+    tls = {"StoreSslMode": "verify-full", "StoreCaFile": str(certs.ca),
+           "BranchCaFile": str(certs.ca)}
+    with ServerProcess(store=store, workdir=str(tmp_path), extra={"Tls": tls}) as s:
+        assert requests.post(f"{s.url}/submit", json=_saga(gid, https_branch), timeout=10).ok
+        s.wait_status(gid, "succeed")
+    (tmp_path / "bad").mkdir()
+    bad = ServerProcess(store=store, workdir=str(tmp_path / "bad"), extra={"Tls": {
+        "StoreSslMode": "verify-full", "StoreCaFile": str(certs.other_ca)}})
+    with pytest.raises(RuntimeError, match=r"store unavailable|CERTIFICATE|certificate"):
+        bad.start(timeout=15)

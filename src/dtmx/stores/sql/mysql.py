@@ -10,6 +10,7 @@ UPDATE matched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ssl import SSLContext
 from typing import Any
 
 from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
@@ -73,9 +74,11 @@ class MysqlStore(SqlStore):
         *,
         pool_size: int = 10,
         create: bool = True,
+        ssl: SSLContext | None = None,
     ) -> None:
         backend = MysqlBackend(
-            host=host, port=port, user=user, password=password, db=db, pool_size=pool_size
+            host=host, port=port, user=user, password=password, db=db, pool_size=pool_size,
+            ssl=ssl,
         )
         super().__init__(backend, create=create)
         self._my = backend

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from ssl import SSLContext
 from typing import Any
 
 import asyncmy
@@ -95,6 +96,7 @@ class MysqlBackend(PooledBackend):
         db: str,
         pool_size: int = 10,
         connect_timeout: float = 5.0,
+        ssl: SSLContext | None = None,
     ) -> None:
         if not _NAME.match(db):
             raise StoreError(f"invalid mysql database name {db!r}")
@@ -113,6 +115,8 @@ class MysqlBackend(PooledBackend):
             # concurrent inserts of new transactions; CAS updates read the latest row anyway.
             "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         }
+        if ssl is not None:  # TLS, verified as the context says (dtmx.security.tls)
+            self._kw["ssl"] = ssl
         self.db = db
         self._pool_size = pool_size
 
