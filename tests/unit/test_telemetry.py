@@ -131,3 +131,22 @@ def test_tracing_off_imports_no_opentelemetry() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+def test_grafana_dashboard_queries_only_exported_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    from dtmx.metrics import Metrics
+
+    exported: set[str] = set()
+    for family in Metrics().registry.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+        exported |= {family.name + s for s in suffixes.get(family.type, ("",))}
+    exported |= {"dtmx_store_roundtrips_total", "dtmx_runs_in_flight"}  # read at scrape time
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "docs/grafana-dtmx.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\bdtmx?_[a-z_]+", e)}
+    assert queried and queried <= exported, queried - exported
+    assert {"dtm_branch_process_total", "dtm_transaction_process_total"} <= queried

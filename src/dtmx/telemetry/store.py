@@ -59,7 +59,8 @@ def _traced(verb: str, fn: AsyncFn, metrics: Metrics, tracing: Tracing) -> Async
     timed = _timed(verb, fn, metrics)
 
     async def call(**kw: Any) -> Any:
-        with tracing.store_span(verb, kw.get("gid", "")):
+        gid = kw.get("gid") or getattr(kw.get("trans"), "gid", "")  # create passes trans
+        with tracing.store_span(verb, gid):
             return await timed(**kw)
 
     return call

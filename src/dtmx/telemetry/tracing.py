@@ -130,6 +130,11 @@ class Tracing:
     # ---- store and branches -------------------------------------------------------------------
     @contextlib.contextmanager
     def store_span(self, verb: str, gid: str) -> Iterator[None]:
+        """A CLIENT span of one store round trip, inside a traced request or run only: the
+        poller's idle polling every TransCronInterval would otherwise be a trace each."""
+        if not trace.get_current_span().get_span_context().is_valid:
+            yield
+            return
         attrs = {"db.operation.name": verb, "dtm.op": verb}
         if gid:
             attrs["dtm.gid"] = gid
