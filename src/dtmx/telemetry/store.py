@@ -59,7 +59,7 @@ def _traced(verb: str, fn: AsyncFn, metrics: Metrics, tracing: Tracing) -> Async
     timed = _timed(verb, fn, metrics)
 
     async def call(**kw: Any) -> Any:
-        gid = kw.get("gid") or getattr(kw.get("trans"), "gid", "")  # create passes trans
+        gid = str(kw.get("gid") or getattr(kw.get("trans"), "gid", ""))  # create: trans=
         with tracing.store_span(verb, gid):
             return await timed(**kw)
 
