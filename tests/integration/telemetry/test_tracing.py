@@ -17,7 +17,7 @@ import requests
 from google.protobuf import empty_pb2
 
 from dtmx.api.proto import dtmgimp_pb2_grpc
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.server import ServerProcess
 from tests.support.util import eventually, free_port
