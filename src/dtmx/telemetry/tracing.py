@@ -103,14 +103,21 @@ class Tracing:
     # ---- engine runs ------------------------------------------------------------------------
     def run_started(self, trans: Transaction) -> None:
         parent: Any = None
+        links: list[trace.Link] = []
         name = "dtmx run"
-        if not trace.get_current_span().get_span_context().is_valid:
+        current = trace.get_current_span()
+        if not current.get_span_context().is_valid:
             # claimed by the poller: continue the trace of whoever submitted it, when the
             # transaction carries their traceparent in its branch headers
             name = "dtmx poller pick-up"
             parent = extract(trans.options.branch_headers)
+        elif getattr(current, "parent", True) is None and _has_traceparent(trans):
+            # the request came without trace context (e.g. a client that sends it only in
+            # branch_headers): the run joins the submitter's trace, linked to the request
+            parent = extract(trans.options.branch_headers)
+            links.append(trace.Link(current.get_span_context()))
         span = self.tracer.start_span(
-            name, context=parent,
+            name, context=parent, links=links,
             attributes=_attrs(trans.gid, trans.trans_type.value) | {
                 "dtm.status": trans.status.value},
         )
@@ -179,6 +186,10 @@ class TracedInvoker:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _has_traceparent(trans: Transaction) -> bool:
+    return any(k.lower() == "traceparent" for k in trans.options.branch_headers)
 
 
 def _attrs(gid: str, trans_type: str = "", branch_id: str = "") -> dict[str, str]:
