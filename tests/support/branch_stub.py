@@ -36,7 +36,10 @@ def branch_stub(answer: Answer = lambda path: SUCCESS,
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     if tls is not None:
-        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        # the handshake in the handler's thread, not in accept(): a client that stops
+        # half-way through it (a refused certificate) cannot stall the other connections
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True,
+                                       do_handshake_on_connect=False)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"

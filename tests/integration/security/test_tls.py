@@ -94,13 +94,15 @@ def test_https_branches_are_verified(certs: Certs, https_branch: str, tmp_path: 
         (tmp_path / sub).mkdir()
     with ServerProcess(workdir=str(tmp_path / "a"),
                        extra={"Tls": {"BranchCaFile": str(certs.ca)}}) as s:
-        assert requests.post(f"{s.url}/submit", json=_saga(ok, https_branch), timeout=10).ok
+        r = requests.post(f"{s.url}/submit", json=_saga(ok, https_branch), timeout=10)
+        assert r.ok, r.text
         s.wait_status(ok, "succeed")
     # without the CA the branch's certificate is not trusted: the call is never made
     with ServerProcess(workdir=str(tmp_path / "b")) as s:
-        assert requests.post(f"{s.url}/submit", json=_saga(bad, https_branch), timeout=10).ok
+        r = requests.post(f"{s.url}/submit", json=_saga(bad, https_branch), timeout=10)
+        assert r.ok, r.text
         eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in s.log(), timeout=10)
-        assert s.status(bad) == "submitted"
+        assert s.status(bad) == "submitted", (s.query(bad), s.log()[-3000:])
 
 
 @pytest.fixture(scope="module")
