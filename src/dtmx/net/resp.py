@@ -10,7 +10,8 @@ transactions themselves. Here each command is one packed write and one future:
   callers share a connection with no checkout and no lock.
 - A lost connection fails every pending future with `ConnectionError` and is replaced on the
   next call. Nothing is ever re-sent: a command whose reply was lost may have been applied.
-- Replies are parsed by `hiredis.Reader` when hiredis is installed, else by `PyReader`.
+- Replies are parsed and commands packed by hiredis (C); the pure-Python reader this
+  module once had is gone (hiredis is a dependency of the redis extra).
 
 Errors: `ReplyError` for an error reply, `ConnectionError` (or `OSError`) when Redis cannot
 be reached; the store translates both into dtmx errors.
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlparse
+
+import hiredis
 
 
 class ReplyError(Exception):
@@ -39,123 +40,19 @@ class ProtocolError(Exception):
 Arg = str | bytes | int | float
 
 
-class Reader(Protocol):
-    """The part of `hiredis.Reader` we use: feed bytes, take complete replies (False = none)."""
-
-    def feed(self, data: bytes, /) -> None: ...
-
-    def gets(self) -> Any: ...
-
-
-# ---- packing and parsing (pure) -------------------------------------------------------
-def py_pack_command(args: tuple[Arg, ...]) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if isinstance(a, bytes):
-            b = a
-        elif isinstance(a, str):
-            b = a.encode()
-        elif isinstance(a, int):
-            b = b"%d" % a
-        else:
-            b = repr(a).encode()
-        out += (b"$%d\r\n" % len(b), b, b"\r\n")
-    return b"".join(out)
+# ---- packing and parsing: hiredis (C) -------------------------------------------------
+def new_reader() -> Any:
+    """A hiredis reply reader: feed bytes, `gets()` the next reply or False. Bulk and
+    status strings come back as bytes, integers as int, nil as None, arrays as lists,
+    error replies as `ReplyError` instances (returned, not raised)."""
+    return hiredis.Reader(replyError=ReplyError, protocolError=ProtocolError)
 
 
-class _Incomplete(Exception):
-    pass
-
-
-class PyReader:
-    """Pure-Python RESP2 reply parser with `hiredis.Reader`'s feed/gets interface.
-
-    Bulk and status strings come back as bytes, integers as int, nil as None, arrays as
-    lists, error replies as `ReplyError` instances (returned, not raised, like hiredis).
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-
-    def feed(self, data: bytes, /) -> None:
-        self._buf += data
-
-    def gets(self) -> Any:
-        """The next complete reply, or False if the buffer does not hold one yet."""
-        if self._pos >= len(self._buf):
-            return False
-        try:
-            reply, pos = self._parse(self._pos)
-        except _Incomplete:
-            # a partial reply is parsed again from its start once more bytes came; replies
-            # here are small, so that costs less than keeping a resumable parse state
-            return False
-        if pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif pos > 65536:
-            del self._buf[:pos]
-            self._pos = 0
-        else:
-            self._pos = pos
-        return reply
-
-    def _parse(self, pos: int) -> tuple[Any, int]:
-        buf = self._buf
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            raise _Incomplete
-        kind = buf[pos]
-        line = bytes(buf[pos + 1 : end])
-        pos = end + 2
-        if kind == 0x24:  # $ bulk string
-            n = int(line)
-            if n < 0:
-                return None, pos
-            if len(buf) < pos + n + 2:
-                raise _Incomplete
-            return bytes(buf[pos : pos + n]), pos + n + 2
-        if kind == 0x3A:  # : integer
-            return int(line), pos
-        if kind == 0x2A:  # * array
-            n = int(line)
-            if n < 0:
-                return None, pos
-            items: list[Any] = []
-            for _ in range(n):
-                item, pos = self._parse(pos)
-                items.append(item)
-            return items, pos
-        if kind == 0x2B:  # + status
-            return line, pos
-        if kind == 0x2D:  # - error
-            return ReplyError(line.decode(errors="replace")), pos
-        raise ProtocolError(f"unexpected reply type byte {kind!r}")
-
-
-try:
-    _hiredis: Any = importlib.import_module("hiredis")
-except ImportError:  # pragma: no cover - depends on the install
-    _hiredis = None
-
-HAVE_HIREDIS = _hiredis is not None
-
-
-def hiredis_reader() -> Reader:
-    """A C reader (hiredis) that returns error replies as our `ReplyError`."""
-    if _hiredis is None:
-        raise RuntimeError("hiredis is not installed")
-    reader: Reader = _hiredis.Reader(replyError=ReplyError, protocolError=ProtocolError)
-    return reader
-
-
-default_reader: Callable[[], Reader] = hiredis_reader if HAVE_HIREDIS else PyReader
-# hiredis packs in C; it takes a tuple only (every caller here passes one)
-pack_command: Callable[[tuple[Arg, ...]], bytes] = (
-    _hiredis.pack_command if _hiredis is not None else py_pack_command
-)
+def pack_command(args: tuple[Arg, ...]) -> bytes:
+    """One command as a RESP array of bulk strings (hiredis packs it in C)."""
+    # (hiredis's stub types the tuple as one element; any length is packed)
+    packed: bytes = hiredis.pack_command(cast(Any, args))
+    return packed
 
 
 # ---- address --------------------------------------------------------------------------
@@ -223,8 +120,8 @@ class _Conn(asyncio.Protocol):
     between one and two `reply_timeout`s.
     """
 
-    def __init__(self, reader: Reader, reply_timeout: float | None) -> None:
-        self._reader = reader
+    def __init__(self, reply_timeout: float | None) -> None:
+        self._reader = new_reader()
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
@@ -329,7 +226,6 @@ class RespClient:
         connections: int = 1,
         connect_timeout: float = 5.0,
         reply_timeout: float | None = 15.0,
-        reader: Callable[[], Reader] = default_reader,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
@@ -337,7 +233,6 @@ class RespClient:
         self._ssl = address.ssl_context()  # built once: it reads the CA file
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
-        self._reader = reader
         self._conns: list[_Conn | None] = [None] * connections
         self._locks = [asyncio.Lock() for _ in range(connections)]
         self._next = 0
@@ -370,7 +265,7 @@ class RespClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self._reader(), self._reply_timeout), a.host, a.port,
+                    lambda: _Conn(self._reply_timeout), a.host, a.port,
                     ssl=self._ssl, server_hostname=a.host if self._ssl else None,
                 )
                 sent = [conn.send(pack_command(c)) for c in a.handshake()]

@@ -13,13 +13,13 @@ a finished one leaves the cron index and expires `finished_ttl` after it finishe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
 from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailable
-from dtmx.net.resp import Reader, RedisAddress, ReplyError, RespClient, default_reader
+from dtmx.net.resp import RedisAddress, ReplyError, RespClient
 from dtmx.stores.redis_codec import (
     branch_key,
     change_fields,
@@ -72,7 +72,6 @@ class RedisStore:
     still). `pool_size` is accepted for the settings' MaxOpenConns and caps `connections`.
     Connecting and logging in give up after `connect_timeout`; a connection whose commands
     get no reply for `reply_timeout` is dropped (its callers get StoreUnavailable).
-    `reader` picks the reply parser (hiredis when installed; tests also run the Python one).
     """
 
     def __init__(
@@ -85,7 +84,6 @@ class RedisStore:
         connections: int = 1,
         connect_timeout: float = 5.0,
         reply_timeout: float | None = 15.0,
-        reader: Callable[[], Reader] = default_reader,
         ca_file: str = "",
     ) -> None:
         self.roundtrips = 0
@@ -101,7 +99,6 @@ class RedisStore:
             connections=max(1, min(connections, pool_size)),
             connect_timeout=connect_timeout,
             reply_timeout=reply_timeout,
-            reader=reader,
         )
         self._bodies = {name: _load_lua(name) for name in _SCRIPTS}
         self._shas = {name: hashlib.sha1(body.encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,7 +22,6 @@ from dtmx.core.models import (
     TransType,
 )
 from dtmx.errors import DuplicateBranch, StoreUnavailable
-from dtmx.net.resp import HAVE_HIREDIS, PyReader, Reader, hiredis_reader
 from dtmx.stores.base import Store
 from dtmx.stores.redis_store import RedisStore
 from tests.support.util import free_port
@@ -46,16 +45,9 @@ def prefix() -> str:
     return "{dtmx-rs-" + uuid.uuid4().hex[:12] + "}"
 
 
-# every test runs with the C reply parser (hiredis, when installed) and the pure-Python one
-READERS: dict[str, Callable[[], Reader]] = {"python": PyReader}
-if HAVE_HIREDIS:
-    READERS["hiredis"] = hiredis_reader
-
-
-@pytest.fixture(params=sorted(READERS))
-async def store(prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
-    s = RedisStore(URL, prefix=prefix, finished_ttl=100.0, data_ttl=1000.0,
-                   reader=READERS[request.param])
+@pytest.fixture
+async def store(prefix: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(URL, prefix=prefix, finished_ttl=100.0, data_ttl=1000.0)
     await s.open()
     try:
         yield s

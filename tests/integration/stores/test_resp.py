@@ -1,4 +1,4 @@
-"""Our RESP2 client (dtmx.net.resp): parsing with and without hiredis, pipelining,
+"""Our RESP2 client (dtmx.net.resp): parsing (hiredis), pipelining,
 connection loss without re-sending, login and database selection, script reload after a
 Redis restart. Against the shared Redis at 127.0.0.1:6379 (keys under our own prefix) and,
 where the test changes server state (password, SCRIPT FLUSH, restart), a redis-server of its
@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,34 +22,21 @@ import uvloop
 from dtmx.core.models import Status, Transaction, TransType
 from dtmx.errors import ConfigError, StoreError, StoreUnavailable
 from dtmx.net.resp import (
-    HAVE_HIREDIS,
-    PyReader,
-    Reader,
     RedisAddress,
     ReplyError,
     RespClient,
+    new_reader,
     pack_command,
-    py_pack_command,
 )
 from dtmx.stores.redis_store import RedisStore
 from tests.support.util import aeventually, eventually, free_port
 
 SHARED = RedisAddress("127.0.0.1", 6379)
-READERS: dict[str, Callable[[], Reader]] = {"python": PyReader}
-if HAVE_HIREDIS:
-    from dtmx.net.resp import hiredis_reader
-
-    READERS["hiredis"] = hiredis_reader
-
-
-@pytest.fixture(params=sorted(READERS))
-def reader(request: pytest.FixtureRequest) -> Callable[[], Reader]:
-    return READERS[request.param]
 
 
 @pytest.fixture
-async def client(reader: Callable[[], Reader]) -> AsyncIterator[RespClient]:
-    c = RespClient(SHARED, connections=1, reader=reader)
+async def client() -> AsyncIterator[RespClient]:
+    c = RespClient(SHARED, connections=1)
     yield c
     await c.close()
 
@@ -80,8 +66,8 @@ def _normal(x: Any) -> Any:
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])
-def test_reader_parses_every_reply_type(reader: Callable[[], Reader], chunk: int) -> None:
-    r = reader()
+def test_reader_parses_every_reply_type(chunk: int) -> None:
+    r = new_reader()
     got: list[Any] = []
     for i in range(0, len(WIRE), chunk):
         r.feed(WIRE[i : i + chunk])
@@ -92,10 +78,10 @@ def test_reader_parses_every_reply_type(reader: Callable[[], Reader], chunk: int
     assert r.gets() is False
 
 
-def test_pack_command_matches_python() -> None:
-    args = ("EVALSHA", "abc", 2, b"\xff\x00\r\n", "é", 0, -3)
-    assert py_pack_command(args) == pack_command(args)
-    assert py_pack_command(("PING",)) == b"*1\r\n$4\r\nPING\r\n"
+def test_pack_command() -> None:
+    assert pack_command(("PING",)) == b"*1\r\n$4\r\nPING\r\n"
+    assert pack_command(("SET", "é", b"\xff\x00\r\n", -3)) == (
+        b"*4\r\n$3\r\nSET\r\n$2\r\n\xc3\xa9\r\n$4\r\n\xff\x00\r\n\r\n$2\r\n-3\r\n")
 
 
 def test_address_from_url() -> None:
@@ -233,7 +219,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 async def test_auth_select_and_script_reload_after_restart(
-    own_redis: OwnRedis, reader: Callable[[], Reader]
+    own_redis: OwnRedis
 ) -> None:
     port = own_redis.port
     wrong = RedisStore(f"redis://:nope@127.0.0.1:{port}/0")
@@ -241,7 +227,7 @@ async def test_auth_select_and_script_reload_after_restart(
         await wrong.open()
     await wrong.close()
 
-    s = RedisStore(f"redis://ann:annpw@127.0.0.1:{port}/5", prefix="{p}", reader=reader)
+    s = RedisStore(f"redis://ann:annpw@127.0.0.1:{port}/5", prefix="{p}")
     await s.open()
     try:
         t = _trans()
@@ -332,19 +318,3 @@ def _pings(s: RedisStore) -> Callable[[], Any]:
         return True
 
     return check
-
-
-def test_without_hiredis_the_python_parser_is_used() -> None:
-    code = (
-        "import sys, asyncio; sys.modules['hiredis'] = None\n"
-        "from dtmx.net import resp\n"
-        "assert not resp.HAVE_HIREDIS and resp.default_reader is resp.PyReader\n"
-        "assert resp.pack_command is resp.py_pack_command\n"
-        "async def go():\n"
-        "    c = resp.RespClient(resp.RedisAddress('127.0.0.1', 6379))\n"
-        "    assert await c.execute('ECHO', b'x' * 100000) == b'x' * 100000\n"
-        "    await c.close()\n"
-        "asyncio.run(go())\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
