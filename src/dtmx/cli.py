@@ -1,4 +1,4 @@
-"""The `dtmx` command: serve, migrate, version.
+"""The `dtmx` command: serve, migrate, version, and the operator commands (`dtmx.ops`).
 
 Exit codes: 0 ok, 2 bad configuration, a missing extra or store unreachable at start
 (nothing was served).
@@ -6,6 +6,8 @@ Exit codes: 0 ok, 2 bad configuration, a missing extra or store unreachable at s
 `pip install dtmx` installs the SDK only, so this module imports nothing of the server at
 import time: `--help` and `--version` work everywhere, and `serve`/`migrate` without the
 server's dependencies say which extra to install.
+
+The operator commands (`dtmx.ops`) exit with the codes of `dtmx.ops.client.Exit`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dtmx import __version__
 from dtmx.errors import ConfigError, StoreError
+from dtmx.ops import cli as ops_cli
 
 if TYPE_CHECKING:
     from dtmx.settings import Settings
@@ -42,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="create or upgrade the store's schema")
     mig.add_argument("-c", "--config", default=os.environ.get("DTMX_CONFIG"))
     sub.add_parser("version", help="print the version")
+    ops_cli.add_commands(sub)
     return p
 
 
@@ -110,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"dtmx {__version__}")
         return 0
+    if args.command in ops_cli.COMMANDS:
+        return ops_cli.run(args)
     try:
         return _server_command(args)
     except ModuleNotFoundError as e:

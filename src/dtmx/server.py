@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtmx import __version__
+from dtmx.admin import mount as mount_admin
 from dtmx.api.http import HttpApi
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.core.branch_policy import BranchPolicy
 from dtmx.core.timing import Timing, expire_every
 from dtmx.discovery import Discovery
 from dtmx.engine import Engine
+from dtmx.heartbeat import Heartbeat
 from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.net.api_server import HttpServer, ServerLimits
@@ -48,6 +50,7 @@ class Server:
     _poll_task: asyncio.Task[None] | None = None
     auth: Authenticator | None = None
     _auth_watch: asyncio.Task[None] | None = None
+    _heartbeat: Heartbeat | None = None
     _extras: list[Any] = field(default_factory=list)
     telemetry: Telemetry | None = None
     _discovery: Discovery = field(default_factory=Discovery)
@@ -104,6 +107,8 @@ class Server:
             max_pipelined=s.Limits.MaxPipelinedRequests,
             max_buffered=s.Limits.MaxBufferedAnswerBytes,
         ))
+        mount_admin(self._http.routes, base_path=s.AdminBasePath, store=store, clock=self.clock,
+                    guard=guard)
         await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port,
                                ssl=tls.server_context(s.Tls))
         self._grpc = await _start_grpc(
@@ -114,6 +119,11 @@ class Server:
         self._auth_watch = asyncio.create_task(self.auth.watch())
         self._extras = await _start_registration(s, self._discovery)
         self._poll_task = asyncio.create_task(self.poller.run())
+        self._heartbeat = Heartbeat(
+            store, self.clock, interval=s.HeartbeatInterval, http_port=s.HttpPort,
+            grpc_port=s.GrpcPort if self._grpc else 0, in_flight=lambda: engine.runs_in_flight,
+        )
+        self._heartbeat.start()
         log.info(
             "dtmx %s started: store %s, http %s:%d, grpc %s, pid %d, workers %d, tracing %s,"
             " alerts %s", __version__, describe_store(s), s.Host, s.HttpPort,
@@ -136,6 +146,8 @@ class Server:
             self.auth.reload()
 
     async def stop(self) -> None:
+        if self._heartbeat:
+            await self._heartbeat.stop()
         if self._auth_watch:
             self._auth_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -96,15 +96,15 @@ class Settings:
     Workers: int = 1
     AlertRetryLimit: int = 3
     AlertWebHook: str = field(default="", repr=False)  # its URL may hold a token
-
-
+    AdminBasePath: str = ""
+    HeartbeatInterval: float = 5.0
 
 
 # DTM keys we accept without using them, so a DTM config file loads without noise.
 IGNORED = {
     "JsonRpcPort", "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
     "Log.RotationEnable", "Log.RotationConfigJSON", "TimeZoneOffset", "ConfigUpdateInterval",
-    "AdminBasePath", "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
+    "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
 }
 
 
@@ -217,6 +217,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be > 0")
     if s.TimeoutToFail < 0:
         raise ConfigError("TimeoutToFail must be >= 0")
+    if s.HeartbeatInterval <= 0:
+        raise ConfigError("HeartbeatInterval must be > 0")
+    if s.AdminBasePath and (not s.AdminBasePath.startswith("/") or "?" in s.AdminBasePath):
+        raise ConfigError(f"AdminBasePath must be a path starting with /, not {s.AdminBasePath!r}")
     if s.Workers < 1:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:

@@ -215,6 +215,7 @@ class HttpApi:
             trans_type=parse_trans_type(q["transType"]) if q.get("transType") else None,
             create_time_start=_ms(q, "createTimeStart"),
             create_time_end=_ms(q, "createTimeEnd"),
+            gid_prefix=q.get("gidPrefix", ""),
         )
         gid = q.get("gid", "")
         transactions, position = await self.svc.all(

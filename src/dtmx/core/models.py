@@ -129,9 +129,11 @@ class KV:
 
 @dataclass(slots=True, frozen=True)
 class ScanFilter:
-    """Filters of the `all` route; times are epoch seconds, None means unbounded."""
+    """Filters of the `all` route; times are epoch seconds, None means unbounded;
+    `gid_prefix` keeps the gids that start with it ('' = all)."""
 
     status: Status | None = None
     trans_type: TransType | None = None
     create_time_start: float | None = None
     create_time_end: float | None = None
+    gid_prefix: str = ""

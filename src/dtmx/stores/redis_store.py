@@ -322,6 +322,7 @@ class RedisStore:
             opt_num(filters.create_time_start),
             opt_num(filters.create_time_end),
             _SCAN_BUDGET,
+            filters.gid_prefix,
         ]
         rows, pos = await self._run("scan", [self._all], args)
         return [decode_trans(pairs(row)) for row in rows], pos.decode()

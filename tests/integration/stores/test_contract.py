@@ -574,6 +574,25 @@ async def test_scan_newest_first_with_filters_and_pagination(store: Store) -> No
     assert await _scan_all(store, 5, ScanFilter(create_time_start=T0 + 100)) == []
 
 
+async def test_scan_by_gid_prefix_takes_the_prefix_literally(store: Store) -> None:
+    """`%`, `_` and `!` in a prefix are characters, not LIKE patterns or escapes."""
+    tag = uuid.uuid4().hex[:6]
+    gids = [f"{tag}-a_1", f"{tag}-ab1", f"{tag}-a%2", f"{tag}-a!3", f"{tag}b-a_1", "x" + tag]
+    for i, g in enumerate(gids):
+        assert await store.create(trans=mk(g, now=T0 + i), branches=[])
+
+    async def by(prefix: str, start: float | None = None) -> list[str]:
+        return await _scan_all(store, 1, ScanFilter(gid_prefix=prefix, create_time_start=start))
+
+    assert await by(f"{tag}-") == [gids[3], gids[2], gids[1], gids[0]]
+    assert await by(f"{tag}-a_") == [gids[0]]
+    assert await by(f"{tag}-a%") == [gids[2]]
+    assert await by(f"{tag}-a!") == [gids[3]]
+    assert await by(tag) == list(reversed(gids[:5]))
+    assert await by(f"{tag}-", start=T0 + 2) == [gids[3], gids[2]]
+    assert await by(f"{tag}-zz") == []
+
+
 # ---- expire_finished ---------------------------------------------------------------------
 async def test_expire_finished(store: Store) -> None:
     finished = (Status.SUCCEED, Status.FAILED, Status.SUCCEED)

@@ -12,6 +12,7 @@ data-modifying CTEs).
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -299,6 +300,10 @@ class SqlStore(abc.ABC):
             if value is not None:
                 where.append(cond)
                 args.append(value)
+        if filters.gid_prefix:
+            # '!' escapes: a backslash means different things in MySQL and PostgreSQL literals
+            where.append("gid LIKE ? ESCAPE '!'")
+            args.append(re.sub(r"([!%_])", r"!\1", filters.gid_prefix) + "%")
         async with self._session() as ex:
             rows = await ex.fetch(
                 f"SELECT {TRANS_COLS} FROM trans_global WHERE {' AND '.join(where)}"
