@@ -5,6 +5,7 @@
 #   server when it does not answer, wait until it is healthy, check the test credentials and
 #   create the databases the tests expect.
 #   etcd: installed only; tests start their own etcd on free ports (tests/support/etcd.py).
+#   chromium: installed only (Debian's), for the admin UI tests driven by Playwright.
 #
 # Where the services are: the same DTMX_TEST_* variables tests/support/services.py reads
 # (DTMX_TEST_MYSQL_HOST/PORT/USER/PASSWORD, DTMX_TEST_PG_HOST/PORT/USER/PASSWORD,
@@ -246,7 +247,19 @@ setup_etcd() {
   log "etcd:       ok  $(etcd --version 2>/dev/null | head -n 1) ($note; tests start their own)"
 }
 
+# --- chromium ----------------------------------------------------------------------------
+# The admin UI tests drive Debian's chromium through Playwright (never `playwright install`).
+setup_chromium() {
+  local note=present
+  if ! have chromium; then
+    apt_install chromium
+    note=installed
+  fi
+  log "chromium:   ok  $(chromium --version 2>/dev/null | head -n 1) ($note)"
+}
+
 setup_mariadb
 setup_postgres
 setup_redis
 setup_etcd
+setup_chromium

@@ -228,13 +228,15 @@
     }
     return lines.join("\n") || "(empty)";
   }
-  function payload(b64) {
+  const payloadMode = new Map(); // what the user chose per branch, kept across refreshes
+  function payload(b64, id) {
     const bytes = bytesOf(b64);
     const json = asJson(bytes);
     const pre = h("pre", { class: "payload" });
     const bJson = h("button", { type: "button", disabled: json === null }, "JSON");
     const bHex = h("button", { type: "button" }, "hex");
     const show = (mode) => {
+      payloadMode.set(id, mode);
       pre.textContent = mode === "json" ? json : asHex(bytes);
       pre.dataset.mode = mode;
       bJson.classList.toggle("on", mode === "json");
@@ -242,7 +244,7 @@
     };
     bJson.addEventListener("click", () => show("json"));
     bHex.addEventListener("click", () => show("hex"));
-    show(json !== null ? "json" : "hex");
+    show(payloadMode.get(id) || (json !== null ? "json" : "hex"));
     return h("div", {}, h("span", { class: "seg" }, bJson, bHex,
       h("span", { class: "muted" }, ` ${bytes.length} bytes`)), pre);
   }
@@ -313,9 +315,9 @@
           b.update_time !== b.create_time ? ` · last result ${fmtTime(b.update_time)}` : "",
           b.finish_time ? ` · succeeded ${fmtTime(b.finish_time)}` : "",
           b.rollback_time ? ` · failed ${fmtTime(b.rollback_time)}` : "",
-          b.status === "prepared" ? " · not called yet, or its call is pending" : "",
+          b.status === "prepared" ? " · no result yet: not called, or retried after an error" : "",
         ].join("")),
-        payload(b.bin_data)));
+        payload(b.bin_data, `${gid}/${b.branch_id}/${b.op}`)));
       timeline.replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No branches.")]));
     }
     load().catch(failed);
