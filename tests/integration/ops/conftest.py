@@ -67,3 +67,18 @@ def dtmx(server: ServerProcess | None, *args: str, env: dict[str, str] | None = 
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "dtmx", *args], capture_output=True,
                           text=True, timeout=60, env=e)
+
+
+CLIENT_TOKEN = "client-token-0123456789"
+OPERATOR_TOKEN = "operator-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with Auth on: one client token and one operator token."""
+    tokens = [{"Name": "app", "Token": CLIENT_TOKEN, "Role": "client"},
+              {"Name": "ops", "Token": OPERATOR_TOKEN, "Role": "operator"}]
+    s = ServerProcess(workdir=str(tmp_path_factory.mktemp("dtmx-auth")),
+                      extra={"Auth": {"Tokens": tokens}, "HeartbeatInterval": HEARTBEAT})
+    yield s.start()
+    s.stop()

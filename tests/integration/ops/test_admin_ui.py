@@ -15,7 +15,13 @@ import pytest
 import requests
 
 from dtmx.busi import BusiServer
-from tests.integration.ops.conftest import BASE_PATH, submit_saga, unreachable
+from tests.integration.ops.conftest import (
+    BASE_PATH,
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    submit_saga,
+    unreachable,
+)
 from tests.support.server import ServerProcess
 
 CHROMIUM = os.environ.get("DTMX_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -143,3 +149,41 @@ def test_topics_and_servers(page: Any, server: ServerProcess, tag: str) -> None:
     page.wait_for_selector('#servers tr[data-server] [data-status="up"]')
     assert str(server.http_port) in page.locator("#servers").inner_text()
     shot(page, "7-servers")
+
+
+def test_token_prompt_and_roles(browser: Any, auth_server: ServerProcess, tag: str) -> None:
+    gid = f"{tag}-auth"
+    r = requests.post(f"{auth_server.url}/submit", timeout=10,
+                      headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+                      json={"gid": gid, "trans_type": "saga", "payloads": ["{}"],
+                            "steps": [{"action": f"{unreachable()}/a",
+                                       "compensate": f"{unreachable()}/c"}]})
+    assert r.status_code == 200, r.text
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    page.set_default_timeout(10_000)
+    admin = f"http://127.0.0.1:{auth_server.http_port}/admin/"
+    try:
+        # no token: the UI asks for one; a client token sees a transaction but no actions
+        page.goto(admin)
+        page.wait_for_selector("#login[open]")
+        shot(page, "8-token")
+        page.fill("#token", CLIENT_TOKEN)
+        page.click("#login-ok")
+        page.wait_for_selector("#who:has-text('role: client')")
+        page.wait_for_selector("main .error:has-text('403')")  # listing needs an operator
+        page.goto(f"{admin}#/tx/{gid}")
+        page.wait_for_selector('.facts [data-status="submitted"]')
+        assert page.locator("#force-stop").count() == 0
+        # sign out, then an operator token: the actions are there and work
+        page.click("#logout")
+        page.wait_for_selector("#login[open]")
+        page.fill("#token", OPERATOR_TOKEN)
+        page.click("#login-ok")
+        page.wait_for_selector("#who:has-text('role: operator')")
+        page.goto(f"{admin}#/tx/{gid}")
+        page.click("#force-stop")
+        page.click("#confirm-yes")
+        page.wait_for_selector('.facts [data-status="failed"]')
+    finally:
+        ctx.close()

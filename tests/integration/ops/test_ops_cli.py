@@ -10,7 +10,14 @@ from typing import Any
 import requests
 
 from dtmx.busi import BusiServer
-from tests.integration.ops.conftest import BASE_PATH, dtmx, submit_saga, unreachable
+from tests.integration.ops.conftest import (
+    BASE_PATH,
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    dtmx,
+    submit_saga,
+    unreachable,
+)
 from tests.support.server import ServerProcess
 from tests.support.util import eventually
 
@@ -75,7 +82,7 @@ def test_tx_list_show_retry_stop(server: ServerProcess, busi: BusiServer, tag: s
     # exit codes scripts can rely on
     again = dtmx(server, "tx", "stop", stuck)
     assert again.returncode == 1 and "409" in again.stderr
-    assert dtmx(server, "tx", "retry", ok).returncode == 3
+    assert dtmx(server, "tx", "retry", f"{tag}-none").returncode == 3
     assert dtmx(server, "tx", "show", f"{tag}-none").returncode == 3
     assert dtmx(server, "tx", "list", "--limit", "0").returncode == 2
     assert dtmx(server, "tx", "list", "--since", "yesterday-ish").returncode == 2
@@ -144,3 +151,27 @@ def test_admin_assets_under_admin_base_path(server: ServerProcess) -> None:
     assert missing.status_code == 404
     assert requests.get(f"{root}/nothing.js", timeout=5).status_code == 404
     assert requests.get(f"http://127.0.0.1:{server.http_port}/admin", timeout=5).status_code == 404
+
+
+def test_tokens_and_roles(auth_server: ServerProcess, tag: str) -> None:
+    gid = f"{tag}-auth"
+    r = requests.post(f"{auth_server.url}/submit", timeout=10,
+                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+                      json={"gid": gid, "trans_type": "saga", "payloads": ["{}"],
+                            "steps": [{"action": f"{unreachable()}/a",
+                                       "compensate": f"{unreachable()}/c"}]})
+    assert r.status_code == 200, r.text
+    no_token = dtmx(auth_server, "tx", "list")
+    assert no_token.returncode == 4 and "401" in no_token.stderr
+    client = dtmx(auth_server, "tx", "list", "--token", CLIENT_TOKEN)
+    assert client.returncode == 4 and "403" in client.stderr
+    assert dtmx(auth_server, "tx", "show", gid, "--token", CLIENT_TOKEN).returncode == 0
+    assert dtmx(auth_server, "tx", "stop", gid, "--token", CLIENT_TOKEN).returncode == 4
+    assert dtmx(auth_server, "servers", "--token", CLIENT_TOKEN).returncode == 4
+    ops = {"DTMX_TOKEN": OPERATOR_TOKEN}
+    rows = _json(dtmx(auth_server, "tx", "list", "--gid-prefix", tag, "--json", env=ops))
+    assert [t["gid"] for t in rows] == [gid]
+    assert len(_json(dtmx(auth_server, "servers", "--json", env=ops))) == 1
+    assert dtmx(auth_server, "tx", "stop", gid, env=ops).returncode == 0
+    shown = _json(dtmx(auth_server, "tx", "show", gid, "--json", env=ops))
+    assert shown["transaction"]["status"] == "failed"
