@@ -27,12 +27,13 @@ async def count_roundtrips(conf: dict[str, Any], workdir: Path,
     """Run ROUNDTRIP_SAMPLE transactions through an in-process server; round trips per tx.
 
     `make_one(http_url, grpc_target)` returns an async callable doing one transaction and
-    returning when it is complete. The poller is slowed down so it adds nothing.
+    returning when it is complete. The poller and the heartbeat are slowed down so they add
+    nothing (each writes once, at start).
     """
     from dtmx.server import Server
     from dtmx.settings import load
 
-    conf = {**conf, "TransCronInterval": 3600, "LogLevel": "warn"}
+    conf = {**conf, "TransCronInterval": 3600, "HeartbeatInterval": 3600, "LogLevel": "warn"}
     path = workdir / "inproc.yml"
     path.write_text(yaml.safe_dump(conf))
     server = Server(load(str(path)))

@@ -60,6 +60,7 @@ class Server:
         tls.check(s.Tls)  # a missing certificate stops the start, before anything listens
         self.store = self.store or make_store(s)
         await self.store.open()
+        store = self.store
         self.telemetry = tel = Telemetry(s, self.clock)
         policy = branch_policy(s)
         address_guard = AddressGuard(policy)

@@ -24,9 +24,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from dtmx.client.barrier._sql import DEFAULT_TABLE, Dialect, split_table
-from dtmx.client.consts import Op
 from dtmx.ops.client import Exit
 from dtmx.ops.text import parse_duration
+from dtmx.wire import Op
 
 _OPS = "|".join(re.escape(o.value) for o in Op)
 #: DTM's Redis barrier key: <gid>-<branch_id>-<op>-<barrier_id>.
