@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from dtmx.busi import BusiServer
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.util import free_port
 

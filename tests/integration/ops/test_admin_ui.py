@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import requests
 
-from dtmx.busi import BusiServer
 from tests.integration.ops.conftest import (
     BASE_PATH,
     CLIENT_TOKEN,
@@ -22,6 +21,7 @@ from tests.integration.ops.conftest import (
     submit_saga,
     unreachable,
 )
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 
 CHROMIUM = os.environ.get("DTMX_TEST_CHROMIUM", "/usr/bin/chromium")

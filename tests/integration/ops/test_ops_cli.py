@@ -9,7 +9,6 @@ from typing import Any
 
 import requests
 
-from dtmx.busi import BusiServer
 from tests.integration.ops.conftest import (
     BASE_PATH,
     CLIENT_TOKEN,
@@ -18,6 +17,7 @@ from tests.integration.ops.conftest import (
     submit_saga,
     unreachable,
 )
+from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.util import eventually
 
