@@ -132,7 +132,9 @@ def test_prune_postgres_stamps_undated_rows() -> None:
 def test_prune_redis() -> None:
     import redis
 
-    r = redis.Redis.from_url(redis_url())
+    # a database of its own: a SCAN of the shared one (other suites' keys) would take seconds
+    url = redis_url().rsplit("/", 1)[0] + "/9"
+    r = redis.Redis.from_url(url)
     tag = f"prune{uuid.uuid4().hex[:8]}"
     old = [f"{tag}g{i}-01-action-01" for i in range(OLD)]
     try:
@@ -142,15 +144,15 @@ def test_prune_redis() -> None:
         r.hset(f"{tag}g9-01-try-01", "a", "1")  # not a string: never touched
         args = ["--match", f"{tag}*", "--older-than", "2s"]
 
-        def idle_enough() -> bool:
-            return bool(result(prune(redis_url(), *args, "--dry-run", "--json"))["deleted"] == OLD)
-
-        eventually(idle_enough, timeout=10, interval=0.3)
+        # wait on Redis itself (OBJECT IDLETIME does not touch the keys), then one dry run
+        eventually(lambda: all(r.object("idletime", k) >= 2 for k in old), timeout=10,
+                   interval=0.2)
+        assert result(prune(url, *args, "--dry-run", "--json"))["deleted"] == OLD
         assert all(r.exists(k) for k in old)  # the dry run deleted nothing
         fresh = [f"{tag}g{i}-01-cancel-01" for i in range(NEW)]
         for k in fresh:
             r.set(k, "rollback")
-        done = result(prune(redis_url(), *args, "--json"))
+        done = result(prune(url, *args, "--json"))
         assert (done["deleted"], done["backend"]) == (OLD, "redis")
         left = {k.decode() for k in r.scan_iter(match=f"{tag}*")}
         assert left == {*fresh, f"{tag}-not-a-barrier", f"{tag}g9-01-try-01"}

@@ -43,12 +43,13 @@ def tag() -> str:
     return f"op{uuid.uuid4().hex[:8]}"
 
 
-def submit_saga(server: ServerProcess, gid: str, url: str, **opts: Any) -> None:
-    """One-step saga whose action and compensation are at `url`."""
+def submit_saga(server: ServerProcess, gid: str, url: str, token: str = "", **opts: Any) -> None:
+    """One-step saga whose action and compensation are at `url` (sent with `token`, if any)."""
     body = {"gid": gid, "trans_type": "saga", "payloads": ['{"amount": 30}'],
             "steps": [{"action": f"{url}/TransOut", "compensate": f"{url}/TransOutRevert"}],
             **opts}
-    r = requests.post(f"{server.url}/submit", json=body, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = requests.post(f"{server.url}/submit", json=body, headers=headers, timeout=10)
     assert r.status_code == 200, r.text
 
 

@@ -153,12 +153,7 @@ def test_topics_and_servers(page: Any, server: ServerProcess, tag: str) -> None:
 
 def test_token_prompt_and_roles(browser: Any, auth_server: ServerProcess, tag: str) -> None:
     gid = f"{tag}-auth"
-    r = requests.post(f"{auth_server.url}/submit", timeout=10,
-                      headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
-                      json={"gid": gid, "trans_type": "saga", "payloads": ["{}"],
-                            "steps": [{"action": f"{unreachable()}/a",
-                                       "compensate": f"{unreachable()}/c"}]})
-    assert r.status_code == 200, r.text
+    submit_saga(auth_server, gid, unreachable(), token=OPERATOR_TOKEN)
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     page = ctx.new_page()
     page.set_default_timeout(10_000)

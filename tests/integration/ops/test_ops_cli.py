@@ -155,12 +155,7 @@ def test_admin_assets_under_admin_base_path(server: ServerProcess) -> None:
 
 def test_tokens_and_roles(auth_server: ServerProcess, tag: str) -> None:
     gid = f"{tag}-auth"
-    r = requests.post(f"{auth_server.url}/submit", timeout=10,
-                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
-                      json={"gid": gid, "trans_type": "saga", "payloads": ["{}"],
-                            "steps": [{"action": f"{unreachable()}/a",
-                                       "compensate": f"{unreachable()}/c"}]})
-    assert r.status_code == 200, r.text
+    submit_saga(auth_server, gid, unreachable(), token=CLIENT_TOKEN)
     no_token = dtmx(auth_server, "tx", "list")
     assert no_token.returncode == 4 and "401" in no_token.stderr
     client = dtmx(auth_server, "tx", "list", "--token", CLIENT_TOKEN)
