@@ -36,7 +36,10 @@ class ServerProcess:
         workdir: str | None = None,
         env: Mapping[str, str] | None = None,
         token: str = "",
+        python: str = sys.executable,
     ) -> None:
+        #: the interpreter that runs `-m dtmx serve` (another venv's, to test an install)
+        self.python = python
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dtmx-test-"))
         self.http_port = free_port()
         self.grpc_port = free_port()
@@ -84,7 +87,7 @@ class ServerProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dtmx", "serve", "-c", str(self.conf_path)],
+            [self.python, "-m", "dtmx", "serve", "-c", str(self.conf_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,

@@ -5,11 +5,14 @@ private event loop in one background thread and wait for the result, so nothing 
 twice. Because the loop is private, the wrappers also work from a thread that is running
 an event loop of its own (they block it while they wait, as any blocking call does).
 
-    client = SyncDtmClient("http://127.0.0.1:36789/api/dtmsvr")
-    saga = client.saga(client.new_gid()).add(a_url, c_url, {"amount": 30})
-    saga.submit()
-    with client.tcc(client.new_gid()) as tcc:
-        tcc.call_branch(data, try_url, confirm_url, cancel_url)
+    with SyncDtmClient("http://127.0.0.1:36789/api/dtmsvr") as client:
+        saga = client.saga(client.new_gid()).add(a_url, c_url, {"amount": 30})
+        saga.submit()
+        with client.tcc(client.new_gid()) as tcc:
+            tcc.call_branch(data, try_url, confirm_url, cancel_url)
+
+Type checkers read `sync.pyi`, generated from the async classes by
+scripts/gen_sync_stub.py (a test fails when it is stale).
 
 Callbacks you pass (`Msg.do_and_submit`'s busi, `tcc_global_transaction`'s fn) may be
 plain functions: they run in a worker thread, so they may use the sync API themselves.
