@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 rm -rf "$VENV"
 python3 -m venv "$VENV"
 timeout 600 "$VENV/bin/python" -m pip install -q --constraint "$FLOORS" \
-  '.[server,grpc]' pytest pytest-asyncio pytest-timeout requests fastapi httpx aiosqlite mypy
+  '.[server,grpc]' pytest pytest-asyncio pytest-timeout requests fastapi httpx aiosqlite mypy hypothesis
 # The constraint file must have been honoured: every floor is installed at that version.
 "$VENV/bin/python" - "$FLOORS" <<'PY'
 import sys
