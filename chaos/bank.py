@@ -1,0 +1,254 @@
+"""The bank's branch service: a real HTTP process whose handlers move money in a SQLite
+database through the barrier, and misbehave as `faults.branch_fault` says.
+
+Every effect is a row of `effects`, written in the same local transaction as the balance
+change and the barrier rows, so the table is the exact list of effects applied. Every call is
+logged with the process that made it (found from the TCP peer in /proc) and its start and end
+times; the harness reads the log and the counters at `/chaos/calls` when the run is over.
+
+Run: `python -m chaos.bank --port P --db bank.db --seed N --rate 0.2 --timeout 1
+--peers peers.json` (peers.json maps pids to names; the harness rewrites it on restarts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from chaos.faults import BranchFault, branch_fault, rng_for
+from dtmx.client.barrier import BranchBarrier, Failure, ensure_table
+
+TABLE = "barrier"
+
+#: route -> (which account of the payload, sign of the balance change)
+MONEY: dict[str, tuple[str, int]] = {
+    "TransOut": ("from", -1), "TransOutRevert": ("from", 1),
+    "TransIn": ("to", 1), "TransInRevert": ("to", -1),
+    "TransOutTry": ("from", -1), "TransOutConfirm": ("from", 0), "TransOutCancel": ("from", 1),
+    "TransInTry": ("to", 0), "TransInConfirm": ("to", 1), "TransInCancel": ("to", 0),
+    "MsgIn": ("to", 1),
+}
+#: routes that refuse (FAILURE) a transfer whose payload says "fail"
+REFUSING = {"TransIn", "TransInTry"}
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS effects (id INTEGER PRIMARY KEY AUTOINCREMENT, gid TEXT, "
+    "branch_id TEXT, op TEXT, route TEXT, account INTEGER, delta INTEGER)",
+)
+
+
+async def init_db(path: str, accounts: int, balance: int) -> None:
+    """Create the bank's tables and accounts (a fresh file per run)."""
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        for sql in SCHEMA:
+            await conn.execute(sql)
+        await conn.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?)",
+                               [(i, balance) for i in range(accounts)])
+        await conn.commit()
+        await ensure_table(conn, TABLE)
+
+
+async def apply(conn: aiosqlite.Connection, route: str, q: dict[str, str],
+                body: dict[str, Any]) -> bool:
+    """Run the route's business under the barrier; True if the business ran (committed)."""
+    applied = False
+
+    async def business(c: aiosqlite.Connection) -> None:
+        nonlocal applied
+        if route in REFUSING and body.get("fail"):
+            raise Failure("refused by the bank")
+        side, sign = MONEY[route]
+        account, delta = int(body[side]), sign * int(body["amount"])
+        await c.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?",
+                        (delta, account))
+        await c.execute("INSERT INTO effects (gid, branch_id, op, route, account, delta) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (q["gid"], q["branch_id"], q["op"], route, account, delta))
+        applied = True
+
+    barrier = BranchBarrier.from_query(q, table=TABLE)
+    await barrier.call(conn, business)
+    return applied
+
+
+class PeerNames:
+    """Which process made a connection: the peer's port -> socket inode -> pid -> name."""
+
+    def __init__(self, peers_file: str, own_port: int) -> None:
+        self.peers_file = Path(peers_file)
+        self.own_port = own_port
+        self._cache: dict[tuple[int, int], str] = {}
+
+    def name(self, transport: Any) -> str:
+        peer = transport.get_extra_info("peername") if transport else None
+        if not peer:
+            return "?"
+        key = (id(transport), int(peer[1]))
+        if key not in self._cache:
+            self._cache[key] = self._lookup(int(peer[1]))
+        return self._cache[key]
+
+    def _lookup(self, port: int) -> str:
+        inode = _socket_inode(port, self.own_port)
+        if inode is None:
+            return "?"
+        try:
+            peers: dict[str, str] = json.loads(self.peers_file.read_text())
+        except (OSError, ValueError):
+            return "?"
+        target = f"socket:[{inode}]"
+        for pid, name in peers.items():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return f"{name}@{pid}"
+                except OSError:
+                    continue
+        return "?"
+
+
+def _socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the loopback TCP socket from `local_port` to `remote_port`."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if (int(f[1].rsplit(":", 1)[1], 16) == local_port
+                    and int(f[2].rsplit(":", 1)[1], 16) == remote_port):
+                return f[9]
+    return None
+
+
+class Bank:
+    """The handlers, the fault decisions and the call log."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.peers = PeerNames(args.peers, args.port)
+        self.calls: list[dict[str, Any]] = []
+        self.faults: Counter[str] = Counter()
+        self.seen: Counter[tuple[str, str, str]] = Counter()
+        self.conn: aiosqlite.Connection | None = None
+        self.lock = asyncio.Lock()  # one writer at a time on the bank's own connection
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        self.conn = await aiosqlite.connect(self.args.db, timeout=30, isolation_level=None)
+        await self.conn.execute("PRAGMA busy_timeout=30000")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        route = request.match_info["route"]
+        q = {k: request.query.get(k, "") for k in ("gid", "branch_id", "op", "trans_type")}
+        raw = await request.read()
+        source = self.peers.name(request.transport)
+        key = (q["gid"], q["branch_id"], q["op"])
+        self.seen[key] += 1
+        fault = branch_fault(self.args.seed, self.args.rate, *key, self.seen[key])
+        status, body = await self.process(route, q, raw, fault, source, dup=False)
+        if fault is BranchFault.DUPLICATE:
+            task = asyncio.create_task(self.redeliver(route, q, raw, source))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+        return web.json_response(body, status=status)
+
+    async def redeliver(self, route: str, q: dict[str, str], raw: bytes, source: str) -> None:
+        delay = rng_for(self.args.seed, "dup", *q.values()).uniform(0.05, 1.5)
+        await asyncio.sleep(delay)
+        await self.process(route, q, raw, BranchFault.NONE, source, dup=True)
+
+    async def process(self, route: str, q: dict[str, str], raw: bytes, fault: BranchFault,
+                      source: str, *, dup: bool) -> tuple[int, dict[str, Any]]:
+        t0 = time.time()
+        entry: dict[str, Any] = {"route": route, **q, "src": source, "t0": t0,
+                                 "fault": fault.value, "dup": dup, "applied": False}
+        if fault is not BranchFault.NONE and not dup:
+            self.faults[fault.value] += 1
+        status, body = await self._answer(route, q, raw, fault, entry)
+        entry["t1"] = time.time()
+        entry["status"] = status
+        self.calls.append(entry)
+        return status, body
+
+    async def _answer(self, route: str, q: dict[str, str], raw: bytes, fault: BranchFault,
+                      entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if fault is BranchFault.ERROR:
+            return 500, {"message": "chaos: error before the effect"}
+        if fault is BranchFault.ONGOING:
+            return 425, {"dtm_result": "ONGOING"}
+        if fault is BranchFault.SLOW:
+            await asyncio.sleep(self.args.timeout * 0.6)
+        if fault is BranchFault.TIMEOUT:
+            await asyncio.sleep(self.args.timeout + 0.4)
+        try:
+            if route == "QueryPrepared":
+                return await self._query_prepared(q)
+            body = json.loads(raw) if raw else {}
+            assert self.conn is not None
+            async with self.lock:
+                entry["applied"] = await apply(self.conn, route, q, body)
+        except Failure as e:
+            return 409, {"dtm_result": "FAILURE", "message": str(e)}
+        except (aiosqlite.Error, ValueError, KeyError) as e:
+            return 500, {"message": f"{type(e).__name__}: {e}"}
+        if fault is BranchFault.APPLIED_500:
+            return 500, {"message": "chaos: error after the effect"}
+        return 200, {"dtm_result": "SUCCESS"}
+
+    async def _query_prepared(self, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        barrier = BranchBarrier.from_query(q, table=TABLE)
+        assert self.conn is not None
+        async with self.lock:
+            try:
+                await barrier.query_prepared(self.conn)
+            except Failure:
+                return 409, {"dtm_result": "FAILURE"}
+        return 200, {"dtm_result": "SUCCESS"}
+
+    async def report(self, request: web.Request) -> web.Response:
+        # redeliveries still sleeping are part of the run: wait for them before reporting
+        if self.pending:
+            await asyncio.wait(set(self.pending), timeout=10)
+        return web.json_response({"calls": self.calls, "faults": dict(self.faults)})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="chaos bank branch service")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--rate", type=float, default=0.2)
+    p.add_argument("--timeout", type=float, default=1.0, help="the servers' RequestTimeout")
+    p.add_argument("--peers", required=True)
+    args = p.parse_args()
+    bank = Bank(args)
+
+    async def on_startup(_: web.Application) -> None:
+        await bank.open()
+
+    app = web.Application()
+    app.on_startup.append(on_startup)
+    app.router.add_get("/chaos/calls", bank.report)
+    app.router.add_route("*", "/bank/{route}", bank.handle)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

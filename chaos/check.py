@@ -1,0 +1,134 @@
+"""The invariants, checked after quiescence from the server's answers, the bank's database
+and the bank's call log. Pure: takes what was gathered, returns the violations."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.workload import Kind, Transfer
+
+FINAL = ("succeed", "failed")
+Effect = tuple[str, str]  # (branch_id, op)
+
+_SAGA_OK = {("01", "action"), ("02", "action")}
+_TCC_OK = {("01", "try"), ("01", "confirm"), ("02", "try"), ("02", "confirm")}
+_MSG_OK = {("00", "msg"), ("01", "action")}
+_UNDO = {"action": "compensate", "try": "cancel"}
+
+
+@dataclass
+class Findings:
+    """Violations (each one a line) and what the checks counted."""
+
+    violations: list[str] = field(default_factory=list)
+    overlaps_under_skew: int = 0
+    server_calls: int = 0
+    #: branch calls by the process that made them (server0, client, ...; "?" = unknown)
+    sources: Counter[str] = field(default_factory=Counter)
+
+    def add(self, text: str) -> None:
+        self.violations.append(text)
+
+
+def family(kind: Kind) -> str:
+    return kind.value.split("_", 1)[0]
+
+
+def check(transfers: list[Transfer], statuses: dict[str, str | None],
+          effects: list[tuple[str, str, str, int, int]], balances: dict[int, int],
+          initial: int, calls: list[dict[str, Any]], skewed: set[str]) -> Findings:
+    """All invariants; `effects` rows are (gid, branch_id, op, account, delta)."""
+    f = Findings()
+    by_gid: dict[str, Counter[Effect]] = defaultdict(Counter)
+    for gid, bid, op, _acc, _delta in effects:
+        by_gid[gid][(bid, op)] += 1
+    expected = dict.fromkeys(balances, initial)
+    for t in transfers:
+        status = statuses.get(t.gid)
+        got = by_gid.pop(t.gid, Counter())
+        _outcome(f, t, status)
+        _effects(f, t, status, got)
+        if status == "succeed":
+            expected[t.src] -= t.amount
+            expected[t.dst] += t.amount
+    for gid in by_gid:
+        f.add(f"{gid}: effects of a transaction nobody submitted: {dict(by_gid[gid])}")
+    for acc in sorted(balances):
+        if balances[acc] != expected[acc]:
+            f.add(f"account {acc}: balance {balances[acc]}, the final outcomes say "
+                  f"{expected[acc]}")
+    total, want = sum(balances.values()), initial * len(balances)
+    if total != want:
+        f.add(f"money not conserved: {total} in the bank, {want} put in")
+    _overlaps(f, calls, skewed)
+    return f
+
+
+def _outcome(f: Findings, t: Transfer, status: str | None) -> None:
+    if status is None:
+        if t.owed:
+            f.add(f"{t.gid} ({t.kind}): acknowledged ({t.owed} owed) but not in the store")
+        return
+    if status not in FINAL:
+        f.add(f"{t.gid} ({t.kind}): stuck in {status}")
+    elif t.owed and status != t.owed:
+        f.add(f"{t.gid} ({t.kind}): ended {status}, the client was told {t.owed}")
+
+
+def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect]) -> None:
+    for eff, n in got.items():
+        if n > 1:
+            f.add(f"{t.gid} ({t.kind}): {eff} applied {n} times")
+    have = set(got)
+    fam = family(t.kind)
+    if status == "succeed":
+        want = {"saga": _SAGA_OK, "tcc": _TCC_OK, "msg": _MSG_OK}[fam]
+        if have != want:
+            f.add(f"{t.gid} ({t.kind}) succeeded: effects {sorted(have)}, want {sorted(want)}")
+        return
+    if status not in FINAL and status is not None:
+        return  # reported as stuck
+    if fam == "msg" or status is None:
+        if have:
+            f.add(f"{t.gid} ({t.kind}) {status or 'absent'}: effects {sorted(have)}, want none")
+        return
+    # failed saga / TCC: every first-phase effect undone, no confirm
+    for bid in ("01", "02"):
+        for first, undo in _UNDO.items():
+            if ((bid, first) in have) != ((bid, undo) in have):
+                f.add(f"{t.gid} ({t.kind}) failed: branch {bid} has {sorted(have)}: "
+                      f"{first} and {undo} do not match")
+    if any(op == "confirm" for _, op in have):
+        f.add(f"{t.gid} ({t.kind}) failed: a confirm was applied")
+
+
+def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str]) -> None:
+    """Two servers calling branches of one transaction at the same time.
+
+    Leases keep a live owner's claim from running out while it calls (it is extended
+    before each call to more than a request timeout), so two processes overlapping on one
+    gid means two owners at once, unless one of them is the server whose clock was moved
+    (its leases are wrong by the jump, by design of any lease).
+    """
+    per_gid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in calls:
+        f.sources[str(c["src"]).split("@")[0] + (" (redelivered)" if c["dup"] else "")] += 1
+        if str(c["src"]).startswith("server") and not c["dup"]:
+            per_gid[c["gid"]].append(c)
+    f.server_calls = sum(len(v) for v in per_gid.values())
+    for gid, cs in per_gid.items():
+        cs.sort(key=lambda c: c["t0"])
+        for i, a in enumerate(cs):
+            for b in cs[i + 1:]:
+                if b["t0"] >= a["t1"]:
+                    break
+                if a["src"] == b["src"]:
+                    continue
+                if a["src"].split("@")[0] in skewed or b["src"].split("@")[0] in skewed:
+                    f.overlaps_under_skew += 1
+                    continue
+                f.add(f"{gid}: {a['src']} ({a['branch_id']} {a['op']}) and {b['src']} "
+                      f"({b['branch_id']} {b['op']}) called at the same time "
+                      f"[{a['t0']:.3f}, {a['t1']:.3f}] / [{b['t0']:.3f}, {b['t1']:.3f}]")

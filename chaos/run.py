@@ -1,0 +1,317 @@
+"""One chaos run: start everything, inject the schedule while the workload runs, let it all
+settle, check, report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiosqlite
+
+from chaos import bank as bank_mod
+from chaos.check import FINAL, Findings, check
+from chaos.faults import Event, Fault, schedule
+from chaos.procs import DtmxServer, Proc, StoreUnderTest, free_port, write_peers
+from chaos.proxy import StoreProxy
+from chaos.workload import Workload
+
+ACCOUNTS = 10
+INITIAL = 100_000
+#: the servers' timing: short, so a run sees many retries, timeouts and lease expiries
+TIMING: dict[str, float | str] = {"TransCronInterval": 0.1, "RetryInterval": 0.3, "MaxRetryInterval": 2,
+          "TimeoutToFail": 3, "RequestTimeout": 1, "LeaseSeconds": 3, "LogLevel": "warn"}
+
+
+@dataclass
+class Config:
+    """What a run does; the seed decides everything random in it."""
+
+    store: str = "sqlite"
+    servers: int = 2
+    seconds: float = 60.0
+    seed: int = 1
+    workers: int = 6
+    branch_fault_rate: float = 0.2
+    clock_jumps: bool = True
+    quiesce_timeout: float = 120.0
+    workdir: str = ""
+    keep: bool = False
+
+
+@dataclass
+class Result:
+    """What the report prints."""
+
+    config: Config
+    faults: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    client_errors: int = 0
+    findings: Findings = field(default_factory=Findings)
+    quiescence: float = 0.0
+    branch_calls: int = 0
+    transfers: int = 0
+    workdir: str = ""
+
+
+class ProxyThread:
+    """The store proxy on an event loop of its own, so the harness's load cannot stall it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.proxy = StoreProxy(target_port, port=free_port())
+
+    def start(self) -> None:
+        self.thread.start()
+        self.call(self.proxy.start())
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def spawn(self, coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.call(self.proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Harness:
+    """Owns the processes of one run."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix=f"chaos-{cfg.store}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = StoreUnderTest(cfg.store, self.workdir)
+        self.proxy: ProxyThread | None = None
+        self.servers: list[DtmxServer] = []
+        self.bank: Proc | None = None
+        self.bank_port = free_port()
+        self.bank_db = str(self.workdir / "bank.db")
+        self.peers = self.workdir / "peers.json"
+        self.result = Result(cfg, workdir=str(self.workdir))
+        self._restarts: set[asyncio.Task[None]] = set()
+
+    # ---- set-up -----------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.store.start()
+        port = self.store.port
+        if self.store.proxied:
+            self.proxy = ProxyThread(self.store.port)
+            self.proxy.start()
+            port = self.proxy.proxy.port
+        conf = {**TIMING, "Store": self.store.block(port)}
+        for i in range(cfg.servers):
+            skewed = cfg.clock_jumps and cfg.servers > 1 and i == cfg.servers - 1
+            self.servers.append(DtmxServer(i, self.workdir, conf, skewed=skewed))
+        for s in self.servers:  # one at a time: the first creates the schema
+            s.start(wait=False)
+            await self._wait_up(s)
+        self._write_peers()
+        await bank_mod.init_db(self.bank_db, ACCOUNTS, INITIAL)
+        self.bank = Proc([sys.executable, "-m", "chaos.bank", "--port", str(self.bank_port),
+                          "--db", self.bank_db, "--seed", str(cfg.seed),
+                          "--rate", str(cfg.branch_fault_rate),
+                          "--timeout", str(TIMING["RequestTimeout"]),
+                          "--peers", str(self.peers)], self.workdir, "bank").start()
+        await self._wait_http(f"http://127.0.0.1:{self.bank_port}/chaos/calls", "bank")
+
+    def _write_peers(self) -> None:
+        names = {os.getpid(): "client"}
+        for s in self.servers:
+            for pid in s.pids:
+                names[pid] = f"server{s.index}"
+        write_peers(self.peers, names)
+
+    async def _wait_up(self, s: DtmxServer) -> None:
+        url = f"http://127.0.0.1:{s.http_port}/api/ping"
+        await self._wait_http(url, f"server{s.index}", s.proc)
+
+    async def _wait_http(self, url: str, what: str, proc: Proc | None = None) -> None:
+        end = time.monotonic() + 60
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < end:
+                if proc is not None and not proc.alive():
+                    raise RuntimeError(f"{what} exited: {proc.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{what} not up within 60 s")
+
+    # ---- faults -----------------------------------------------------------------------
+    async def inject(self, plan: list[Fault], t0: float) -> None:
+        for fault in plan:
+            await asyncio.sleep(max(0.0, t0 + fault.at - time.monotonic()))
+            self._apply(fault)
+
+    def _apply(self, fault: Fault) -> None:
+        counts = self.result.faults
+        if fault.event is Event.KILL:
+            s = self.servers[fault.target]
+            if not s.proc.alive():
+                return  # already down: not a fault of its own
+            s.proc.kill9()
+            counts[fault.event.value] += 1
+            task = asyncio.create_task(self._restart(s, fault.duration))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+        elif fault.event is Event.CLOCK_JUMP:
+            self.servers[fault.target].skew_path.write_text(str(fault.amount))
+            counts[fault.event.value] += 1
+        elif self.proxy is not None:
+            p = self.proxy.proxy
+            if fault.event is Event.STORE_PAUSE:
+                self.proxy.spawn(p.pause(fault.duration))
+            elif fault.event is Event.STORE_SLOW:
+                self.proxy.spawn(p.slow(fault.duration, fault.amount))
+            elif fault.event is Event.STORE_DROP:
+                self.proxy.loop.call_soon_threadsafe(p.drop)
+            elif fault.event is Event.STORE_CUT_AFTER_WRITE:
+                self.proxy.loop.call_soon_threadsafe(p.arm_cut)
+            counts[fault.event.value] += 1
+
+    async def _restart(self, s: DtmxServer, after: float) -> None:
+        await asyncio.sleep(after)
+        if s.proc.alive():
+            return
+        s.start(wait=False)
+        self._write_peers()
+        try:
+            await self._wait_up(s)
+        except RuntimeError:
+            # the store may be paused or cut right now: a server that gives up starting is
+            # started again at quiescence
+            s.proc.kill9()
+
+    async def settle_faults(self) -> None:
+        """Stop every fault: servers up, clocks true, the proxy forwarding."""
+        for task in list(self._restarts):
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+        for s in self.servers:
+            s.skew_path.write_text("0")
+            if not s.proc.alive():
+                s.start(wait=False)
+                self._write_peers()
+                await self._wait_up(s)
+
+    # ---- the run --------------------------------------------------------------------
+    async def run(self) -> Result:
+        cfg = self.cfg
+        await self.start()
+        plan = schedule(cfg.seed, cfg.seconds, servers=cfg.servers,
+                        proxy=self.store.proxied, clock_jumps=cfg.clock_jumps)
+        workload = Workload(seed=cfg.seed, bank_url=f"http://127.0.0.1:{self.bank_port}/bank",
+                            bank_db=self.bank_db, server_urls=[s.url for s in self.servers],
+                            accounts=ACCOUNTS, workers=cfg.workers,
+                            prepared_timeout=int(float(TIMING["TimeoutToFail"])))
+        t0 = time.monotonic()
+        injector = asyncio.create_task(self.inject(plan, t0))
+        try:
+            await workload.run(lambda: time.monotonic() - t0 >= cfg.seconds)
+        finally:
+            injector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await injector
+        await self.settle_faults()
+        if self.proxy is not None:
+            cuts = self.proxy.proxy.counts["cut_after_write"]
+            self.result.faults["store_writes_cut (done)"] += cuts
+        t_quiet = time.monotonic()
+        statuses = await self._quiesce(workload)
+        self.result.quiescence = time.monotonic() - t_quiet
+        await workload.close()
+        await self._check(workload, statuses)
+        return self.result
+
+    async def _quiesce(self, workload: Workload) -> dict[str, str | None]:
+        """Poll every gid until all are final (or absent); give up after the timeout."""
+        statuses: dict[str, str | None] = {}
+        pending = [t.gid for t in workload.transfers]
+        end = time.monotonic() + self.cfg.quiesce_timeout
+        sem = asyncio.Semaphore(16)
+        url = f"{self.servers[0].url}/query"
+        async with aiohttp.ClientSession() as http:
+
+            async def one(gid: str) -> None:
+                async with sem:
+                    for _ in range(5):
+                        try:
+                            async with http.get(url, params={"gid": gid},
+                                                timeout=aiohttp.ClientTimeout(total=10)) as r:
+                                body = await r.json()
+                            break
+                        except (aiohttp.ClientError, TimeoutError):
+                            await asyncio.sleep(0.5)
+                    else:
+                        return
+                    trans = body.get("transaction")
+                    statuses[gid] = trans["status"] if trans else None
+
+            while True:
+                await asyncio.gather(*(one(g) for g in pending))
+                pending = [g for g in pending if statuses.get(g, "?") not in (*FINAL, None)]
+                if not pending or time.monotonic() > end:
+                    return statuses
+                await asyncio.sleep(0.5)
+
+    async def _check(self, workload: Workload, statuses: dict[str, str | None]) -> None:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{self.bank_port}/chaos/calls",
+                timeout=aiohttp.ClientTimeout(total=60)) as r:
+            log = await r.json()
+        for kind, n in log["faults"].items():
+            self.result.faults[f"branch_{kind}"] += n
+        async with aiosqlite.connect(self.bank_db) as conn:
+            effects = [tuple(row) for row in await conn.execute_fetchall(
+                "SELECT gid, branch_id, op, account, delta FROM effects")]
+            balances = {int(a): int(b) for a, b in await conn.execute_fetchall(
+                "SELECT id, balance FROM accounts")}
+        skewed = {f"server{s.index}" for s in self.servers if s.skewed}
+        res = self.result
+        res.findings = check(workload.transfers, statuses, effects,
+                             balances, INITIAL, log["calls"], skewed)
+        res.branch_calls = len(log["calls"])
+        res.transfers = len(workload.transfers)
+        res.client_errors = sum(1 for t in workload.transfers if t.error)
+        late = sum(1 for t in workload.transfers if t.late_try)
+        if late:
+            res.faults["late_try_after_cancel"] += late
+        for t in workload.transfers:
+            res.outcomes[(t.kind.value, statuses.get(t.gid) or "absent")] += 1
+
+    async def close(self) -> None:
+        for s in self.servers:
+            s.proc.stop()
+        if self.bank is not None:
+            self.bank.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.store.stop()
+        if not self.cfg.keep and not self.result.findings.violations:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def run(cfg: Config) -> Result:
+    """Run once; the processes are stopped whatever happens."""
+    h = Harness(cfg)
+    try:
+        return await h.run()
+    finally:
+        await h.close()

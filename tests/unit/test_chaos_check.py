@@ -1,0 +1,76 @@
+"""The chaos harness's checks catch what they promise to: fed a made-up run with one defect
+each, they name it; fed a clean run, they find nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaos.check import check
+from chaos.faults import branch_fault, schedule
+from chaos.workload import Kind, Transfer
+
+INITIAL = 1000
+
+
+def saga(gid: str = "g1", owed: str = "succeed") -> Transfer:
+    return Transfer(1, gid, Kind.SAGA, src=0, dst=1, amount=10, server=0, owed=owed)
+
+
+def ok_effects(gid: str = "g1") -> list[tuple[str, str, str, int, int]]:
+    return [(gid, "01", "action", 0, -10), (gid, "02", "action", 1, 10)]
+
+
+def call(src: str, t0: float, t1: float, gid: str = "g1") -> dict[str, Any]:
+    return {"gid": gid, "branch_id": "01", "op": "action", "src": src, "t0": t0, "t1": t1,
+            "dup": False}
+
+
+def run_check(transfers: list[Transfer], statuses: dict[str, str | None],
+              effects: list[tuple[str, str, str, int, int]], balances: dict[int, int],
+              calls: list[dict[str, Any]] | None = None) -> list[str]:
+    return check(transfers, statuses, effects, balances, INITIAL, calls or [],
+                 {"server2"}).violations
+
+
+def test_a_clean_run_has_no_violation() -> None:
+    assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010}) == []
+
+
+def test_an_effect_applied_twice_is_named() -> None:
+    effects = [*ok_effects(), ("g1", "02", "action", 1, 10)]
+    found = run_check([saga()], {"g1": "succeed"}, effects, {0: 990, 1: 1020})
+    assert any("applied 2 times" in v for v in found)
+    assert any("money not conserved" in v for v in found)
+
+
+def test_an_acknowledged_transaction_missing_or_unfinished_is_named() -> None:
+    assert any("not in the store" in v for v in run_check([saga()], {"g1": None}, [],
+                                                          {0: 1000, 1: 1000}))
+    assert any("stuck in submitted" in v
+               for v in run_check([saga()], {"g1": "submitted"}, [], {0: 1000, 1: 1000}))
+    assert any("the client was told succeed" in v
+               for v in run_check([saga()], {"g1": "failed"}, [], {0: 1000, 1: 1000}))
+
+
+def test_a_failed_saga_with_an_uncompensated_action_is_named() -> None:
+    t = saga(owed="failed")
+    found = run_check([t], {"g1": "failed"}, [("g1", "01", "action", 0, -10)],
+                      {0: 990, 1: 1000})
+    assert any("action and compensate do not match" in v for v in found)
+
+
+def test_two_servers_calling_one_transaction_at_once_is_named_unless_one_was_skewed() -> None:
+    overlap = [call("server0@1", 0.0, 1.0), call("server1@2", 0.5, 1.5)]
+    assert any("at the same time" in v for v in run_check(
+        [saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010}, overlap))
+    skewed = [call("server0@1", 0.0, 1.0), call("server2@3", 0.5, 1.5)]
+    assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
+                     skewed) == []
+
+
+def test_the_seed_reproduces_the_schedule_and_the_branch_faults() -> None:
+    a = schedule(7, 60, servers=3, proxy=True, clock_jumps=True)
+    assert a == schedule(7, 60, servers=3, proxy=True, clock_jumps=True)
+    assert a != schedule(8, 60, servers=3, proxy=True, clock_jumps=True)
+    faults = [branch_fault(7, 0.5, "g", "01", "action", n) for n in range(50)]
+    assert faults == [branch_fault(7, 0.5, "g", "01", "action", n) for n in range(50)]
