@@ -29,8 +29,9 @@ from chaos.workload import Workload
 ACCOUNTS = 10
 INITIAL = 100_000
 #: the servers' timing: short, so a run sees many retries, timeouts and lease expiries
-TIMING: dict[str, float | str] = {"TransCronInterval": 0.1, "RetryInterval": 0.3, "MaxRetryInterval": 2,
-          "TimeoutToFail": 3, "RequestTimeout": 1, "LeaseSeconds": 3, "LogLevel": "warn"}
+TIMING: dict[str, float | str] = {
+    "TransCronInterval": 0.1, "RetryInterval": 0.3, "MaxRetryInterval": 2,
+    "TimeoutToFail": 3, "RequestTimeout": 1, "LeaseSeconds": 3, "LogLevel": "warn"}
 
 
 @dataclass
