@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -39,6 +41,8 @@ class BusiState:
     headers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     bodies: dict[tuple[str, str], bytes] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    #: when each call of (route, gid) arrived (monotonic seconds): retry spacing is visible
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     # calls of the same (route, gid) that overlapped in time: two workers on one transaction
     in_flight: Counter[tuple[str, str]] = field(default_factory=Counter)
     overlaps: list[tuple[str, str]] = field(default_factory=list)
@@ -63,6 +67,7 @@ class BusiState:
             self.headers[(route, gid)] = headers
             self.bodies[(route, gid)] = body
             self.requests.append((route, q.get("method", ""), q))
+            self.times.setdefault((route, gid), []).append(time.monotonic())
             if self.in_flight[(route, gid)]:
                 self.overlaps.append((route, gid))
             self.in_flight[(route, gid)] += 1
@@ -89,6 +94,12 @@ class BusiState:
     def count(self, route: str, gid: str) -> int:
         with self.lock:
             return self.calls[(route, gid)]
+
+    def gaps(self, route: str, gid: str) -> list[float]:
+        """Seconds between consecutive calls of `route` for `gid`."""
+        with self.lock:
+            t = self.times.get((route, gid), [])
+            return [b - a for a, b in itertools.pairwise(t)]
 
     def applied_count(self, route: str, gid: str) -> int:
         with self.lock:

@@ -66,8 +66,12 @@ def test_saga_branch_errors_recovered_by_poller(server: ServerProcess, busi: Bus
     assert post(server, "submit", saga_body(gid, busi, *TRANSFER)).status_code == 200
     q = server.wait_status(gid, "succeed")
     assert busi.state.count("TransOut", gid) == 3
-    # backoff doubled after each error, then reset: the stored interval shows it grew
-    assert q["transaction"]["status"] == "succeed"
+    # RetryInterval 0.2 s, doubled after each error: the retries came >= 0.4 s, then >= 0.8 s
+    # after the call before (lower bounds: a loaded machine may be late, never early)
+    first, second = busi.state.gaps("TransOut", gid)
+    assert first >= 0.37 and second >= 0.77, (first, second)
+    # progress resets the interval to the base
+    assert q["transaction"]["next_cron_interval"] == 0.2
 
 
 def test_saga_unreachable_branch_retries_with_visible_reason(server: ServerProcess,
@@ -138,8 +142,20 @@ def test_concurrent_saga_orders(server: ServerProcess, busi: BusiServer, gid: st
     body = saga_body(gid, busi, *TRANSFER, ("TransOut", "TransOutRevert"),
                      custom_data='{"concurrent":true,"orders":{"2":[0,1]}}')
     body["steps"][2]["action"] += "?x=3"  # a distinct URL for the third step
-    assert post(server, "submit", body).status_code == 200
-    server.wait_status(gid, "succeed")
+    busi.state.set("TransIn", "SLEEP:0.3")  # step 1 finishes last of the first two
+    try:
+        assert post(server, "submit", body).status_code == 200
+        server.wait_status(gid, "succeed")
+    finally:
+        busi.state.set("TransIn", "SUCCESS")
+    # steps 0 and 1 ran side by side; step 2 only after both had answered
+    order = [(r, q.get("x")) for r, _, q in busi.state.requests
+             if q.get("gid") == gid and q.get("op") == "action"]
+    assert sorted(order[:2], key=str) == [("TransIn", None), ("TransOut", None)]
+    assert order[2] == ("TransOut", "3")
+    in_started = busi.state.times[("TransIn", gid)][0]
+    third_started = busi.state.times[("TransOut", gid)][1]
+    assert third_started - in_started >= 0.29
 
 
 def test_concurrent_saga_rollback(server: ServerProcess, busi: BusiServer, gid: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -28,25 +27,6 @@ from tests.support.util import aeventually
 
 ABORTED = grpc.StatusCode.ABORTED
 ONGOING = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    s = ServerProcess().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def busi() -> AsyncIterator[GrpcBusi]:
-    async with GrpcBusi() as b:
-        yield b
-
-
-@pytest.fixture
-async def dtm(server: ServerProcess) -> AsyncIterator[dtmgimp_pb2_grpc.DtmStub]:
-    async with grpc.aio.insecure_channel(server.grpc_target) as ch:
-        yield dtmgimp_pb2_grpc.DtmStub(ch)
 
 
 def _gid() -> str:

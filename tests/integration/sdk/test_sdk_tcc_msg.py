@@ -94,9 +94,20 @@ async def test_msg_do_and_submit_failure_aborts(
 async def test_msg_do_and_submit_success(client: DtmClient, branches: BranchService) -> None:
     gid = await client.new_gid()
     msg = client.msg(gid).add(branches.url("in1"), {"amount": 5})
-    await msg.do_and_submit(branches.url("qp"), lambda barrier: None)
+    ran: list[tuple[str, str, str, int]] = []
+
+    async def busi(barrier: Any) -> None:
+        # the local work runs between prepare and submit: the msg is prepared, nothing sent
+        q = await client.query(gid)
+        assert q is not None
+        ran.append((barrier.gid, barrier.branch_id, barrier.op, branches.count("in1")))
+        assert q.status is Status.PREPARED
+
+    await msg.do_and_submit(branches.url("qp"), busi)
+    assert ran == [(gid, "00", "msg", 0)]
     await wait_status(client, gid, "succeed")
     await aeventually(lambda: _async_true(branches.count("in1") == 1))
+    assert branches.count("qp") == 0  # committed and submitted: no back-check needed
 
 
 async def _async_true(value: bool) -> bool:

@@ -197,18 +197,6 @@ async def test_msg_prepare_and_submit(standin: StandIn, client: DtmClient) -> No
     assert standin.call("submit")[2] == msg.to_body()
 
 
-def _barrier_ready() -> bool:
-    try:
-        from dtmx.client.barrier import BranchBarrier  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_barrier = pytest.mark.skipif(not _barrier_ready(), reason="dtmx.client.barrier not there")
-
-
-@needs_barrier
 @pytest.mark.parametrize(
     ("busi_error", "qp_status", "expected"),
     [
