@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,7 @@ import aiosqlite
 from aiohttp import web
 
 from chaos.faults import BranchFault, branch_fault, rng_for
+from chaos.procs import holds_socket, socket_inode
 from dtmx.client.barrier import BranchBarrier, Failure, ensure_table
 
 TABLE = "barrier"
@@ -100,41 +100,17 @@ class PeerNames:
         return self._cache[key]
 
     def _lookup(self, port: int) -> str:
-        inode = _socket_inode(port, self.own_port)
+        inode = socket_inode(port, self.own_port)
         if inode is None:
             return "?"
         try:
             peers: dict[str, str] = json.loads(self.peers_file.read_text())
         except (OSError, ValueError):
             return "?"
-        target = f"socket:[{inode}]"
         for pid, name in peers.items():
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return f"{name}@{pid}"
-                except OSError:
-                    continue
+            if holds_socket(int(pid), inode):
+                return f"{name}@{pid}"
         return "?"
-
-
-def _socket_inode(local_port: int, remote_port: int) -> str | None:
-    """The inode of the loopback TCP socket from `local_port` to `remote_port`."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if (int(f[1].rsplit(":", 1)[1], 16) == local_port
-                    and int(f[2].rsplit(":", 1)[1], 16) == remote_port):
-                return f[9]
-    return None
 
 
 class Bank:
@@ -243,8 +219,14 @@ def main() -> None:
     async def on_startup(_: web.Application) -> None:
         await bank.open()
 
+    async def on_cleanup(_: web.Application) -> None:
+        # aiosqlite's worker thread is not a daemon: left open, it keeps the process alive
+        if bank.conn is not None:
+            await bank.conn.close()
+
     app = web.Application()
     app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
     app.router.add_get("/chaos/calls", bank.report)
     app.router.add_route("*", "/bank/{route}", bank.handle)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)

@@ -62,6 +62,8 @@ class Event(StrEnum):
     STORE_DROP = "store_drop"  # the proxy closes every store connection
     STORE_SLOW = "store_slow"  # the proxy delays every chunk by `amount` for `duration`
     STORE_CUT_AFTER_WRITE = "store_cut_after_write"  # forward a write, then cut (mid-write)
+    KILL_AFTER_WRITE = "kill_9_after_write"  # forward a write, kill -9 its server at once
+    STORE_RESTART = "store_restart"  # kill -9 the store itself, start it `duration` later
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,15 @@ def schedule(
     servers: int,
     proxy: bool,
     clock_jumps: bool,
+    store_restarts: bool = False,
     kill_every: tuple[float, float] = (1.0, 3.0),
-    store_every: tuple[float, float] = (1.5, 4.0),
+    store_every: tuple[float, float] = (1.0, 2.5),
 ) -> list[Fault]:
     """The process and store faults of a run, sorted by time.
 
     Kills come every `kill_every` seconds (uniform) and a killed server stays down 0.2–1.5 s.
-    With a proxy, store faults come every `store_every` seconds; pauses and slow periods stay
+    With a proxy, store faults come every `store_every` seconds (restarts of the store
+    itself only when `store_restarts`); pauses and slow periods stay
     under a third of the lease so a live owner's claim never runs out under them.
     """
     r = rng_for(seed, "schedule")
@@ -100,7 +104,9 @@ def schedule(
     if proxy:
         t = r.uniform(*store_every)
         kinds = [Event.STORE_PAUSE, Event.STORE_DROP, Event.STORE_SLOW,
-                 Event.STORE_CUT_AFTER_WRITE]
+                 Event.STORE_CUT_AFTER_WRITE, Event.KILL_AFTER_WRITE]
+        if store_restarts:  # only a store of our own (the private Redis)
+            kinds.append(Event.STORE_RESTART)
         while t < seconds:
             kind = r.choice(kinds)
             out.append(Fault(t, kind, duration=r.uniform(0.2, 0.9),

@@ -44,6 +44,37 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} not up within {timeout:g}s")
 
 
+def socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the loopback TCP socket from `local_port` to `remote_port`."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if (int(f[1].rsplit(":", 1)[1], 16) == local_port
+                    and int(f[2].rsplit(":", 1)[1], 16) == remote_port):
+                return f[9]
+    return None
+
+
+def holds_socket(pid: int, inode: str) -> bool:
+    """Whether process `pid` has the socket `inode` open."""
+    target = f"socket:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class Proc:
     """A child process with its log file in the run directory."""
 
@@ -108,10 +139,7 @@ class StoreUnderTest:
     def start(self) -> None:
         if self.kind == "redis":
             self.port = free_port()
-            self.redis = Proc(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-                              self.workdir, "redis").start()
-            wait_until(lambda: _connects(self.port), 10, "private redis-server")
+            self.start_redis()
         elif self.kind == "mysql":
             import pymysql
 
@@ -132,6 +160,19 @@ class StoreUnderTest:
             with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DB_NAME}",
                                  autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE')
+
+    def start_redis(self) -> None:
+        """The private redis-server, durable like a production one (every write fsynced to
+        the append-only file), so a kill -9 of it loses nothing acknowledged."""
+        self.redis = Proc(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                           "--dir", str(self.workdir)], self.workdir, "redis").start()
+        wait_until(lambda: _connects(self.port), 10, "private redis-server")
+
+    def kill_redis(self) -> None:
+        """kill -9 the private redis-server (the start of a store restart)."""
+        if self.redis is not None:
+            self.redis.kill9()
 
     def stop(self) -> None:
         if self.redis is not None:

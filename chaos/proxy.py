@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 
 # What a write looks like on the wire: SQL verbs (MySQL text protocol, PostgreSQL Parse and
 # simple queries), PostgreSQL's Execute message, Redis's script calls.
@@ -32,6 +33,9 @@ class StoreProxy:
         self.resumed.set()
         self.delay = 0.0
         self.cut_armed = False
+        self.kill_armed = False
+        #: kills the server whose store connection comes from this port; True if it did
+        self.kill_owner: Callable[[int], bool] | None = None
         self.counts: Counter[str] = Counter()
         self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._cutting: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -74,6 +78,11 @@ class StoreProxy:
         """Cut the next connection that forwards a write, right after forwarding it."""
         self.cut_armed = True
 
+    def arm_kill(self) -> None:
+        """kill -9 the server that sends the next write, right after forwarding it and
+        before the store's answer reaches it: the write is in, the branch call never made."""
+        self.kill_armed = True
+
     # ---- forwarding -----------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -108,10 +117,16 @@ class StoreProxy:
                     break
                 dst.write(chunk)
                 await dst.drain()
-                if upstream and self.cut_armed and _is_write(chunk):
-                    self.cut_armed = False
-                    self.counts["cut_after_write"] += 1
+                if upstream and (self.cut_armed or self.kill_armed) and _is_write(chunk):
                     self._cutting.add(pair)
+                    if self.kill_armed and self.kill_owner is not None:
+                        self.kill_armed = False
+                        port = int(pair[0].get_extra_info("peername")[1])
+                        if self.kill_owner(port):
+                            self.counts["killed_after_write"] += 1
+                    else:
+                        self.cut_armed = False
+                        self.counts["cut_after_write"] += 1
                     # let the write reach the store, then cut before its answer comes back
                     await asyncio.sleep(0.002)
                     for w in pair:

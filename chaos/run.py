@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -22,7 +23,15 @@ import aiosqlite
 from chaos import bank as bank_mod
 from chaos.check import FINAL, Findings, check
 from chaos.faults import Event, Fault, schedule
-from chaos.procs import DtmxServer, Proc, StoreUnderTest, free_port, write_peers
+from chaos.procs import (
+    DtmxServer,
+    Proc,
+    StoreUnderTest,
+    free_port,
+    holds_socket,
+    socket_inode,
+    write_peers,
+)
 from chaos.proxy import StoreProxy
 from chaos.workload import Workload
 
@@ -105,6 +114,10 @@ class Harness:
         self.peers = self.workdir / "peers.json"
         self.result = Result(cfg, workdir=str(self.workdir))
         self._restarts: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: set by SIGINT/SIGTERM: the workload ends early, the run settles and reports
+        self.stop_requested = False
+        self.finished = False  # the run directory is kept unless the run got to its end
 
     # ---- set-up -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +126,7 @@ class Harness:
         port = self.store.port
         if self.store.proxied:
             self.proxy = ProxyThread(self.store.port)
+            self.proxy.proxy.kill_owner = self._kill_owner
             self.proxy.start()
             port = self.proxy.proxy.port
         conf = {**TIMING, "Store": self.store.block(port)}
@@ -185,7 +199,36 @@ class Harness:
                 self.proxy.loop.call_soon_threadsafe(p.drop)
             elif fault.event is Event.STORE_CUT_AFTER_WRITE:
                 self.proxy.loop.call_soon_threadsafe(p.arm_cut)
+            elif fault.event is Event.KILL_AFTER_WRITE:
+                self.proxy.loop.call_soon_threadsafe(p.arm_kill)
+            elif fault.event is Event.STORE_RESTART:
+                task = asyncio.create_task(self._restart_store(fault.duration))
+                self._restarts.add(task)
+                task.add_done_callback(self._restarts.discard)
             counts[fault.event.value] += 1
+
+    async def _restart_store(self, after: float) -> None:
+        self.store.kill_redis()
+        await asyncio.sleep(after)
+        await asyncio.to_thread(self.store.start_redis)
+
+    def _kill_owner(self, port: int) -> bool:
+        """(In the proxy's thread.) kill -9 the server whose store connection comes from
+        `port`, at once; its restart is left to the harness's loop."""
+        assert self.proxy is not None
+        inode = socket_inode(port, self.proxy.proxy.port)
+        for s in self.servers:
+            if inode and s.proc.alive() and holds_socket(s.proc.pid, inode):
+                os.kill(s.proc.pid, signal.SIGKILL)
+                assert self.loop is not None
+                self.loop.call_soon_threadsafe(self._restart_later, s)
+                return True
+        return False
+
+    def _restart_later(self, s: DtmxServer) -> None:
+        task = asyncio.create_task(self._restart(s, 0.5))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     async def _restart(self, s: DtmxServer, after: float) -> None:
         await asyncio.sleep(after)
@@ -215,9 +258,11 @@ class Harness:
     # ---- the run --------------------------------------------------------------------
     async def run(self) -> Result:
         cfg = self.cfg
+        self.loop = asyncio.get_running_loop()
         await self.start()
         plan = schedule(cfg.seed, cfg.seconds, servers=cfg.servers,
-                        proxy=self.store.proxied, clock_jumps=cfg.clock_jumps)
+                        proxy=self.store.proxied, clock_jumps=cfg.clock_jumps,
+                        store_restarts=self.store.kind == "redis")
         workload = Workload(seed=cfg.seed, bank_url=f"http://127.0.0.1:{self.bank_port}/bank",
                             bank_db=self.bank_db, server_urls=[s.url for s in self.servers],
                             accounts=ACCOUNTS, workers=cfg.workers,
@@ -225,20 +270,23 @@ class Harness:
         t0 = time.monotonic()
         injector = asyncio.create_task(self.inject(plan, t0))
         try:
-            await workload.run(lambda: time.monotonic() - t0 >= cfg.seconds)
+            await workload.run(
+                lambda: self.stop_requested or time.monotonic() - t0 >= cfg.seconds)
         finally:
             injector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await injector
         await self.settle_faults()
         if self.proxy is not None:
-            cuts = self.proxy.proxy.counts["cut_after_write"]
-            self.result.faults["store_writes_cut (done)"] += cuts
+            done = self.proxy.proxy.counts
+            self.result.faults["store_writes_cut (done)"] += done["cut_after_write"]
+            self.result.faults["servers_killed_after_write (done)"] += done["killed_after_write"]
         t_quiet = time.monotonic()
         statuses = await self._quiesce(workload)
         self.result.quiescence = time.monotonic() - t_quiet
         await workload.close()
         await self._check(workload, statuses)
+        self.finished = True
         return self.result
 
     async def _quiesce(self, workload: Workload) -> dict[str, str | None]:
@@ -291,11 +339,19 @@ class Harness:
         res.branch_calls = len(log["calls"])
         res.transfers = len(workload.transfers)
         res.client_errors = sum(1 for t in workload.transfers if t.error)
+        resubmits = sum(t.resubmits for t in workload.transfers)
+        if resubmits:
+            res.faults["saga_resubmitted_elsewhere"] += resubmits
         late = sum(1 for t in workload.transfers if t.late_try)
         if late:
             res.faults["late_try_after_cancel"] += late
         for t in workload.transfers:
             res.outcomes[(t.kind.value, statuses.get(t.gid) or "absent")] += 1
+
+    def request_stop(self) -> None:
+        """End the workload now; quiescence, checks and the report still run."""
+        self.stop_requested = True
+        print("chaos: stop requested: settling and checking", file=sys.stderr, flush=True)
 
     async def close(self) -> None:
         for s in self.servers:
@@ -305,14 +361,19 @@ class Harness:
         if self.proxy is not None:
             self.proxy.stop()
         self.store.stop()
-        if not self.cfg.keep and not self.result.findings.violations:
+        if not self.cfg.keep and self.finished and not self.result.findings.violations:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 async def run(cfg: Config) -> Result:
     """Run once; the processes are stopped whatever happens."""
     h = Harness(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, h.request_stop)
     try:
         return await h.run()
     finally:
         await h.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

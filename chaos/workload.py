@@ -20,7 +20,7 @@ import aiosqlite
 
 from chaos.bank import TABLE
 from chaos.faults import rng_for
-from dtmx.client import BranchBarrier, DtmClient, DtmError, Op, Tcc
+from dtmx.client import BranchBarrier, DtmClient, DtmError, Failure, Op, Saga, Tcc
 
 
 class Kind(StrEnum):
@@ -68,6 +68,8 @@ class Transfer:
     error: str = ""
     #: a try the client sent after its cancel (checked to have changed nothing)
     late_try: bool = False
+    #: submits repeated on another server after an error
+    resubmits: int = 0
 
     @property
     def payload(self) -> dict[str, object]:
@@ -128,12 +130,27 @@ class Workload:
             saga = (dtm.saga(t.gid)
                     .add(self.url("TransOut"), self.url("TransOutRevert"), t.payload)
                     .add(self.url("TransIn"), self.url("TransInRevert"), t.payload))
-            await saga.submit()
+            await self._submit_anywhere(t, saga)
             t.owed = EXPECTED[t.kind]
         elif t.kind in (Kind.MSG, Kind.MSG_CRASH_COMMITTED, Kind.MSG_CRASH_UNCOMMITTED):
             await self._msg(t, dtm)
         else:
             await self._tcc(t, dtm)
+
+    async def _submit_anywhere(self, t: Transfer, saga: Saga) -> None:
+        """Submit; when the server cannot be reached or fails, submit the same gid to the
+        next server (a client behind a load balancer). DTM answers a repeated submit of a
+        submitted saga with success and runs it once, which the checks hold it to."""
+        for attempt in range(3):
+            saga.client = self.clients[(t.server + attempt) % len(self.clients)]
+            try:
+                await saga.submit()
+                return
+            except (DtmError, OSError, TimeoutError) as e:
+                if isinstance(e, Failure) or attempt == 2:
+                    raise
+                t.resubmits += 1
+                await asyncio.sleep(0.3)
 
     async def _tcc(self, t: Transfer, dtm: DtmClient) -> None:
         tcc = dtm.tcc(t.gid)
