@@ -9,19 +9,24 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """The time source the engine, poller and heartbeat read (injected; tests move it)."""
+
     def now(self) -> float:
         """Seconds since the epoch."""
 
-    async def sleep(self, seconds: float) -> None: ...
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of this clock's time."""
 
 
 class SystemClock:
     """The real clock."""
 
     def now(self) -> float:
+        """Seconds since the epoch, from the system clock."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of real time."""
         await asyncio.sleep(seconds)
 
 

@@ -24,6 +24,7 @@ class DtmxError(Exception):
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
+        """The JSON body of the error: message, and dtm_result where DTM clients expect one."""
         out: dict[str, Any] = {"message": self.message}
         if self.dtm_result is not None:
             out["dtm_result"] = self.dtm_result.value

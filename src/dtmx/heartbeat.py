@@ -68,6 +68,7 @@ class ServerRecord:
         return now - self.beat > max(FORGET_AFTER, STALE_BEATS * self.interval)
 
     def to_json(self) -> str:
+        """The record as the JSON text stored under the server's key."""
         return orjson.dumps(asdict(self)).decode()
 
 
@@ -119,6 +120,7 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
 
     def record(self) -> ServerRecord:
+        """This server's record as of now."""
         runs = self._in_flight() if self._in_flight else 0
         return ServerRecord(
             **self._base, beat=self.clock.now(), interval=self.interval, runs_in_flight=runs
@@ -153,6 +155,9 @@ class Heartbeat:
         return len(gone)
 
     async def run(self) -> None:
+        """Write the record every interval (and forget long-gone servers every 100 beats) until
+        cancelled; a failed write is logged.
+        """
         beats = 0
         while True:
             try:
@@ -165,6 +170,7 @@ class Heartbeat:
             await self.clock.sleep(self.interval)
 
     def start(self) -> None:
+        """Run `run` as a background task."""
         self._task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:

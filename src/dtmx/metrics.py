@@ -110,6 +110,7 @@ class Metrics:
         child.inc()
 
     def takeover(self) -> None:
+        """Count a transaction taken over from another owner."""
         self._takeovers.inc()
 
     # ---- reported by the API adapters and the store wrapper -----------------------------
@@ -119,6 +120,7 @@ class Metrics:
         self._child(self._response, kind, api).observe(seconds)
 
     def store_call(self, verb: str, seconds: float) -> None:
+        """Record one store round trip of `verb` and how long it took."""
         self._child(self._store, verb).observe(seconds)
 
     # ---- read at scrape time --------------------------------------------------------------
@@ -141,6 +143,7 @@ class Metrics:
         self._probes.append(probe)
 
     async def render(self) -> bytes:
+        """The Prometheus text exposition, after refreshing the sampled gauges."""
         for probe in self._probes:
             await probe()
         return generate_latest(self.registry)

@@ -40,6 +40,8 @@ log = logging.getLogger("dtmx.server")
 
 @dataclass
 class Server:
+    """One dtmx server: store, engine, poller, HTTP and gRPC APIs, heartbeat and telemetry."""
+
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     store: Store | None = None
@@ -56,6 +58,9 @@ class Server:
     _discovery: Discovery = field(default_factory=Discovery)
 
     async def start(self, *, reuse_port: bool = False) -> None:
+        """Open the store, start the engine and poller, then listen; raises ConfigError before
+        listening on bad settings.
+        """
         s = self.settings
         tls.check(s.Tls)  # a missing certificate stops the start, before anything listens
         self.store = self.store or make_store(s)
@@ -147,6 +152,9 @@ class Server:
             self.auth.reload()
 
     async def stop(self) -> None:
+        """Stop the heartbeat and poller, stop listening, close the service (runs in flight),
+        telemetry and the store.
+        """
         if self._heartbeat:
             await self._heartbeat.stop()
         if self._auth_watch:

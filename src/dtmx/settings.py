@@ -34,6 +34,8 @@ log = logging.getLogger("dtmx.settings")
 
 @dataclass(frozen=True, slots=True)
 class MicroServiceSettings:
+    """DTM's MicroService block: registration of this server (etcd) and its endpoint."""
+
     Driver: str = "default"
     Target: str = ""
     EndPoint: str = ""
@@ -73,6 +75,9 @@ class AlertSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting of the server, with DTM's names and defaults (the YAML file and DTM_*
+    variables).
+    """
     Store: StoreSettings = field(default_factory=StoreSettings)
     MicroService: MicroServiceSettings = field(default_factory=MicroServiceSettings)
     Limits: Limits = field(default_factory=Limits)
@@ -206,6 +211,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Setti
 
 
 def validate(s: Settings) -> None:
+    """Raise ConfigError naming the first setting out of its range."""
     if s.Store.Url:
         store_target(s.Store)  # an unknown scheme or a bad port is a ConfigError
     for name in ("HttpPort", "GrpcPort"):

@@ -26,6 +26,8 @@ class BranchCall:
 
 @dataclass(slots=True, frozen=True)
 class CallResult:
+    """A branch call's outcome, with the detail that explains a non-success (bounded text)."""
+
     outcome: Outcome
     detail: str = ""
 
@@ -33,6 +35,8 @@ class CallResult:
 class Invoker(Protocol):
     """Calls a branch over one transport. Never raises: every problem is an ERROR result."""
 
-    async def call(self, call: BranchCall) -> CallResult: ...
+    async def call(self, call: BranchCall) -> CallResult:
+        """Call one branch; never raises for a branch's fault (it is an outcome)."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections."""

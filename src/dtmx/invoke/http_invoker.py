@@ -44,6 +44,7 @@ class HttpInvoker:
                                    ssl_context=ssl_context)
 
     async def call(self, call: BranchCall) -> CallResult:
+        """Call an HTTP branch as DTM does, its answer mapped to an outcome; "" succeeds."""
         if not call.url:  # DTM: an empty URL is a branch with nothing to do
             return CallResult(Outcome.SUCCESS)
         query = {
@@ -77,6 +78,7 @@ class HttpInvoker:
         return CallResult(outcome, f"{answer.status} {body[:_DETAIL_MAX]}")
 
     async def close(self) -> None:
+        """Close the pooled connections."""
         await self.client.close()
 
 
@@ -88,6 +90,7 @@ class Router:
         self.grpc = grpc
 
     async def call(self, call: BranchCall) -> CallResult:
+        """Call the branch with the invoker its URL scheme names (http(s) or gRPC)."""
         if call.url.startswith(("http://", "https://")) or not call.url:
             return await self.http.call(call)
         if self.grpc is None:
@@ -95,6 +98,7 @@ class Router:
         return await self.grpc.call(call)
 
     async def close(self) -> None:
+        """Close every invoker."""
         await self.http.close()
         if self.grpc is not None:
             await self.grpc.close()

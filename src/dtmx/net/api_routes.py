@@ -16,6 +16,8 @@ import orjson
 
 @dataclass(slots=True)
 class Request:
+    """One parsed HTTP request, as handlers see it."""
+
     method: str
     path: str
     query: dict[str, str]  # first value of each parameter, like aiohttp's MultiDict.get
@@ -26,12 +28,15 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
+    """One HTTP answer: body, status and content type."""
+
     body: bytes
     status: int = 200
     content_type: str = "application/json"
 
 
 def json_response(data: Any, status: int = 200) -> Response:
+    """`data` as a JSON answer with `status`."""
     return Response(orjson.dumps(data), status)
 
 
@@ -77,6 +82,7 @@ class DateClock:
         self._value = b""
 
     def date(self) -> bytes:
+        """The HTTP Date header value, formatted once per second."""
         now = int(time.time())
         if now != self._second:
             self._second = now

@@ -120,12 +120,14 @@ class HttpProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but have its methods
+        """A client connected: bound its write buffer and start its idle timer."""
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=self._limits.max_buffered)
         self._server.connections.add(self)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: forget it and stop its timers."""
         self._server.connections.discard(self)
         self._closing = True
         if self._idle is not None:
@@ -137,6 +139,7 @@ class HttpProtocol(asyncio.Protocol):
         self._held = b""
 
     def data_received(self, data: bytes) -> None:
+        """Feed bytes to the parser, or hold them while answers are pending (pipelining)."""
         if self._closing or self._refused:
             return
         if self._held:  # parsing is stopped; reading is paused, so this stays one read
@@ -174,6 +177,7 @@ class HttpProtocol(asyncio.Protocol):
     # ---- httptools callbacks (an exception raised here reaches feed_data's caller as a
     # parser error with the exception as its context)
     def on_message_begin(self) -> None:
+        """Parser callback: a request starts; it must arrive whole within the idle timeout."""
         self._cur = _Parsed()
         self._in_head = True
         self._head_bytes = 0
@@ -181,12 +185,17 @@ class HttpProtocol(asyncio.Protocol):
         self._arm_idle()
 
     def on_url(self, url: bytes) -> None:
+        """Parser callback: a piece of the request target."""
         self._cur.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Parser callback: one header (names lower-cased; the head size is bounded elsewhere)."""
         self._cur.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        """Parser callback: the head is complete; refuse a body larger than the limit before
+        reading it.
+        """
         self._in_head = False
         headers = self._cur.headers
         length = headers.get("content-length")
@@ -200,6 +209,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._send_continue()
 
     def on_body(self, body: bytes) -> None:
+        """Parser callback: a piece of the body, refused with 413 past the limit."""
         cur = self._cur
         cur.size += len(body)
         if cur.size > self._limits.max_body:
@@ -207,6 +217,7 @@ class HttpProtocol(asyncio.Protocol):
         cur.body.append(body)
 
     def on_message_complete(self) -> None:
+        """Parser callback: the request is complete; queue it to be answered in order."""
         self._continue_owed = False
         if self._draining:
             return  # the server is stopping; this connection closes after the answer
@@ -251,6 +262,7 @@ class HttpProtocol(asyncio.Protocol):
         self._pause_reading()
 
     def resume_writing(self) -> None:
+        """The transport drained below its low mark: write again (and read, if paused for it)."""
         self._wake_writer()
         self._maybe_resume_reading()
 
@@ -368,6 +380,7 @@ class HttpServer:
         )
 
     async def dispatch(self, request: Request) -> Response:
+        """The answer to one request: its route's handler, or 404/405 with a JSON message."""
         handler, params, status = self.routes.resolve(request.method, request.path)
         if handler is None:
             reason = "not found" if status == 404 else "method not allowed"

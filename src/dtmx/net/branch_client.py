@@ -55,9 +55,11 @@ class Answer:
 class HostGuard(Protocol):
     """Where branch hosts may be dialled (dtmx.security.netguard.AddressGuard)."""
 
-    async def resolve(self, host: str, port: int, *, url: str = "") -> list[str]: ...
+    async def resolve(self, host: str, port: int, *, url: str = "") -> list[str]:
+        """The addresses of `host` the branch policy allows; raises if there is none."""
 
-    def aiohttp_resolver(self) -> Any: ...
+    def aiohttp_resolver(self) -> Any:
+        """An aiohttp resolver that applies the same checks on every connect."""
 
 
 class BranchClient:

@@ -62,6 +62,7 @@ class Target:
 
     @property
     def key(self) -> tuple[str, int]:
+        """(host, port): connections are pooled per key."""
         return (self.host, self.port)
 
 
@@ -246,6 +247,7 @@ class ResponseReader:
 
     @property
     def done(self) -> bool:
+        """Whether the whole response has been read."""
         return self._done
 
     def feed(self, data: bytes) -> bool:
@@ -284,6 +286,7 @@ class ResponseReader:
     # generic parser error, so it is kept in _error and raised again by feed)
 
     def on_message_begin(self) -> None:
+        """Parser callback: a response starts (a second one on the connection is an error)."""
         if self._done:
             self._keep(HttpProtocolError("data after the end of the response"))
         self._in_head = True
@@ -292,6 +295,7 @@ class ResponseReader:
         self._framed = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Parser callback: one header; only encoding and framing headers are kept."""
         name = name.lower()
         if name == b"content-encoding":
             self._encoding = value
@@ -299,11 +303,15 @@ class ResponseReader:
             self._framed = True
 
     def on_headers_complete(self) -> None:
+        """Parser callback: the status is known; the body decoder starts, bounded by the answer
+        cap.
+        """
         self._in_head = False
         self.status = self._parser.get_status_code()
         self._decoder = BodyDecoder(self._encoding, self._max_body)
 
     def on_body(self, body: bytes) -> None:
+        """Parser callback: a piece of the body, decoded (gzip/deflate) within the cap."""
         assert self._decoder is not None  # headers come first
         try:
             self._decoder.add(body)
@@ -311,6 +319,7 @@ class ResponseReader:
             self._keep(e)
 
     def on_message_complete(self) -> None:
+        """Parser callback: the response is complete (interim 1xx answers are skipped)."""
         if 100 <= self.status < 200:
             return  # an interim answer (100 Continue): the real one follows
         try:

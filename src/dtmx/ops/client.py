@@ -120,9 +120,11 @@ class OpsClient:
         return dict(got)
 
     def force_stop(self, gid: str) -> Any:
+        """Fail an unfinished transaction now (the server's forceStop); its answer as parsed."""
         return self.call("POST", f"{DTMSVR}/forceStop", body={"gid": gid})
 
     def retry_now(self, gid: str) -> Any:
+        """Make one transaction due now (resetNextCronTime); its answer as parsed."""
         return self.call("POST", f"{DTMSVR}/resetNextCronTime", body={"gid": gid})
 
     def topics(self) -> list[dict[str, Any]]:
@@ -144,16 +146,20 @@ class OpsClient:
                 return out
 
     def subscribe(self, topic: str, url: str, remark: str = "") -> Any:
+        """Add `url` as a subscriber of `topic`; a repeat is an OpsError CONFLICT."""
         return self.call("GET", f"{DTMSVR}/subscribe",
                          {"topic": topic, "url": url, "remark": remark})
 
     def unsubscribe(self, topic: str, url: str) -> Any:
+        """Remove `url` from `topic`; an unknown one is an OpsError NOT_FOUND."""
         return self.call("GET", f"{DTMSVR}/unsubscribe", {"topic": topic, "url": url})
 
     def delete_topic(self, topic: str) -> Any:
+        """Delete `topic` and all its subscribers; an unknown one is an OpsError NOT_FOUND."""
         return self.call("DELETE", f"{DTMSVR}/topic/{urllib.parse.quote(topic, safe='')}")
 
     def servers(self) -> list[dict[str, Any]]:
+        """The servers sharing the store, from their heartbeat records (the admin API)."""
         got = self.call("GET", "/api/admin/servers")
         return list(got.get("servers") or [])
 

@@ -141,6 +141,7 @@ class Authenticator:
 
     @property
     def enabled(self) -> bool:
+        """Whether callers must present a token."""
         return self.settings is not None
 
     def reload(self) -> bool:

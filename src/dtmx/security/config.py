@@ -127,6 +127,9 @@ def _str_list(path: str, raw: Any, env: Mapping[str, str]) -> tuple[str, ...] | 
 
 
 def build_policy(raw: Any, env: Mapping[str, str]) -> BranchPolicySettings:
+    """The BranchPolicy block (with `env` for variables it names) as settings; ConfigError on a bad
+    block.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -156,6 +159,7 @@ def build_policy(raw: Any, env: Mapping[str, str]) -> BranchPolicySettings:
 
 
 def validate_auth(auth: AuthSettings) -> None:
+    """Raise ConfigError for a token without a name, digest or known role, or a repeated name."""
     from dtmx.security.roles import Role
 
     names = set()

@@ -49,6 +49,9 @@ class GrpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has n
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        """Authenticate and authorise the call by its method's role, audit operator actions, or
+        refuse it.
+        """
         method = details.method
         name = method.rsplit("/", 1)[-1]
         audited = name in AUDITED and method.startswith("/dtmgimp.Dtm/")

@@ -58,6 +58,7 @@ class AnswerCap:
         self.withhold = withhold
 
     async def call(self, call: BranchCall) -> CallResult:
+        """Call the branch and cap (or withhold) the answer text kept as its detail."""
         res = await self.inner.call(call)
         if not res.detail:
             return res
@@ -72,4 +73,5 @@ class AnswerCap:
         return res if capped is res.detail else replace(res, detail=capped)
 
     async def close(self) -> None:
+        """Close the wrapped invoker."""
         await self.inner.close()

@@ -27,6 +27,7 @@ class Role(IntEnum):
 
     @property
     def label(self) -> str:
+        """The role's name as written in config and audit lines."""
         return self.name.lower()
 
 

@@ -35,6 +35,8 @@ _SENT_MAX = 100_000  # (gid, kind) pairs remembered, oldest forgotten first
 
 
 class AlertKind(StrEnum):
+    """What an alert is about; `AlertKinds` in the config chooses which are sent."""
+
     RETRY = "retry"  # DTM's: a branch keeps failing (retry count >= AlertRetryLimit)
     FAILED = "failed"  # the transaction ended failed (rolled back)
     STUCK = "stuck"  # still unfinished `stuck_after` seconds after it was created
@@ -42,6 +44,8 @@ class AlertKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AlertConfig:
+    """Where alerts go and when: DTM's AlertWebHook and AlertRetryLimit plus dtmx's kinds."""
+
     url: str
     retry_limit: int = 3
     kinds: frozenset[AlertKind] = frozenset({AlertKind.RETRY})
@@ -90,6 +94,7 @@ class Alerts:
             self._notify(AlertKind.STUCK, trans, url, error, trans.options.retry_count)
 
     def finished(self, trans: Transaction) -> None:
+        """Queue a FAILED alert for a transaction that ended failed, when that kind is on."""
         if AlertKind.FAILED in self.config.kinds and trans.status is Status.FAILED:
             self._notify(AlertKind.FAILED, trans, "", trans.rollback_reason,
                          trans.options.retry_count)
@@ -155,6 +160,7 @@ class Alerts:
                 await asyncio.wait_for(self._queue.join(), timeout)
 
     async def close(self) -> None:
+        """Stop the sender task (queued alerts not yet sent are dropped; `drain` first)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

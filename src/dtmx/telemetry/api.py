@@ -33,6 +33,8 @@ def api_name(path: str) -> str:
 
 
 class ApiObserver:
+    """Counts, times, logs and traces each API request, HTTP and gRPC alike."""
+
     def __init__(
         self, metrics: Metrics, *, access_log: bool = False, tracing: Tracing | None = None
     ) -> None:

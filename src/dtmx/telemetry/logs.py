@@ -32,6 +32,7 @@ def bind_gid(gid: str) -> None:
 
 
 def current_gid() -> str:
+    """The gid this task's log lines name ("" outside a transaction)."""
     return _gid.get()
 
 
@@ -43,6 +44,7 @@ class ContextFilter(logging.Filter):
         self._trace_id = trace_id
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Stamp the record with the task's gid (and trace id); never drops a record."""
         if not getattr(record, "gid", ""):
             record.gid = _gid.get()
         if self._trace_id is not None and not getattr(record, "trace_id", ""):
@@ -57,6 +59,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """The plain line with `gid=` and `trace_id=` appended to its first line."""
         line = super().format(record)
         tail = [f"{k}={v}" for k in ("gid", "trace_id") if (v := getattr(record, k, ""))]
         if not tail:
@@ -69,6 +72,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, gid, trace_id, any `extra=`."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON object on one line."""
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -100,9 +104,11 @@ class Buffered(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record for `replay`."""
         self.records.append(record)
 
     def replay(self) -> None:
+        """Hand every kept record to its logger's handlers as now configured, then forget them."""
         for record in self.records:
             logging.getLogger(record.name).handle(record)
         self.records.clear()

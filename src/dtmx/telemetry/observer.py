@@ -45,20 +45,24 @@ class Observer:
             self.tracing.annotate(gid, trans_type, branch_id)
 
     def run_started(self, trans: Transaction) -> None:
+        """A run of `trans` begins: its log lines name the gid; a span opens if tracing is on."""
         bind_gid(trans.gid)  # every log line of this run names the transaction
         if self.tracing is not None:
             self.tracing.run_started(trans)
 
     def run_ended(self, trans: Transaction) -> None:
+        """A run of `trans` ends (whatever its outcome): its span closes."""
         if self.tracing is not None:
             self.tracing.run_ended(trans)
 
     def finished(self, trans: Transaction) -> None:
+        """`trans` reached a final status: count it and alert on failure when asked to."""
         self.metrics.finished(trans, self.clock.now())
         if self.alerts is not None:
             self.alerts.finished(trans)
 
     def branch(self, trans: Transaction, branch: Branch, result: CallResult) -> None:
+        """One branch call's outcome: counted, and alerts for retries and ongoing answers."""
         self.metrics.branch(trans, branch, result.outcome)
         if self.alerts is None or result.outcome is Outcome.SUCCESS:
             return
@@ -70,4 +74,5 @@ class Observer:
             self.alerts.branch_error(trans, branch.url, result.detail, float(base))
 
     def lost_claim(self, trans: Transaction) -> None:
+        """A run found that another owner had taken its transaction (counted as a takeover)."""
         self.metrics.takeover()

@@ -97,11 +97,15 @@ class Tracing:
             span.set_attributes(_attrs(gid, trans_type, branch_id))
 
     def trace_id(self) -> str:
+        """The current span's trace id in hex, or "" outside a trace."""
         ctx = trace.get_current_span().get_span_context()
         return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
     # ---- engine runs ------------------------------------------------------------------------
     def run_started(self, trans: Transaction) -> None:
+        """Open the span of a run: a child of the request that started it, or of the submitter's
+        traceparent when the poller picked it up.
+        """
         parent: Any = None
         links: list[trace.Link] = []
         name = "dtmx run"
@@ -125,6 +129,7 @@ class Tracing:
         _run.set((span, token))
 
     def run_ended(self, trans: Transaction) -> None:
+        """Close the run's span with the status the transaction reached."""
         current = _run.get()
         if current is None:
             return
@@ -150,6 +155,7 @@ class Tracing:
             yield
 
     def invoker(self, inner: Invoker) -> Invoker:
+        """`inner` wrapped so that each branch call gets a CLIENT span and a traceparent."""
         return TracedInvoker(inner, self)
 
     def shutdown(self) -> None:
@@ -165,6 +171,7 @@ class TracedInvoker:
         self.tracer = tracing.tracer
 
     async def call(self, call: BranchCall) -> CallResult:
+        """Call the branch in a CLIENT span; its traceparent replaces any in the headers."""
         attrs = _attrs(call.gid, call.trans_type, call.branch_id) | {
             "dtm.op": call.op, "url.full": call.url}
         parent: Any = None
@@ -185,6 +192,7 @@ class TracedInvoker:
             return result
 
     async def close(self) -> None:
+        """Close the wrapped invoker."""
         await self.inner.close()
 
 

@@ -92,12 +92,15 @@ class Telemetry:
         return observed
 
     def invoker(self, invoker: Invoker) -> Invoker:
+        """`invoker`, traced when tracing is on."""
         return invoker if self.tracing is None else self.tracing.invoker(invoker)
 
     def grpc_interceptors(self) -> list[object]:
+        """The gRPC server interceptors that count, log and trace API calls."""
         return [self.api.grpc_interceptor()]
 
     async def close(self) -> None:
+        """Send queued alerts (2 s at most), then stop alerts and flush spans."""
         if self.alerts is not None:
             await self.alerts.drain(timeout=2.0)
             await self.alerts.close()

@@ -150,6 +150,7 @@ class AsyncpgAdapter(AsyncAdapter):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        """A transaction on the connection (a savepoint inside an open one)."""
         async with self.conn.transaction():
             yield
 
@@ -171,6 +172,7 @@ class PsycopgAsyncAdapter(AsyncAdapter):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        """A transaction on the connection (a savepoint inside an open one)."""
         async with self.conn.transaction():
             yield
 
@@ -192,6 +194,7 @@ class PsycopgAdapter(SyncAdapter):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A transaction on the connection (a savepoint inside an open one)."""
         with self.conn.transaction():
             yield
 
@@ -230,6 +233,7 @@ class SQLAlchemyAsyncAdapter(AsyncAdapter):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        """A transaction, or a nested one (savepoint) when the connection is already in one."""
         tx = self.conn.begin_nested() if self.conn.in_transaction() else self.conn.begin()
         async with tx:
             yield
@@ -255,6 +259,7 @@ class SQLAlchemyAdapter(SyncAdapter):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A transaction, or a nested one (savepoint) when the connection is already in one."""
         tx = self.conn.begin_nested() if self.conn.in_transaction() else self.conn.begin()
         with tx:
             yield
