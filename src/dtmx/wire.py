@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+#: DTM's barrier table (database.table) in a business database: the default everywhere.
+BARRIER_TABLE = "dtm_barrier.barrier"
+
 
 class TransType(StrEnum):
     """Kind of global transaction, as sent in `trans_type`."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from dtmx.ops.client import Exit, OpsClient, OpsError
 from dtmx.ops.text import ago, clip, parse_since, short_time, table
+from dtmx.wire import BARRIER_TABLE
 
 COMMANDS = ("tx", "topics", "servers", "barrier")
 STATUSES = ("prepared", "submitted", "aborting", "succeed", "failed")
@@ -63,9 +64,23 @@ def add_commands(sub: Any) -> None:
     rm.add_argument("url", nargs="?")
     _common(rm)
     _common(sub.add_parser("servers", help="the servers sharing the store, and their health"))
-    from dtmx.ops import prune
+    _add_prune(sub)
 
-    prune.add_command(sub)
+
+def _add_prune(sub: Any) -> None:
+    """Add `dtmx barrier prune` (its module, and the drivers, load only when it runs)."""
+    barrier = sub.add_parser("barrier", help="maintain the barrier table of a business database")
+    verbs = barrier.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("prune", help="delete barrier records older than a duration")
+    p.add_argument("--older-than", required=True, help="e.g. 7d, 36h, 90m")
+    p.add_argument("--dsn", default=os.environ.get("DTMX_BARRIER_DSN", ""),
+                   help="mysql://u:p@h:3306/db, postgres://u:p@h/db, sqlite:///file, "
+                        "redis://h:6379/0 (env DTMX_BARRIER_DSN)")
+    p.add_argument("--table", default=BARRIER_TABLE, help=f"SQL table (default {BARRIER_TABLE})")
+    p.add_argument("--match", default="*", help="Redis: SCAN pattern narrowing the keys")
+    p.add_argument("--batch", type=int, default=1000, help="rows deleted per transaction")
+    p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _print(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from dtmx.client.barrier._sql import DEFAULT_TABLE, Dialect, split_table
+from dtmx.client.barrier._sql import Dialect, split_table
 from dtmx.ops.client import Exit
 from dtmx.ops.text import parse_duration
 from dtmx.wire import Op
@@ -161,22 +161,6 @@ def prune_redis(dsn: str, *, older_than: float, dry_run: bool, match: str = "*",
     finally:
         r.close()
     return PruneResult("redis", match, older_than, dry_run, deleted)
-
-
-def add_command(sub: Any) -> None:
-    """Add `dtmx barrier prune` to the `dtmx` parser's subcommands."""
-    barrier = sub.add_parser("barrier", help="maintain the barrier table of a business database")
-    verbs = barrier.add_subparsers(dest="verb", required=True)
-    p = verbs.add_parser("prune", help="delete barrier records older than a duration")
-    p.add_argument("--older-than", required=True, help="e.g. 7d, 36h, 90m")
-    p.add_argument("--dsn", default=os.environ.get("DTMX_BARRIER_DSN", ""),
-                   help="mysql://u:p@h:3306/db, postgres://u:p@h/db, sqlite:///file, "
-                        "redis://h:6379/0 (env DTMX_BARRIER_DSN)")
-    p.add_argument("--table", default=DEFAULT_TABLE, help=f"SQL table (default {DEFAULT_TABLE})")
-    p.add_argument("--match", default="*", help="Redis: SCAN pattern narrowing the keys")
-    p.add_argument("--batch", type=int, default=1000, help="rows deleted per transaction")
-    p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

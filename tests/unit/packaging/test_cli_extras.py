@@ -33,6 +33,14 @@ def test_help_without_server_deps(args: tuple[str, ...]) -> None:
     assert "usage: dtmx" in r.stdout
 
 
+def test_help_loads_no_http_client() -> None:
+    """`dtmx --help` stays fast: the barrier prune command's module (and aiohttp, which the
+    SDK package brings) load only when that command runs."""
+    r = run_cli("--help", block=(*SERVER_DEPS, "aiohttp"))
+    assert r.returncode == 0, r.stderr
+    assert "barrier" in r.stdout
+
+
 @pytest.mark.parametrize("args", [("--version",), ("version",), ("-V",)])
 def test_version_without_server_deps(args: tuple[str, ...]) -> None:
     r = run_cli(*args)

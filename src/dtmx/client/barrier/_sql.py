@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-DEFAULT_TABLE = "dtm_barrier.barrier"
+from dtmx.wire import BARRIER_TABLE
+
+DEFAULT_TABLE = BARRIER_TABLE
 
 # What each row carries, in the order of DTM's insert.
 INSERT_COLUMNS = ("trans_type", "gid", "branch_id", "op", "barrier_id", "reason")
