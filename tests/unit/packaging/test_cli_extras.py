@@ -4,6 +4,7 @@ missing package is (None in sys.modules), in a child process."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -39,6 +40,18 @@ def test_help_loads_no_http_client() -> None:
     r = run_cli("--help", block=(*SERVER_DEPS, "aiohttp"))
     assert r.returncode == 0, r.stderr
     assert "barrier" in r.stdout
+
+
+@pytest.mark.parametrize("verb", [("tx", "list"), ("topics", "list"), ("servers",)])
+def test_operator_verbs_run_with_the_sdk_alone(verb: tuple[str, ...]) -> None:
+    """The operator CLI's client verbs load nothing of the server (nor aiohttp): against a
+    closed port they get as far as the connection and say so (exit 5, unreachable)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_cli(*verb, "--server", f"http://127.0.0.1:{port}", block=(*SERVER_DEPS, "aiohttp"))
+    assert r.returncode == 5, r.stderr
+    assert "cannot reach" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [("--version",), ("version",), ("-V",)])
