@@ -39,6 +39,8 @@ class StoreSettings:
     Db: str = ""
     Schema: str = "public"
     RedisPrefix: str = "{a}"
+    #: partitions of a Redis store (power of two); fixed when the store is first opened
+    RedisPartitions: int = 64
     Url: str = field(default="", repr=False)
     MaxOpenConns: int = 64
     DataExpire: int = 604800

@@ -237,8 +237,24 @@ class RespClient:
         self._locks = [asyncio.Lock() for _ in range(connections)]
         self._next = 0
 
-    async def execute(self, *args: Arg) -> Any:
-        """Send one command and return its reply; raises ReplyError or ConnectionError."""
+    async def execute(self, *args: Arg, key: str = "") -> Any:
+        """Send one command and return its reply; raises ReplyError or ConnectionError.
+
+        `key` routes a command in a cluster (`ClusterClient`); one node ignores it."""
+        conn = self._ready() or await self._reconnect(self._next)
+        return await conn.send(pack_command(args))
+
+    async def execute_asking(self, *args: Arg) -> Any:
+        """`ASKING` then the command, on one connection in one send (a cluster's ASK
+        redirect is honoured only for the very next command of that connection)."""
+        conn = self._ready() or await self._reconnect(self._next)
+        asking = conn.send(pack_command(("ASKING",)))
+        reply = conn.send(pack_command(args))
+        await asking
+        return await reply
+
+    def _ready(self) -> _Conn | None:
+        """The open connection this loop turn's commands go to (None: reconnect it)."""
         i = self._next
         conn = self._conns[i]
         if conn is None or not conn.batching:
@@ -246,9 +262,7 @@ class RespClient:
             # (measured: round robin per command split batches and cost ~10% more CPU)
             i = self._next = (i + 1) % len(self._conns)
             conn = self._conns[i]
-        if conn is None or conn.closed:
-            conn = await self._reconnect(i)
-        return await conn.send(pack_command(args))
+        return None if conn is None or conn.closed else conn
 
     async def _reconnect(self, i: int) -> _Conn:
         async with self._locks[i]:

@@ -24,6 +24,7 @@ def make_store(settings: Settings) -> Store:
                 data_ttl=float(settings.Store.DataExpire),
                 pool_size=pool,
                 ca_file=settings.Tls.StoreCaFile,  # for rediss://
+                partitions=settings.Store.RedisPartitions,
             )
         case StoreDriver.SQLITE:
             from dtmx.stores.sql.sqlite import SqliteStore

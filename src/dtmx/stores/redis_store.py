@@ -1,25 +1,31 @@
-"""The Redis store: every verb is one Lua script (or one plain command), so one round trip.
+"""The Redis store: every verb on one transaction is one Lua script (or one plain
+command), so one round trip; verbs over many (claim, scan, expiry) fan out over partitions.
 
-Key layout is described in redis_lua/prelude.lua. All keys start with `prefix`, a hash tag
-("{a}") by default, so in a Redis Cluster everything lands in one slot and the scripts may
-touch keys they derive from gids. Globals are hashes (the scripts read status, owner and
-next_cron_time without decoding anything); branch data stays bytes end to end.
+Key layout in `redis_layout`: each transaction lives in one of `partitions` partitions whose
+keys share a hash tag, so in a Redis Cluster the partitions spread over every master while
+a transaction's keys and its partition's indexes stay in one slot for the scripts. Globals
+are hashes (the scripts read status, owner and next_cron_time without decoding anything);
+branch data stays bytes end to end. The layout (the number of partitions) is recorded in
+the store at first open and checked at every open; a store in the single-slot layout of
+dtmx <= 0.x is refused with a pointer to `dtmx migrate` (`redis_migrate`).
+
+Polling is divided: each partition has a lease (owner = this store's `node`, until = the
+claim's time + lease); servers register in a shared list, each holds at most its share of
+the partitions and claims only from those, and takes over partitions whose lease ran out.
 
 Lifetimes follow DTM's idea: unfinished transactions get `data_ttl` refreshed on each write;
 a finished one leaves the cron index and expires `finished_ttl` after it finished. The
-`all` index (for `scan`) is cleaned lazily by scans and by a small sweep on each create.
+`all` indexes (for `scan`) are cleaned lazily by scans and by a small sweep on each create.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
-from dtmx.errors import ConfigError, DuplicateBranch, StoreError, StoreUnavailable
-from dtmx.net.resp import RedisAddress, ReplyError, RespClient
+from dtmx.errors import DuplicateBranch
+from dtmx.stores.redis_base import RedisBase
 from dtmx.stores.redis_codec import (
     branch_key,
     change_fields,
@@ -35,145 +41,35 @@ from dtmx.stores.redis_codec import (
     opt_num,
     pairs,
 )
+from dtmx.stores.redis_layout import ScanPart, allocate, merge_scan
 
-_LUA_DIR = Path(__file__).with_name("redis_lua")
-_SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches")
-_SCRIPTS = (
-    *_SCRIPTS_WITH_PRELUDE,
-    "claim_due",
-    "reset_next_cron_time",
-    "reset_cron_time",
-    "scan",
-    "expire_finished",
-    "kv_create",
-    "kv_update",
-    "kv_delete",
-    "kv_scan",
-)
 _FINISHED = (Status.SUCCEED.value, Status.FAILED.value)
-# how many `all` index entries one scan call may examine before returning a partial page
+# how many `all` index entries one scan call may examine (over all partitions) before
+# returning a partial page
 _SCAN_BUDGET = 10_000
 
 
-def _load_lua(name: str) -> str:
-    body = (_LUA_DIR / f"{name}.lua").read_text()
-    if name in _SCRIPTS_WITH_PRELUDE:
-        return (_LUA_DIR / "prelude.lua").read_text() + "\n" + body
-    return body
+def _ms(t: float) -> int:
+    # creation millisecond for the scan order, clamped to the 42 bits it has
+    return min(max(int(t * 1000), 0), (1 << 42) - 1)
 
 
 # ---- the store ------------------------------------------------------------------------
-class RedisStore:
-    """`Store` on Redis through our pipelined RESP client (`dtmx.net.resp`).
+class RedisStore(RedisBase):
+    """`Store` on Redis or a Redis Cluster through our pipelined RESP client.
 
-    See the module docstring for the layout. One pipelined connection by default carries
-    all the concurrency: Redis runs one command at a time anyway, and one stream makes the
-    largest batches (measured: 2 connections cost ~5% more CPU in the store floor, 4 more
-    still). `pool_size` is accepted for the settings' MaxOpenConns and caps `connections`.
-    Connecting and logging in give up after `connect_timeout`; a connection whose commands
-    get no reply for `reply_timeout` is dropped (its callers get StoreUnavailable).
+    See the module docstring for the layout, `RedisBase` for connections and options.
     """
-
-    def __init__(
-        self,
-        url: str,
-        prefix: str = "{a}",
-        finished_ttl: float = 86400.0,
-        data_ttl: float = 604800.0,
-        pool_size: int = 64,
-        connections: int = 1,
-        connect_timeout: float = 5.0,
-        reply_timeout: float | None = 15.0,
-        ca_file: str = "",
-    ) -> None:
-        self.roundtrips = 0
-        self._p = prefix
-        self._fttl_ms = str(int(finished_ttl * 1000))
-        self._dttl_ms = str(int(data_ttl * 1000))
-        try:
-            address = RedisAddress.from_url(url, ca_file=ca_file)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        self._client = RespClient(
-            address,
-            connections=max(1, min(connections, pool_size)),
-            connect_timeout=connect_timeout,
-            reply_timeout=reply_timeout,
-        )
-        self._bodies = {name: _load_lua(name) for name in _SCRIPTS}
-        self._shas = {name: hashlib.sha1(body.encode()).hexdigest()
-                      for name, body in self._bodies.items()}
-
-    # ---- plumbing ---------------------------------------------------------------------
-    async def _call(self, *args: Any) -> Any:
-        """One counted round trip, with errors translated to ours (never re-sent)."""
-        self.roundtrips += 1
-        try:
-            return await self._client.execute(*args)
-        except ReplyError as e:
-            raise StoreError(f"redis error: {e}") from e
-        except (ConnectionError, OSError) as e:
-            raise StoreUnavailable(f"redis unreachable: {e}") from e
-
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA the script; if Redis lost it (restart, SCRIPT FLUSH), load it and retry
-        once: a NOSCRIPT reply means nothing ran, so the retry cannot apply anything twice."""
-        self.roundtrips += 1
-        try:
-            return await self._client.execute("EVALSHA", self._shas[name], len(keys), *keys, *args)
-        except ReplyError as e:
-            if not str(e).startswith("NOSCRIPT"):
-                raise StoreError(f"redis error: {e}") from e
-        except (ConnectionError, OSError) as e:
-            raise StoreUnavailable(f"redis unreachable: {e}") from e
-        await self._call("SCRIPT", "LOAD", self._bodies[name])
-        return await self._call("EVALSHA", self._shas[name], len(keys), *keys, *args)
-
-    def _g(self, gid: str) -> str:
-        return f"{self._p}:g:{gid}"
-
-    def _b(self, gid: str) -> str:
-        return f"{self._p}:b:{gid}"
-
-    @property
-    def _cron(self) -> str:
-        return f"{self._p}:cron"
-
-    @property
-    def _fin(self) -> str:
-        return f"{self._p}:fin"
-
-    @property
-    def _all(self) -> str:
-        return f"{self._p}:all"
-
-    def _kv(self, cat: str) -> list[str]:
-        return [f"{self._p}:kv:{cat}", f"{self._p}:kvi:{cat}", f"{self._p}:kvseq"]
-
-    # ---- lifecycle --------------------------------------------------------------------
-    async def open(self) -> None:
-        """Ping and load the scripts (so the first EVALSHA of each does not miss)."""
-        await self._call("PING")
-        for name, body in self._bodies.items():
-            sha = await self._call("SCRIPT", "LOAD", body)
-            if sha.decode() != self._shas[name]:  # would make every EVALSHA miss
-                raise StoreError(f"redis: unexpected SHA for script {name}: {sha!r}")
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self._client.close()
-
-    async def ping(self) -> None:
-        """See `dtmx.stores.base.Store.ping`."""
-        await self._call("PING")
 
     # ---- transactions -----------------------------------------------------------------
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
         """See `dtmx.stores.base.Store.create`."""
         check_unique(branches)
+        p = self.layout.part(trans.gid)
+        tag = self.layout.tags[p]
         fields = encode_trans(trans)
         args: list[Any] = [
-            self._p,
+            tag,
             trans.gid,
             "1" if trans.status.finished else "0",
             num(trans.update_time),
@@ -184,25 +80,21 @@ class RedisStore:
         ]
         for b in branches:
             args += encode_branch(b)
-        keys = [
-            self._g(trans.gid),
-            self._b(trans.gid),
-            self._cron,
-            self._fin,
-            self._all,
-            f"{self._p}:seq",
-            f"{self._p}:sweep",
-        ]
+        args += [_ms(trans.create_time), self._n, p]
+        keys = [f"{tag}:g:{trans.gid}", f"{tag}:b:{trans.gid}", f"{tag}:cron", f"{tag}:fin",
+                f"{tag}:all", f"{tag}:seq", f"{tag}:sweep"]
         return bool(await self._run("create", keys, args))
 
     async def get(self, *, gid: str) -> Transaction | None:
         """See `dtmx.stores.base.Store.get`."""
-        raw: list[bytes] = await self._call("HGETALL", self._g(gid))
+        g = self._g(gid)
+        raw: list[bytes] = await self._call(g, "HGETALL", g)
         return decode_trans(pairs(raw)) if raw else None
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
         """See `dtmx.stores.base.Store.get_branches`."""
-        raw: list[bytes] = await self._call("HGETALL", self._b(gid))
+        b = self._b(gid)
+        raw: list[bytes] = await self._call(b, "HGETALL", b)
         return decode_branches(gid, pairs(raw))
 
     async def update(
@@ -234,8 +126,7 @@ class RedisStore:
             # stores do
             stamp = "f" if bu.status in (Status.SUCCEED, Status.FAILED) else ""
             args += [branch_key(bu.branch_id, bu.op), bu.status.value, stamp]
-        keys = [self._g(gid), self._b(gid), self._cron, self._fin]
-        return bool(await self._run("update", keys, args))
+        return bool(await self._run("update", self._keys(gid), args))
 
     async def take(
         self,
@@ -260,8 +151,7 @@ class RedisStore:
             self._dttl_ms,
             *flat(change_fields(change, now)),
         ]
-        keys = [self._g(gid), self._b(gid), self._cron, self._fin]
-        res = await self._run("take", keys, args)
+        res = await self._run("take", self._keys(gid), args)
         if not res:
             return None
         raw_g, raw_b = res
@@ -280,62 +170,139 @@ class RedisStore:
             raise DuplicateBranch(gid=gid)
         return bool(res)
 
+    # ---- polling: partition leases, then claims ---------------------------------------
+    async def _hold_partitions(self, now: float, lease: float) -> dict[int, int]:
+        """Register this server, renew/take/give up partition leases to hold its share;
+        returns {partition held: number of due entries}."""
+        nodes = f"{self.layout.meta}:nodes"
+        until = num(now + lease)
+        servers = int(await self._run("nodes", [nodes], [self.node, num(now), until]))
+        renew, acquire, release = self._book.plan(now, servers)
+        lay = self.layout
+
+        def lease_call(p: int, mode: str) -> Any:
+            return self._run("lease", [lay.key(p, "lease"), lay.key(p, "cron")],
+                             [self.node, num(now), until, mode])
+
+        asked = [*renew, *acquire]
+        replies = await self._each([*(lease_call(p, "hold") for p in asked),
+                                    *(lease_call(p, "release") for p in release)])
+        due: dict[int, int] = {}
+        for p, r in zip(asked, replies, strict=False):
+            held = bool(r[0])
+            self._book.record(p, held, float(r[1]), now, recheck=lease / 4)
+            if held:
+                due[p] = int(r[2])
+        for p in release:
+            self._book.record(p, False, now, now, recheck=0.0)
+        return due
+
     async def claim_due(
         self, *, now: float, lease: float, owner: str, limit: int
     ) -> list[Transaction]:
-        """See `dtmx.stores.base.Store.claim_due`."""
+        """See `dtmx.stores.base.Store.claim_due`: from the partitions this server holds."""
         if limit <= 0:
             return []
-        args = [self._p, num(now), num(now + lease), owner, limit, self._dttl_ms]
-        rows: list[list[bytes]] = await self._run("claim_due", [self._cron], args)
+        due = await self._hold_partitions(now, lease)
+        # each claim starts at another partition, so concurrent claims spread out
+        self._turn = (self._turn + 1) % self._n
+        order = sorted(due.items(), key=lambda pc: (pc[0] - self._turn) % self._n)
+        lay = self.layout
+        calls = [
+            self._run("claim_due", [lay.key(p, "cron"), lay.key(p, "lease")],
+                      [lay.tags[p], num(now), num(now + lease), owner, n, self._dttl_ms,
+                       self.node])
+            for p, n in allocate(order, limit)
+        ]
+        rows: list[list[bytes]] = [r for part in await self._each(calls) for r in part]
         return [decode_trans(pairs(row)) for row in rows]
 
     async def oldest_due(self, *, now: float) -> float | None:
         """See `dtmx.stores.base.Store.oldest_due`."""
-        # the cron set may hold entries whose keys expired; claim_due drops those, and until
+        # the cron sets may hold entries whose keys expired; claim_due drops those, and until
         # then they count here: an upper bound of the lag, as the gauge documents
-        got = await self._call("ZRANGEBYSCORE", self._cron, "-inf", num(now), "WITHSCORES",
-                               "LIMIT", "0", "1")
-        return float(got[1]) if got else None
+        keys = [self.layout.key(p, "cron") for p in range(self._n)]
+        got = await self._each([
+            self._call(k, "ZRANGEBYSCORE", k, "-inf", num(now), "WITHSCORES", "LIMIT", "0", "1")
+            for k in keys
+        ])
+        firsts = [float(g[1]) for g in got if g]
+        return min(firsts) if firsts else None
 
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
         """See `dtmx.stores.base.Store.reset_next_cron_time`."""
         args = [gid, num(now), self._dttl_ms, *_FINISHED]
-        return bool(await self._run("reset_next_cron_time", [self._g(gid), self._cron], args))
+        keys = self._keys(gid)
+        return bool(await self._run("reset_next_cron_time", [keys[0], keys[2]], args))
+
+    async def _counts(self, name: str, lo: str, hi: str) -> list[tuple[int, int]]:
+        """(partition, ZCOUNT of its `name` index in [lo, hi]) for every partition."""
+        keys = [self.layout.key(p, name) for p in range(self._n)]
+        got = await self._each([self._call(k, "ZCOUNT", k, lo, hi) for k in keys])
+        return [(p, int(c)) for p, c in enumerate(got)]
 
     async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
         """See `dtmx.stores.base.Store.reset_cron_time`."""
-        args = [self._p, num(now), num(now + after), limit]
-        count, more = await self._run("reset_cron_time", [self._cron], args)
-        return int(count), bool(more)
+        threshold = num(now + after)
+        counts = await self._counts("cron", "(" + threshold, "+inf")
+        lay = self.layout
+        got = await self._each([
+            self._run("reset_cron_time", [lay.key(p, "cron")], [lay.tags[p], num(now),
+                                                                 threshold, n])
+            for p, n in allocate(counts, limit)
+        ])
+        count = sum(int(c) for c, _more in got)
+        more = any(bool(m) for _c, m in got) or sum(c for _p, c in counts) > limit
+        return count, more
 
     async def scan(
         self, *, position: str, limit: int, filters: ScanFilter
     ) -> tuple[list[Transaction], str]:
-        """See `dtmx.stores.base.Store.scan`."""
+        """See `dtmx.stores.base.Store.scan`. Every partition is asked for a page below
+        `position` (one number for all: the scan order is unique across partitions)."""
+        if position and not position.isdigit():
+            return [], ""  # not a position this store ever gave out
+        upper = "(" + position if position else "+inf"
+        budget = max(100, _SCAN_BUDGET // self._n)
+        lay = self.layout
         args = [
-            self._p,
-            position,
+            upper,
             limit,
             filters.status.value if filters.status else "",
             filters.trans_type.value if filters.trans_type else "",
             opt_num(filters.create_time_start),
             opt_num(filters.create_time_end),
-            _SCAN_BUDGET,
+            budget,
             filters.gid_prefix,
         ]
-        rows, pos = await self._run("scan", [self._all], args)
-        return [decode_trans(pairs(row)) for row in rows], pos.decode()
+        got = await self._each([
+            self._run("scan", [lay.key(p, "all")], [lay.tags[p], *args]) for p in range(self._n)
+        ])
+        parts = [
+            ScanPart([(int(float(sc)), row) for row, sc in zip(rows, scores, strict=True)],
+                     int(float(front)) if front else None)
+            for rows, scores, front in got
+        ]
+        page, pos = merge_scan(parts, limit)
+        return [decode_trans(pairs(row)) for row in page], pos
 
     async def expire_finished(self, *, before: float, limit: int) -> int:
         """Delete finished transactions now; Redis TTLs (finished_ttl) would also do it."""
-        keys = [self._fin, self._all, self._cron]
-        return int(await self._run("expire_finished", keys, [self._p, num(before), limit]))
+        counts = await self._counts("fin", "-inf", "(" + num(before))
+        lay = self.layout
+        got = await self._each([
+            self._run("expire_finished",
+                      [lay.key(p, "fin"), lay.key(p, "all"), lay.key(p, "cron")],
+                      [lay.tags[p], num(before), n])
+            for p, n in allocate(counts, limit)
+        ])
+        return sum(int(n) for n in got)
 
     # ---- key-value --------------------------------------------------------------------
     async def kv_find(self, *, cat: str, key: str) -> KV | None:
         """See `dtmx.stores.base.Store.kv_find`."""
-        rec: bytes | None = await self._call("HGET", self._kv(cat)[0], key)
+        h = self._kv(cat)[0]
+        rec: bytes | None = await self._call(h, "HGET", h, key)
         return None if rec is None else decode_kv(cat, key, rec)
 
     async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:

@@ -7,6 +7,7 @@ deleted afterwards.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from dtmx.stores.sql.postgres import PostgresStore
 from dtmx.stores.sql.sqlite import SqliteStore
 
 TEST_DB = "dtmx_test_store"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SQL_TABLES = ("trans_branch_op", "trans_global", "kv")
 
 
@@ -38,32 +39,37 @@ async def empty_tables(s: SqlStore) -> None:
             await ex.execute(f"DELETE FROM {table}")
 
 
-async def _drop_redis_keys(prefix: str) -> None:
+async def _drop_redis_keys(url: str, prefix: str) -> None:
     import redis.asyncio as aioredis
 
-    r = aioredis.Redis.from_url(REDIS_URL)
+    r = aioredis.Redis.from_url(url)
     try:
-        keys = [k async for k in r.scan_iter(match=f"{prefix}*", count=500)]
+        # the store's own keys and its partitions' ({base}..., {base:0}..., ...)
+        match = "{" + prefix.strip("{}") + "*"
+        keys = [k async for k in r.scan_iter(match=match, count=500)]
         if keys:
             await r.delete(*keys)
     finally:
         await r.aclose()
 
 
-@pytest.fixture(params=["sqlite", "mysql", "postgres", "redis"])
+@pytest.fixture(params=["sqlite", "mysql", "postgres", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     kind: str = request.param
-    if kind == "redis":
+    if kind.startswith("redis"):
         from dtmx.stores.redis_store import RedisStore
 
         prefix = "{dtmx-test-" + uuid.uuid4().hex[:12] + "}"
-        rs = RedisStore(REDIS_URL, prefix=prefix, finished_ttl=86400.0)
+        # the cluster is this session's own: dropped whole at the end, no clean-up here
+        url = REDIS_URL if kind == "redis" else request.getfixturevalue("redis_cluster").url
+        rs = RedisStore(url, prefix=prefix, finished_ttl=86400.0)
         await rs.open()
         try:
             yield rs
         finally:
             await rs.close()
-            await _drop_redis_keys(prefix)
+            if kind == "redis":
+                await _drop_redis_keys(url, prefix)
         return
     s = sql_store(kind, tmp_path)
     await s.open()

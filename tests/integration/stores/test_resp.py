@@ -167,9 +167,8 @@ async def test_store_over_uvloop_and_round_robin() -> None:
             ts = [_trans() for _ in range(30)]
             ok = await asyncio.gather(*[s.create(trans=t, branches=[]) for t in ts])
             assert [await s.get(gid=t.gid) for t in ts] == ts
-            await s._call("DEL", *[f"{prefix}:{k}" for k in ("all", "cron", "seq", "sweep")],
-                          *[f"{prefix}:g:{t.gid}" for t in ts],
-                          *[f"{prefix}:b:{t.gid}" for t in ts])
+            keys = [k.decode() for k in await s._call("", "KEYS", s.layout.match())]
+            await s._call("", "DEL", *keys)
             return ok
         finally:
             await s.close()
@@ -234,8 +233,8 @@ async def test_auth_select_and_script_reload_after_restart(
         assert await s.create(trans=t, branches=[])
         db5 = RespClient(RedisAddress("127.0.0.1", port, db=5, password="pw"))
         db0 = RespClient(RedisAddress("127.0.0.1", port, db=0, password="pw"))
-        assert await db5.execute("EXISTS", f"{{p}}:g:{t.gid}") == 1
-        assert await db0.execute("EXISTS", f"{{p}}:g:{t.gid}") == 0
+        assert await db5.execute("EXISTS", f"{s.layout.tag(t.gid)}:g:{t.gid}") == 1
+        assert await db0.execute("EXISTS", f"{s.layout.tag(t.gid)}:g:{t.gid}") == 0
         # scripts gone (as after a restart): the store loads its script and runs it once
         assert await db0.execute("SCRIPT", "FLUSH") == b"OK"
         before = s.roundtrips

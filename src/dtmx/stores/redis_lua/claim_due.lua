@@ -1,7 +1,10 @@
--- KEYS: cron
--- ARGV: 1 prefix, 2 now, 3 lease until, 4 owner, 5 limit, 6 data ttl ms
--- Returns the claimed transactions as HGETALL replies.
+-- KEYS: cron, lease (of one partition)
+-- ARGV: 1 partition prefix, 2 now, 3 lease until, 4 owner, 5 limit, 6 data ttl ms,
+--       7 this server (the partition's lease holder)
+-- Returns the claimed transactions as HGETALL replies; none unless this server holds the
+-- partition's lease (it may have lost it since it last looked).
 local cron, P, now, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[5])
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[7] then return {} end
 local out, seen = {}, {}
 -- loop because entries whose keys expired are dropped and replaced by later ones;
 -- `seen` ends it even when a zero lease leaves claimed entries due

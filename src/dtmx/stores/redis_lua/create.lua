@@ -1,7 +1,8 @@
--- KEYS: g, b, cron, fin, all, seq, sweep
--- ARGV: 1 prefix, 2 gid, 3 finished ('1'/'0'), 4 update_time, 5 finished ttl ms,
+-- KEYS: g, b, cron, fin, all, seq, sweep (all of one partition)
+-- ARGV: 1 partition prefix, 2 gid, 3 finished ('1'/'0'), 4 update_time, 5 finished ttl ms,
 --       6 data ttl ms, 7 number of global fields n, 8 .. 7+2n field/value pairs,
---       then 6 values per branch (see add_branch).
+--       then 6 values per branch (see add_branch); the last three: create time in ms,
+--       number of partitions, this partition's number (for the scan order).
 -- Returns 0 if the gid exists (nothing written), 1 once stored.
 local g, b, cron, fin, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', g) == 1 then return 0 end
@@ -9,8 +10,12 @@ local nf = tonumber(ARGV[7])
 redis.call('HSET', g, unpack(ARGV, 8, 7 + 2 * nf))
 -- a branch hash left behind by an expired or deleted global must not leak into this one
 redis.call('DEL', b)
-for a = 8 + 2 * nf, #ARGV, 6 do add_branch(b, a) end
-redis.call('ZADD', all, redis.call('INCR', KEYS[6]), ARGV[2])
+for a = 8 + 2 * nf, #ARGV - 3, 6 do add_branch(b, a) end
+-- scan order: the creation millisecond, then a slot of 2048 / partitions per partition
+-- (unique across partitions, so one number is a position in all of them)
+local ms, np, p = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local seq = redis.call('INCR', KEYS[6])
+redis.call('ZADD', all, ms * 2048 + np * (seq % (2048 / np)) + p, ARGV[2])
 settle(ARGV[2], g, b, cron, fin, ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 
 -- Sweep two entries of the `all` index per create, so entries whose keys Redis expired

@@ -1,13 +1,13 @@
 -- Shared helpers, prepended to the scripts that write transactions.
--- Key layout (P = prefix, a hash tag such as "{a}" so a cluster keeps it all in one slot):
+-- Key layout (P = the partition's hash tag, see dtmx/stores/redis_layout.py):
 --   P:g:<gid>  hash of the global transaction's fields
 --   P:b:<gid>  hash of its branch ops: n = count, i:<branch_id>\n<op> = index,
 --              d:<i> = static blob, s:/u:/f:/r:<i> = status, update/finish/rollback time
 --   P:cron     zset gid -> next_cron_time, unfinished transactions only
---   P:all      zset gid -> insertion sequence (P:seq), for `scan` newest first
+--   P:all      zset gid -> scan order (creation ms and sequence), for `scan` newest first
 --   P:fin      zset gid -> update_time of finished transactions, for expire_finished
---   P:kv:<cat> hash key -> "version\ncreate_time\nupdate_time\nvalue",
---   P:kvi:<cat> zset key -> creation sequence (P:kvseq), for kv_scan newest first
+-- and under the store's own tag M: M:kv:<cat> hash key -> "version\ncreate_time\n
+-- update_time\nvalue", M:kvi:<cat> zset key -> creation sequence (M:kvseq)
 
 -- Append one branch op described by ARGV[a .. a+5]:
 -- key, static blob, status, update_time, finish_time, rollback_time ('' = none).
