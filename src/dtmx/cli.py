@@ -160,9 +160,17 @@ def _migrate(settings: Settings) -> int:
             applied = await migrate(store)
             print(f"dtmx: applied schema versions {applied}" if applied else
                   "dtmx: nothing to apply")
-        else:  # Redis has no schema: opening checks that it is reachable
-            await store.open()
-            await store.close()
+        else:  # Redis: move data of the single-slot layout into partitions, if any
+            from dtmx.stores.redis_migrate import migrate_layout
+            from dtmx.stores.redis_store import RedisStore
+
+            assert isinstance(store, RedisStore)
+            try:
+                moved = await migrate_layout(store)
+            finally:
+                await store.close()
+            print(f"dtmx: moved {moved} transactions into {store.layout.partitions} "
+                  "partitions" if moved else "dtmx: nothing to move")
 
     try:
         asyncio.run(go())

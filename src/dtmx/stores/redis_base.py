@@ -143,6 +143,11 @@ class RedisBase:
     async def open(self) -> None:
         """Find out whether this is a cluster, load the scripts on every node (so the first
         EVALSHA of each does not miss), and check or record the layout."""
+        await self.connect()
+        await self._check_layout()
+
+    async def connect(self) -> None:
+        """`open` without the layout check (what `dtmx migrate` starts with)."""
         info = await self._call("", "INFO", "cluster")
         if b"cluster_enabled:1" in info:
             await self._client.close()
@@ -155,7 +160,6 @@ class RedisBase:
             for sha in await self._on_all("SCRIPT", "LOAD", body):
                 if sha.decode() != self._shas[name]:  # would make every EVALSHA miss
                     raise StoreError(f"redis: unexpected SHA for script {name}: {sha!r}")
-        await self._check_layout()
 
     async def _on_all(self, *args: Any) -> list[Any]:
         self.roundtrips += 1
@@ -168,6 +172,12 @@ class RedisBase:
         except (ConnectionError, OSError) as e:
             raise StoreUnavailable(f"redis unreachable: {e}") from e
 
+    async def record_layout(self) -> None:
+        """Write the layout record (first open, or the end of a migration)."""
+        meta = f"{self.layout.meta}:layout"
+        await self._call(meta, "HSETNX", meta, "partitions", str(self._n))
+        await self._call(meta, "HSETNX", meta, "version", str(LAYOUT_VERSION))
+
     async def _check_layout(self) -> None:
         meta = f"{self.layout.meta}:layout"
         got = await self._call(meta, "HGET", meta, "partitions")
@@ -179,8 +189,7 @@ class RedisBase:
                     f"redis: transactions under {old!r} are in the single-slot layout of "
                     "earlier dtmx versions; stop the servers and run `dtmx migrate` first"
                 )
-            await self._call(meta, "HSETNX", meta, "partitions", str(self._n))
-            await self._call(meta, "HSETNX", meta, "version", str(LAYOUT_VERSION))
+            await self.record_layout()
             got = await self._call(meta, "HGET", meta, "partitions")
         if int(got) != self._n:
             raise ConfigError(
