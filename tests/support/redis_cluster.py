@@ -85,17 +85,25 @@ class RedisCluster:
                 raise RuntimeError("redis cluster did not come up")
             time.sleep(0.05)
 
+    def slot_owners(self) -> list[int]:
+        """The port of the master of each of the 16384 slots (asked now)."""
+        owners = [0] * 16384
+        for line in self._cli(self.ports[0], "cluster", "nodes").splitlines():
+            f = line.split()
+            if "master" not in f[2]:
+                continue
+            port = int(f[1].split(":")[1].split("@")[0])
+            for rng in f[8:]:
+                lo, _, hi = rng.partition("-")
+                if lo.isdigit():
+                    for slot in range(int(lo), int(hi or lo) + 1):
+                        owners[slot] = port
+        return owners
+
     def master_of_key(self, key: str) -> int:
         """The port of the master that holds `key`'s slot."""
         slot = int(self._cli(self.ports[0], "cluster", "keyslot", key))
-        for line in self._cli(self.ports[0], "cluster", "nodes").splitlines():
-            f = line.split()
-            if "master" in f[2]:
-                for rng in f[8:]:
-                    lo, _, hi = rng.partition("-")
-                    if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
-                        return int(f[1].split(":")[1].split("@")[0])
-        raise LookupError(key)
+        return self.slot_owners()[slot]
 
     def dbsize(self, port: int) -> int:
         return int(self._cli(port, "dbsize"))

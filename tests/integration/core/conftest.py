@@ -22,13 +22,25 @@ def busi() -> Iterator[BusiServer]:
     b.stop()
 
 
-@pytest.fixture(scope="module", params=STORES)
+# the saga, TCC and msg scenarios also run on a 3-master Redis Cluster
+_ON_CLUSTER = ("test_saga", "test_tcc_msg")
+
+
+@pytest.fixture(scope="module", params=[*STORES, "redis-cluster"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
-    """The whole core suite runs once per store: SQLite, MySQL, PostgreSQL and Redis."""
+    """The whole core suite runs once per store: SQLite, MySQL, PostgreSQL and Redis; the
+    saga/TCC/msg modules also on a Redis Cluster."""
     workdir = str(tmp_path_factory.mktemp("dtmx"))
     name = f"dtmx_it_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
+    if request.param == "redis-cluster":
+        if request.module.__name__.rpartition(".")[2] not in _ON_CLUSTER:
+            pytest.skip("the cluster runs the saga/TCC/msg scenarios only")
+        url = request.getfixturevalue("redis_cluster").url
+        block = {"Driver": "redis", "Url": url, "RedisPrefix": "{" + name + "}"}
+    else:
+        block = store_block(request.param, name, workdir)
+    s = ServerProcess(store=block, workdir=workdir).start()
     yield s
     s.stop()
 

@@ -19,14 +19,20 @@ from tests.support.services import STORES, store_block
 from tests.support.util import eventually, free_port
 
 
-@pytest.mark.parametrize("driver", STORES)
-def test_three_servers_one_killed(driver: str, tmp_path: object,
+@pytest.mark.parametrize("driver", [*STORES, "redis-cluster"])
+def test_three_servers_one_killed(driver: str, tmp_path: object, request: pytest.FixtureRequest,
                                   cleanup: contextlib.ExitStack) -> None:
+    """On Redis the servers divide the store's partitions between them (partition leases);
+    the killed server's partitions are taken over when their leases end."""
     busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransOut", "SLEEP:0.2")
     busi.state.set("TransOutTry", "FAILURE")
     name = f"dtmx_ms_{uuid.uuid4().hex[:8]}"
-    block = store_block(driver, name, str(tmp_path))
+    if driver == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        block = {"Driver": "redis", "Url": url, "RedisPrefix": "{" + name + "}"}
+    else:
+        block = store_block(driver, name, str(tmp_path))
     fast = {"RequestTimeout": 0.5, "LeaseSeconds": 1}
     servers = [cleanup.enter_context(ServerProcess(store=block, extra=fast)) for _ in range(3)]
     acked: list[tuple[str, bool]] = []
