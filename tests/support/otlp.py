@@ -1,10 +1,11 @@
-"""A local OTLP/gRPC trace receiver: what a collector would get, decoded, for assertions."""
+"""Local OTLP trace receivers (gRPC, HTTP): what a collector would get, decoded, for tests."""
 
 from __future__ import annotations
 
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -38,15 +39,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore
         return f"http://127.0.0.1:{self.port}"
 
     def Export(self, request: Any, context: Any) -> Any:
-        got = []
-        for rs in request.resource_spans:
-            service = next((a.value.string_value for a in rs.resource.attributes
-                            if a.key == "service.name"), "")
-            for ss in rs.scope_spans:
-                for s in ss.spans:
-                    attrs = {a.key: _value(a.value) for a in s.attributes}
-                    got.append(ReceivedSpan(s.name, s.trace_id.hex(), s.span_id.hex(),
-                                            s.parent_span_id.hex(), s.kind, attrs, service))
+        got = decode(request)
         with self.lock:
             self.spans.extend(got)
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -68,6 +61,58 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop(0)
+
+
+def decode(request: Any) -> list[ReceivedSpan]:
+    """The spans of an ExportTraceServiceRequest, flattened."""
+    got = []
+    for rs in request.resource_spans:
+        service = next((a.value.string_value for a in rs.resource.attributes
+                        if a.key == "service.name"), "")
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                attrs = {a.key: _value(a.value) for a in s.attributes}
+                got.append(ReceivedSpan(s.name, s.trace_id.hex(), s.span_id.hex(),
+                                        s.parent_span_id.hex(), s.kind, attrs, service))
+    return got
+
+
+class OtlpHttpReceiver(OtlpReceiver):
+    """The OTLP/HTTP (protobuf) twin: POST /v1/traces on 127.0.0.1:<free port>."""
+
+    @property
+    def traces_url(self) -> str:
+        return f"{self.endpoint}/v1/traces"
+
+    def __enter__(self) -> OtlpHttpReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ok = self.path == "/v1/traces" and \
+                    self.headers.get("Content-Type") == "application/x-protobuf"
+                if ok:
+                    req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    with receiver.lock:
+                        receiver.spans.extend(decode(req))
+                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if ok else 400)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _value(v: Any) -> Any:
