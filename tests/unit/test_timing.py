@@ -45,3 +45,11 @@ def test_claims_and_expiry_cadence() -> None:
     assert tm.expire_every(86400, 1) == 60  # at least once a minute
     assert tm.expire_every(8, 1) == 2  # a quarter of a short TTL
     assert tm.expire_every(1, 3) == 3  # never more often than the poll
+
+
+def test_reset_cron_after_is_three_timeouts_capped_to_int32() -> None:
+    from dtmx.core.timing import reset_cron_after
+
+    assert reset_cron_after(35) == 105  # DTM's default: 3 x TimeoutToFail
+    assert reset_cron_after(1.5) == 4
+    assert reset_cron_after(2**31) == 2**31 - 1

@@ -32,6 +32,7 @@ from dtmx.core.request import (
     query_int,
     query_position,
 )
+from dtmx.core.timing import reset_cron_after
 from dtmx.errors import BadRequest, DtmxError
 from dtmx.metrics import Metrics
 from dtmx.net.api_server import (
@@ -227,8 +228,7 @@ class HttpApi:
         return {"transactions": [trans_json(t) for t in transactions], "next_position": position}
 
     async def reset_cron_time(self, r: Request) -> Any:
-        default = min(int(3 * self.timeout_to_fail), 2**31 - 1)
-        timeout = query_int(r.query, "timeout", default)
+        timeout = query_int(r.query, "timeout", reset_cron_after(self.timeout_to_fail))
         limit = query_int(r.query, "limit", DEFAULT_PAGE)
         count, remaining = await self.svc.reset_cron_time(timeout=timeout, limit=limit)
         return {"has_remaining": remaining, "succeed_count": count}

@@ -104,3 +104,9 @@ def retry_interval(trans: Transaction, timing: Timing, *, backoff: bool) -> floa
     """The interval until the next attempt at `trans` after an unsettled round."""
     return next_interval(trans.next_cron_interval, base_interval(trans, timing),
                          timing.max_retry_interval, backoff=backoff)
+
+
+def reset_cron_after(timeout_to_fail: float) -> int:
+    """`resetCronTime`'s default `timeout`, as DTM's: three times the server's TimeoutToFail,
+    in whole seconds, capped to the int32 every other seconds value is held to."""
+    return min(int(3 * timeout_to_fail), 2**31 - 1)
