@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Container, Coroutine
 from typing import Any
 
 from dtmx.clock import Clock
@@ -30,15 +31,18 @@ from dtmx.core.admission import (
     Take,
 )
 from dtmx.core.limits import Limits
+from dtmx.core.local import missing_local
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
 from dtmx.core.request import TransRequest, check_fanout
-from dtmx.core.timing import Timing, claim_until
+from dtmx.core.timing import Timing, claim_until, hand_back_at
 from dtmx.errors import BadRequest, DuplicateBranch, Failure
 from dtmx.invoke.base import Invoker
 from dtmx.run import Run
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 from dtmx.topics import subscribers
+
+log = logging.getLogger("dtmx.engine")
 
 
 class Engine:
@@ -53,8 +57,12 @@ class Engine:
         timing: Timing,
         observer: Observer | None = None,
         limits: Limits | None = None,
+        local_functions: Container[str] = frozenset(),
     ) -> None:
         self.store = store
+        #: names of the local:// functions this process can call (dtmx.embedded's
+        #: registry, read at each run); a transaction naming others is handed back
+        self.local_functions = local_functions
         self.limits = limits or Limits()
         self.invoker = invoker
         self.clock = clock
@@ -244,11 +252,29 @@ class Engine:
         finally:
             self._direct -= 1
 
-    def _run(self, trans: Transaction, branches: list[Branch], owner: str
-             ) -> Coroutine[Any, Any, Transaction]:
-        return Run(store=self.store, invoker=self.invoker, clock=self.clock,
-                   timing=self.timing, observer=self.observer, trans=trans,
-                   branches=branches, owner=owner).go()
+    async def _run(self, trans: Transaction, branches: list[Branch], owner: str
+                   ) -> Transaction:
+        missing = missing_local(trans, branches, self.local_functions)
+        if missing:
+            await self._hand_back(trans, owner, missing)
+            return trans
+        return await Run(store=self.store, invoker=self.invoker, clock=self.clock,
+                         timing=self.timing, observer=self.observer, trans=trans,
+                         branches=branches, owner=owner).go()
+
+    async def _hand_back(self, trans: Transaction, owner: str, missing: list[str]) -> None:
+        """Give a transaction whose local functions live in another process back to the
+        store, due again later, without calling anything (see dtmx.core.local)."""
+        now = self.clock.now()
+        due = hand_back_at(trans, now, self.timing)
+        log.debug("%s needs local functions %s that this process lacks; handed back",
+                  trans.gid, ", ".join(missing))
+        try:
+            if await self.store.update(gid=trans.gid, now=now, expect_status=trans.status,
+                                       expect_owner=owner, change=Change(next_cron_time=due)):
+                trans.next_cron_time = due
+        except Exception as e:  # the claim's lease runs out on its own
+            log.info("could not hand %s back: %s", trans.gid, e)
 
     async def close(self) -> None:
         """Stop the background runs; their leases lapse and a poller resumes them later."""

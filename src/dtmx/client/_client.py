@@ -8,18 +8,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from dtmx.client._consts import Op
+from dtmx.client._errors import DtmError
 from dtmx.client._http import BranchResponse, HttpSession, HttpTransport
 from dtmx.client._msg import Msg
 from dtmx.client._saga import Saga
 from dtmx.client._state import TransactionState
 from dtmx.client._tcc import Tcc
-from dtmx.client._transport import Transport
+from dtmx.client._transport import LocalBranches, Transport
 
 if TYPE_CHECKING:
     from dtmx.client._base import TransBase
     from dtmx.client.grpc import GrpcBranchCaller
 
 _HTTP_SCHEMES = ("http://", "https://")
+_LOCAL_SCHEME = "local://"
 
 
 class DtmClient:
@@ -36,7 +38,8 @@ class DtmClient:
     seconds.
 
     Branch calls the client makes itself (a TCC try, a msg's query_prepared) go over HTTP
-    for ``http(s)://`` URLs and over gRPC for ``host:port/pkg.Service/Method`` URLs.
+    for ``http(s)://`` URLs and over gRPC for ``host:port/pkg.Service/Method`` URLs;
+    ``local://`` URLs only through the embedded engine's transport (`dtmx.embedded`).
 
     Use it as ``async with DtmClient(url) as client:`` or call `aclose()` at shutdown.
     """
@@ -113,6 +116,12 @@ class DtmClient:
         branch's status is mapped already: it raises `Failure` / `Ongoing` / `DtmError`.
         """
         hdrs = {**trans.branch_headers, **(headers or {})}
+        if url.startswith(_LOCAL_SCHEME):
+            if not isinstance(self.transport, LocalBranches):
+                raise DtmError(f"{url}: local branches need the embedded engine (dtmx.embedded)")
+            return await self.transport.call_local(
+                url, gid=trans.gid, trans_type=trans.trans_type.value, branch_id=branch_id,
+                op=op, data=data, headers=hdrs)
         if not url.startswith(_HTTP_SCHEMES):
             return await self._grpc_branch_caller().call(
                 url, trans, branch_id=branch_id, op=op, data=data, headers=hdrs

@@ -9,7 +9,12 @@ Every method raises `dtmx.client._errors.DtmError` (or its `Failure` / `Ongoing`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from dtmx.wire import Op
+
+if TYPE_CHECKING:
+    from dtmx.client._http import BranchResponse
 
 
 @runtime_checkable
@@ -42,4 +47,16 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release connections; the transport may be used again afterwards."""
+        ...
+
+
+@runtime_checkable
+class LocalBranches(Protocol):
+    """A transport that can also call `local://` branches itself (the embedded engine's):
+    the client's own branch calls (a TCC's try) to local functions go through it."""
+
+    async def call_local(self, url: str, *, gid: str, trans_type: str, branch_id: str,
+                         op: Op, data: str | bytes | None,
+                         headers: Mapping[str, str]) -> BranchResponse:
+        """Call the local function `url` names; its answer as an HTTP branch's would be."""
         ...

@@ -42,6 +42,14 @@ def lease(trans: Transaction, timing: Timing) -> float:
     return max(timing.lease, 2 * request_timeout(trans, timing) + 1)
 
 
+def hand_back_at(trans: Transaction, now: float, timing: Timing) -> float:
+    """When a transaction handed back by a process that lacks one of its local functions
+    is due again: one base retry interval on, as if its call had been retried, so the
+    process that has the functions finds it at its next poll after that while the ones
+    that do not are not kept claiming it (no backoff: nothing failed)."""
+    return now + base_interval(trans, timing)
+
+
 def claim_until(now: float, timing: Timing) -> float:
     """When a claim made now with the default lease (by the poller, or a take of a
     prepared transaction) runs out; a run extends it at once if its transaction needs more."""

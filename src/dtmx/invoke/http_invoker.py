@@ -9,6 +9,7 @@ import asyncio
 import logging
 import ssl
 
+from dtmx.core.local import is_local
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
 from dtmx.net.branch_client import BranchClient, HostGuard
@@ -83,16 +84,23 @@ class HttpInvoker:
 
 
 class Router:
-    """Chooses the invoker by URL: http(s):// to HTTP, anything else to gRPC (if present)."""
+    """Chooses the invoker by URL: http(s):// to HTTP, local:// to this process's local
+    functions (if it has any), anything else to gRPC (if present)."""
 
-    def __init__(self, http: HttpInvoker, grpc: Invoker | None = None) -> None:
+    def __init__(self, http: HttpInvoker, grpc: Invoker | None = None,
+                 local: Invoker | None = None) -> None:
         self.http = http
         self.grpc = grpc
+        self.local = local
 
     async def call(self, call: BranchCall) -> CallResult:
         """Call the branch with the invoker its URL scheme names (http(s) or gRPC)."""
         if call.url.startswith(("http://", "https://")) or not call.url:
             return await self.http.call(call)
+        if is_local(call.url):
+            if self.local is None:  # the engine hands such a transaction back first
+                return CallResult(Outcome.ERROR, f"no local functions here for {call.url}")
+            return await self.local.call(call)
         if self.grpc is None:
             return CallResult(Outcome.ERROR, f"no gRPC invoker for {call.url}")
         return await self.grpc.call(call)
@@ -102,3 +110,5 @@ class Router:
         await self.http.close()
         if self.grpc is not None:
             await self.grpc.close()
+        if self.local is not None:
+            await self.local.close()
