@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 import orjson
 
 from dtmx.client._branch import result_for
-from dtmx.client.barrier import BranchBarrier
+from dtmx.client.barrier import BranchBarrier, ensure_table
 from dtmx.client.barrier._sql import DEFAULT_TABLE
 from dtmx.core.local import LOCAL_PREFIX, is_local, local_name
 from dtmx.core.models import Outcome
@@ -67,6 +67,8 @@ class LocalFunction(Generic[F]):
     fn: F
     db: ConnSource | None = None
     table: str = DEFAULT_TABLE
+    # whether the barrier table is known to exist (created on the first call, once)
+    _ready: list[bool] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -85,6 +87,9 @@ class LocalFunction(Generic[F]):
             else:
                 fn = self.fn
                 async with self.db() as conn:
+                    if not self._ready:
+                        await ensure_table(conn, self.table)
+                        self._ready.append(True)
                     await b.barrier(self.table).call(conn, lambda c: fn(b, c))
         except Exception as e:
             err = e
