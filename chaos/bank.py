@@ -100,8 +100,12 @@ class PeerNames:
         return self._cache[key]
 
     def _lookup(self, port: int) -> str:
-        inode = socket_inode(port, self.own_port)
-        if inode is None:
+        # /proc/net/tcp is read in pages: a socket can be missed while others come and go
+        for _ in range(3):
+            inode = socket_inode(port, self.own_port)
+            if inode is not None:
+                break
+        else:
             return "?"
         try:
             peers: dict[str, str] = json.loads(self.peers_file.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -248,12 +249,24 @@ class Harness:
         for task in list(self._restarts):
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await task
+        if self.proxy is not None:
+            p = self.proxy.proxy
+            p.cut_armed = p.kill_armed = False  # an armed fault would hit a starting server
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                p.resumed.wait(), self.proxy.loop))
         for s in self.servers:
             s.skew_path.write_text("0")
-            if not s.proc.alive():
+            for attempt in range(3):
+                if s.proc.alive():
+                    break
                 s.start(wait=False)
                 self._write_peers()
-                await self._wait_up(s)
+                try:
+                    await self._wait_up(s)
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(1)
 
     # ---- the run --------------------------------------------------------------------
     async def run(self) -> Result:
@@ -281,10 +294,12 @@ class Harness:
             done = self.proxy.proxy.counts
             self.result.faults["store_writes_cut (done)"] += done["cut_after_write"]
             self.result.faults["servers_killed_after_write (done)"] += done["killed_after_write"]
-        t_quiet = time.monotonic()
-        statuses = await self._quiesce(workload)
-        self.result.quiescence = time.monotonic() - t_quiet
-        await workload.close()
+        try:
+            t_quiet = time.monotonic()
+            statuses = await self._quiesce(workload)
+            self.result.quiescence = time.monotonic() - t_quiet
+        finally:
+            await workload.close()
         await self._check(workload, statuses)
         self.finished = True
         return self.result
@@ -325,6 +340,8 @@ class Harness:
                 f"http://127.0.0.1:{self.bank_port}/chaos/calls",
                 timeout=aiohttp.ClientTimeout(total=60)) as r:
             log = await r.json()
+        # kept for a look afterwards (removed with the run directory when all is well)
+        (self.workdir / "calls.json").write_text(json.dumps(log["calls"]))
         for kind, n in log["faults"].items():
             self.result.faults[f"branch_{kind}"] += n
         async with aiosqlite.connect(self.bank_db) as conn:
@@ -335,7 +352,8 @@ class Harness:
         skewed = {f"server{s.index}" for s in self.servers if s.skewed}
         res = self.result
         res.findings = check(workload.transfers, statuses, effects,
-                             balances, INITIAL, log["calls"], skewed)
+                             balances, INITIAL, log["calls"], skewed,
+                             request_timeout=float(TIMING["RequestTimeout"]))
         res.branch_calls = len(log["calls"])
         res.transfers = len(workload.transfers)
         res.client_errors = sum(1 for t in workload.transfers if t.error)

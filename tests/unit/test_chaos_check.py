@@ -29,7 +29,7 @@ def run_check(transfers: list[Transfer], statuses: dict[str, str | None],
               effects: list[tuple[str, str, str, int, int]], balances: dict[int, int],
               calls: list[dict[str, Any]] | None = None) -> list[str]:
     return check(transfers, statuses, effects, balances, INITIAL, calls or [],
-                 {"server2"}).violations
+                 {"server2"}, request_timeout=1.0).violations
 
 
 def test_a_clean_run_has_no_violation() -> None:
@@ -66,6 +66,10 @@ def test_two_servers_calling_one_transaction_at_once_is_named_unless_one_was_ske
     skewed = [call("server0@1", 0.0, 1.0), call("server2@3", 0.5, 1.5)]
     assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
                      skewed) == []
+    # the bank went on with a call its server had given up on (request timeout 1 s)
+    late = [call("server0@1", 0.0, 4.0), call("server1@2", 2.5, 3.0)]
+    assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
+                     late) == []
 
 
 def test_the_seed_reproduces_the_schedule_and_the_branch_faults() -> None:
