@@ -1,0 +1,222 @@
+"""The embedded engine against DBOS: a 2-step saga of local functions, in one process.
+
+Each transaction is two steps, each one small SQL write (an INSERT) in the application's
+own database through the same driver (asyncpg on PostgreSQL, aiosqlite on SQLite):
+- dtmx: `Embedded` on the store, the steps are `local://` functions, the saga is submitted
+  with wait_result (the call returns when both steps ran and the result is stored);
+- DBOS (PyPI `dbos`): the same two steps as `@DBOS.step`s of a `@DBOS.workflow`, awaited.
+Same machine, same database server, same clients (N asyncio tasks, closed loop), same run;
+each contender in a fresh process, whose CPU (process_time: every thread) is divided by the
+transactions completed in the measured window.
+
+    .venv/bin/python -m bench.embedded --stores postgres,sqlite --seconds 8 --clients 32
+
+Writes bench/results/embedded-<store>.json; prints one JSON object per store.
+State: PostgreSQL schemas `bench_embed` (dtmx store) and `bench_embed_app` (the app's
+table) in database `postgres`, database `bench_embed_dbos` (DBOS), dropped first; SQLite
+files in a temp directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PG = "postgresql://postgres@127.0.0.1:5432"
+APP_SCHEMA = "bench_embed_app"
+STORE_SCHEMA = "bench_embed"
+DBOS_DB = "bench_embed_dbos"
+
+Write = Callable[[str, str], Awaitable[None]]
+
+
+async def app_db(store: str, workdir: Path) -> tuple[Write, Callable[[], Awaitable[None]]]:
+    """The application's database: one table, one INSERT per step."""
+    if store == "postgres":
+        import asyncpg
+
+        pool = await asyncpg.create_pool(f"{PG}/postgres", min_size=4, max_size=16)
+        await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}")
+        await pool.execute(f"CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.effects "
+                           "(gid TEXT NOT NULL, step TEXT NOT NULL)")
+
+        async def pg_write(gid: str, step: str) -> None:
+            await pool.execute(f"INSERT INTO {APP_SCHEMA}.effects VALUES ($1, $2)", gid, step)
+
+        return pg_write, pool.close
+    import aiosqlite
+
+    conn = await aiosqlite.connect(workdir / "app.db")
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("CREATE TABLE IF NOT EXISTS effects (gid TEXT NOT NULL, step TEXT)")
+    await conn.commit()
+
+    async def sqlite_write(gid: str, step: str) -> None:
+        await conn.execute("INSERT INTO effects VALUES (?, ?)", (gid, step))
+        await conn.commit()
+
+    return sqlite_write, conn.close
+
+
+async def closed_loop(one: Callable[[], Awaitable[None]], clients: int, warmup: float,
+                      seconds: float) -> dict[str, float]:
+    """N clients, each one transaction in flight; counts and CPU inside the window only."""
+    done = [0]
+    window: dict[str, float] = {}
+    stop = asyncio.Event()
+    lat: list[float] = []
+
+    async def client() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await one()
+            if "t0" in window and "t1" not in window:
+                done[0] += 1
+                lat.append(time.perf_counter() - t0)
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(warmup)
+    window["t0"], window["cpu0"] = time.perf_counter(), time.process_time()
+    await asyncio.sleep(seconds)
+    window["t1"], window["cpu1"] = time.perf_counter(), time.process_time()
+    n = done[0]
+    stop.set()
+    await asyncio.gather(*tasks)
+    lat.sort()
+    el = window["t1"] - window["t0"]
+    return {"tx": n, "tps": n / el, "cpu_ms_per_tx": 1000 * (window["cpu1"] - window["cpu0"]) / n,
+            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+
+
+async def run_dtmx(store: str, workdir: Path, a: argparse.Namespace) -> dict[str, float]:
+    from dtmx.embedded import Embedded, Functions, LocalBranch
+    from dtmx.store_settings import StoreSettings
+
+    write, close = await app_db(store, workdir)
+    fns = Functions()
+
+    @fns.local("step1")
+    async def step1(b: LocalBranch) -> None:
+        await write(b.gid, "step1")
+
+    @fns.local("step2")
+    async def step2(b: LocalBranch) -> None:
+        await write(b.gid, "step2")
+
+    st = (StoreSettings(Url=f"{PG}/postgres", Schema=STORE_SCHEMA) if store == "postgres"
+          else StoreSettings(Url=f"sqlite:///{workdir / 'dtmx.db'}"))
+    async with Embedded(st, functions=fns, pool_size=16) as dtm:
+        client = dtm.client
+
+        async def one() -> None:
+            s = client.saga(await client.new_gid())
+            s.add(step1.url, "", None).add(step2.url, "", None)
+            s.wait_result = True
+            await s.submit()
+
+        out = await closed_loop(one, a.clients, a.warmup, a.seconds)
+    await close()
+    return out
+
+
+async def run_dbos(store: str, workdir: Path, a: argparse.Namespace) -> dict[str, float]:
+    import uuid
+
+    from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+    write, close = await app_db(store, workdir)
+
+    @DBOS.step()
+    async def step(gid: str, name: str) -> None:
+        await write(gid, name)
+
+    @DBOS.workflow()
+    async def saga(gid: str) -> None:
+        await step(gid, "step1")
+        await step(gid, "step2")
+
+    url = (f"{PG}/{DBOS_DB}" if store == "postgres"
+           else f"sqlite:///{workdir / 'dbos.sqlite'}")
+    config: DBOSConfig = {"name": "bench-embed", "system_database_url": url,
+                          "log_level": "WARNING", "sys_db_pool_size": 40}
+    DBOS(config=config)
+    DBOS.launch()
+
+    async def one() -> None:
+        gid = uuid.uuid4().hex
+        with SetWorkflowID(gid):
+            await saga(gid)
+
+    try:
+        return await closed_loop(one, a.clients, a.warmup, a.seconds)
+    finally:
+        await close()
+        DBOS.destroy()
+
+
+def reset(store: str) -> None:
+    if store != "postgres":
+        return
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as c:
+        c.execute(f"DROP SCHEMA IF EXISTS {STORE_SCHEMA} CASCADE")
+        c.execute(f"DROP SCHEMA IF EXISTS {APP_SCHEMA} CASCADE")
+        c.execute(f"DROP DATABASE IF EXISTS {DBOS_DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DBOS_DB}")
+
+
+def contender(a: argparse.Namespace) -> None:
+    workdir = Path(a.workdir)
+    run = run_dtmx if a.contender == "dtmx" else run_dbos
+    if a.contender == "dtmx":
+        import uvloop  # as the server runs
+
+        uvloop.install()
+    print(json.dumps(asyncio.run(run(a.store, workdir, a))), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--stores", default="postgres,sqlite")
+    p.add_argument("--store", default="")
+    p.add_argument("--contender", default="")
+    p.add_argument("--workdir", default="")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--warmup", type=float, default=1.5)
+    a = p.parse_args()
+    if a.contender:
+        contender(a)
+        return
+    for store in a.stores.split(","):
+        out: dict[str, Any] = {"scenario": "embedded-saga2", "store": store,
+                               "clients": a.clients, "seconds": a.seconds}
+        for who in ("dtmx", "dbos"):
+            reset(store)
+            with tempfile.TemporaryDirectory(prefix="bench-embed-") as wd:
+                r = subprocess.run(
+                    [sys.executable, "-m", "bench.embedded", "--contender", who, "--store",
+                     store, "--workdir", wd, "--clients", str(a.clients), "--seconds",
+                     str(a.seconds), "--warmup", str(a.warmup)],
+                    cwd=HERE.parent, capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise SystemExit(f"{who} on {store} failed:\n{r.stderr[-3000:]}")
+            out[who] = json.loads(r.stdout.strip().splitlines()[-1])
+        out["tps_ratio"] = out["dtmx"]["tps"] / out["dbos"]["tps"]
+        out["cpu_ratio"] = out["dtmx"]["cpu_ms_per_tx"] / out["dbos"]["cpu_ms_per_tx"]
+        (HERE / "results" / f"embedded-{store}.json").write_text(json.dumps(out, indent=1))
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
