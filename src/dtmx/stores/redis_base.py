@@ -7,6 +7,7 @@ the scripts and how they are run, and the layout record checked at every open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -199,7 +200,22 @@ class RedisBase:
             )
 
     async def close(self) -> None:
-        """Close the connections."""
+        """Give back the partitions this server holds, so another server takes them over
+        at its next poll rather than when the leases end; then close the connections."""
+        if self._book.mine:
+            lay = self.layout
+            nodes = f"{lay.meta}:nodes"
+            # best effort within a short bound: a store that is down keeps the leases,
+            # which then simply run out
+            with contextlib.suppress(StoreError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._each([
+                        self._run("lease", [lay.key(p, "lease"), lay.key(p, "cron")],
+                                  [self.node, "0", "0", "release"])
+                        for p in sorted(self._book.mine)
+                    ])
+                    await self._call(nodes, "ZREM", nodes, self.node)
+            self._book.mine.clear()
         await self._client.close()
 
     async def ping(self) -> None:

@@ -171,9 +171,9 @@ class RedisStore(RedisBase):
         return bool(res)
 
     # ---- polling: partition leases, then claims ---------------------------------------
-    async def _hold_partitions(self, now: float, lease: float) -> dict[int, int]:
+    async def _hold_partitions(self, now: float, lease: float) -> dict[int, tuple[float, int]]:
         """Register this server, renew/take/give up partition leases to hold its share;
-        returns {partition held: number of due entries}."""
+        returns {partition held: (its earliest due time, number of due entries)}."""
         nodes = f"{self.layout.meta}:nodes"
         until = num(now + lease)
         servers = int(await self._run("nodes", [nodes], [self.node, num(now), until]))
@@ -187,12 +187,12 @@ class RedisStore(RedisBase):
         asked = [*renew, *acquire]
         replies = await self._each([*(lease_call(p, "hold") for p in asked),
                                     *(lease_call(p, "release") for p in release)])
-        due: dict[int, int] = {}
+        due: dict[int, tuple[float, int]] = {}
         for p, r in zip(asked, replies, strict=False):
             held = bool(r[0])
             self._book.record(p, held, float(r[1]), now, recheck=lease / 4)
-            if held:
-                due[p] = int(r[2])
+            if held and int(r[2]):
+                due[p] = (float(r[3]), int(r[2]))
         for p in release:
             self._book.record(p, False, now, now, recheck=0.0)
         return due
@@ -204,9 +204,11 @@ class RedisStore(RedisBase):
         if limit <= 0:
             return []
         due = await self._hold_partitions(now, lease)
-        # each claim starts at another partition, so concurrent claims spread out
+        # the partitions with the oldest due work first; concurrent claims of this server
+        # start at different partitions among equals, so they spread out
         self._turn = (self._turn + 1) % self._n
-        order = sorted(due.items(), key=lambda pc: (pc[0] - self._turn) % self._n)
+        order = [(p, n) for p, (_first, n) in sorted(
+            due.items(), key=lambda pd: (pd[1][0], (pd[0] - self._turn) % self._n))]
         lay = self.layout
         calls = [
             self._run("claim_due", [lay.key(p, "cron"), lay.key(p, "lease")],

@@ -384,3 +384,22 @@ async def test_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await s.create(trans=trans(), branches=[])
     await s.close()
+
+
+async def test_partitions_held_by_one_server_until_it_closes(prefix: str,
+                                                             store: RedisStore) -> None:
+    t = trans(next_cron_time=T0)
+    await store.create(trans=t, branches=[])
+    assert len(await store.claim_due(now=T0 + 1, lease=60, owner="a", limit=10)) == 1
+    assert await store.reset_next_cron_time(gid=t.gid, now=T0 + 1)
+    other = RedisStore(URL, prefix=prefix)
+    await other.open()
+    try:
+        # every partition is leased to `store`: the other server claims nothing
+        assert await other.claim_due(now=T0 + 2, lease=60, owner="b", limit=10) == []
+        await store.close()  # gives its partitions back
+        # looked at again a quarter lease later, long before the 60 s leases would end
+        got = await other.claim_due(now=T0 + 2 + 15, lease=60, owner="b", limit=10)
+        assert [g.gid for g in got] == [t.gid]
+    finally:
+        await other.close()
