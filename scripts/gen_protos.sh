@@ -25,11 +25,11 @@ fi
 PY="$VENV/bin/python"
 
 "$PY" -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src \
-    src/dtmx/proto/dtmgimp.proto
+    src/dtmx/proto/dtmgimp.proto src/dtmx/proto/wf.proto
 "$PY" -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
     tests/support/proto/busi.proto
 # Generated code follows protoc's style, not ours: tell ruff and mypy to skip it.
-for f in src/dtmx/proto/dtmgimp_pb2*.py* tests/support/proto/busi_pb2*.py*; do
+for f in src/dtmx/proto/dtmgimp_pb2*.py* src/dtmx/proto/wf_pb2*.py* tests/support/proto/busi_pb2*.py*; do
     { printf '# ruff: noqa\n# mypy: ignore-errors\n'; cat "$f"; } > "$f.tmp" && mv "$f.tmp" "$f"
 done
-echo "generated with grpcio-tools $GRPCIO_TOOLS: src/dtmx/proto/dtmgimp_pb2*.py* tests/support/proto/busi_pb2*.py*"
+echo "generated with grpcio-tools $GRPCIO_TOOLS: src/dtmx/proto/dtmgimp_pb2*.py* src/dtmx/proto/wf_pb2*.py* tests/support/proto/busi_pb2*.py*"

@@ -20,7 +20,7 @@ from collections.abc import Container, Coroutine
 from typing import Any
 
 from dtmx.clock import Clock
-from dtmx.core import admission, msg, tcc
+from dtmx.core import admission, msg, tcc, workflow
 from dtmx.core.admission import (
     UNREAD,
     Accept,
@@ -33,9 +33,9 @@ from dtmx.core.admission import (
 from dtmx.core.limits import Limits
 from dtmx.core.local import missing_local
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
-from dtmx.core.request import TransRequest, check_fanout
+from dtmx.core.request import Registration, TransRequest, check_fanout
 from dtmx.core.timing import Timing, claim_until, hand_back_at
-from dtmx.errors import BadRequest, DuplicateBranch, Failure
+from dtmx.errors import BadRequest, DuplicateBranch, DuplicateProgress, Failure
 from dtmx.invoke.base import Invoker
 from dtmx.run import Run
 from dtmx.stores.base import Store
@@ -100,6 +100,23 @@ class Engine:
         """Roll a prepared (or aborting) TCC/XA back, or fail a prepared msg."""
         await self._admit(Act.ABORT, req)
 
+    async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
+        """Store a workflow as prepared, or leave the stored one as it is; either way return
+        it with its recorded steps (none for a new one), for the client to replay."""
+        self.observer.about(req.gid, req.trans_type.value)
+        decision = admission.decide(Act.PREPARE_WORKFLOW, req, UNREAD)
+        if isinstance(decision, Create):
+            now = self.clock.now()
+            trans = admission.new_transaction(req, decision.status, now, "", self.timing)
+            if await self.store.create(trans=trans, branches=[]):
+                return trans, []
+        stored = await self.store.get(gid=req.gid)
+        decision = admission.decide(Act.PREPARE_WORKFLOW, req, stored)
+        if isinstance(decision, Reject):
+            raise decision.error
+        assert stored is not None and isinstance(decision, Accept)
+        return stored, await self.store.get_branches(gid=req.gid)
+
     async def _admit(self, act: Act, req: TransRequest) -> None:
         self.observer.about(req.gid, req.trans_type.value)
         decision = admission.decide(act, req, UNREAD)
@@ -147,6 +164,7 @@ class Engine:
         # A claim with the default lease, as claim_due gives: Run.go extends it at once
         # for a transaction whose stored options need a longer one.
         change = Change(status=t.status, owner=owner, rollback_reason=reason,
+                        result=t.result or None,
                         next_cron_time=claim_until(now, self.timing) if t.run else None)
         taken = await self.store.take(gid=gid, now=now, expect_status=t.expect,
                                       expect_type=t.trans_type, change=change)
@@ -174,9 +192,10 @@ class Engine:
         task.add_done_callback(self._background.discard)
 
     # ---- single writes --------------------------------------------------------------
-    async def register_branch(self, *, gid: str, trans_type: TransType, branch_id: str,
-                              data: bytes, urls: dict[str, str]) -> None:
-        """Add a TCC/XA branch's second-phase ops while the transaction is prepared."""
+    async def register_branch(self, reg: Registration) -> None:
+        """Add a TCC/XA branch's second-phase ops, or record a workflow's finished step,
+        while the transaction is prepared."""
+        gid, trans_type, branch_id = reg.gid, reg.trans_type, reg.branch_id
         # A branch of the other kind would never get its second phase (an XA branch's local
         # transaction would stay prepared, holding its locks): refuse it. A gid's type
         # never changes, so reading it first is not a race. (An expect_type on
@@ -186,12 +205,19 @@ class Engine:
             raise BadRequest(f"gid {gid} is a {existing.trans_type}, not a {trans_type}")
         self.observer.about(gid, trans_type.value, branch_id)
         now = self.clock.now()
-        branches = tcc.gen_registered(trans_type, gid, branch_id, data, urls, now)
+        if trans_type is TransType.WORKFLOW:
+            branches = [workflow.progress(gid, branch_id, reg.op, reg.status, reg.payload, now)]
+        else:
+            branches = tcc.gen_registered(trans_type, gid, branch_id, reg.payload, reg.urls,
+                                          now)
         try:
             ok = await self.store.add_branches(
                 gid=gid, now=now, branches=branches, expect_status=Status.PREPARED
             )
         except DuplicateBranch:
+            if trans_type is TransType.WORKFLOW:
+                raise DuplicateProgress(
+                    f"step {branch_id} {reg.op} of {gid} is already recorded") from None
             raise DuplicateBranch(f"branch {branch_id} of {gid} is already registered") from None
         if not ok:
             raise Failure(f"no trans with gid: {gid} status: prepared found")

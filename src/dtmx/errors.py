@@ -76,6 +76,18 @@ class DuplicateBranch(Failure):
     """A branch with that id and op is already registered."""
 
 
+class DuplicateProgress(DtmxError):
+    """That workflow step is already recorded; the first record is kept."""
+
+    # Not a Failure: DTM's Go workflow client maps ABORTED (and a FAILURE body) to a failed
+    # step and would roll the whole workflow back, while a duplicate only means another run
+    # of the same workflow recorded the step first. DTM answers a plain error (HTTP 500,
+    # gRPC UNKNOWN), which its client treats as "retry later"; so do 409 without a
+    # dtm_result and ALREADY_EXISTS, without claiming a server fault.
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+
+
 class DeadlineExpired(DtmxError):
     """The call's deadline passed before anything was stored."""
 

@@ -30,7 +30,7 @@ from dtmx.core.models import (
     Transaction,
     TransType,
 )
-from dtmx.core.plan import Call, QueryPrepared, Transition, Wait
+from dtmx.core.plan import Call, QueryPrepared, Resume, Transition, Wait
 from dtmx.core.timing import (
     Timing,
     base_interval,
@@ -41,6 +41,7 @@ from dtmx.core.timing import (
     retry_interval,
 )
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
+from dtmx.invoke.workflow import callback_payload
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 
@@ -100,6 +101,9 @@ class Run:
                 elif isinstance(step, QueryPrepared):
                     if not await self._query_prepared(now):
                         return self.trans
+                elif isinstance(step, Resume):
+                    await self._resume(step, now)
+                    return self.trans
                 else:
                     await self._wait(step, now)
                     return self.trans
@@ -280,6 +284,35 @@ class Run:
         log.info("%s query_prepared %s %s", t.gid, res.outcome, res.detail)
         await self._retry_later(now, backoff=res.outcome is Outcome.ERROR, counts=False)
         return False
+
+    async def _resume(self, step: Resume, now: float) -> None:
+        """Call a prepared workflow's callback; its client replays the workflow and submits
+        the outcome itself, so any answer only sets when to look again (DTM's cron: every
+        retry interval, backing off after errors). The write is compare-and-set on
+        `prepared`: a workflow submitted meanwhile is left alone."""
+        t = self.trans
+        res = await self.invoker.call(
+            BranchCall(
+                url=t.query_prepared,
+                gid=t.gid,
+                trans_type=t.trans_type,
+                branch_id="00",
+                op=step.op,
+                payload=callback_payload(t.protocol, step.data),
+                headers=t.options.branch_headers,
+                timeout=request_timeout(t, self.timing),
+            )
+        )
+        if res.outcome is not Outcome.SUCCESS:
+            log.info("%s workflow callback %s %s", t.gid, res.outcome, res.detail)
+        if res.outcome in (Outcome.SUCCESS, Outcome.FAILURE):
+            # the client normally submitted before answering: then there is nothing to
+            # schedule (and our compare-and-set would only fail)
+            now_stored = await self.store.get(gid=t.gid)
+            if now_stored is None or now_stored.status is not Status.PREPARED:
+                return
+        await self._retry_later(self.clock.now(), backoff=res.outcome is Outcome.ERROR,
+                                counts=False)
 
     async def _wait(self, step: Wait, now: float) -> None:
         until = step.until if step.until is not None else now + self._base_interval()

@@ -15,7 +15,7 @@ from dtmx.core.models import KV, Branch, ScanFilter, Transaction
 from dtmx.core.msg import TOPIC_PREFIX
 from dtmx.core.request import Registration, TransRequest
 from dtmx.engine import Engine
-from dtmx.errors import BadRequest, NotFound
+from dtmx.errors import NotFound
 from dtmx.stores.base import Store
 
 #: registerBranch fields that are branch URLs (what core.tcc.gen_registered calls)
@@ -81,16 +81,18 @@ class Service:
         return await self.engine.reset_cron_time(after=timeout, limit=limit)
 
     async def register_branch(self, reg: Registration) -> None:
-        """Register a TCC/XA branch while the transaction is prepared; Failure if it is
-        not, DuplicateBranch if the branch exists, BadRequest if the gid is another type."""
+        """Register a TCC/XA branch (or record a workflow step) while the transaction is
+        prepared; Failure if it is not, DuplicateBranch (DuplicateProgress for a workflow)
+        if the branch op exists, BadRequest if the gid is another type."""
         refuse_denied(self.policy, (reg.urls.get(k, "") for k in _BRANCH_URL_KEYS))
-        await self.engine.register_branch(gid=reg.gid, trans_type=reg.trans_type,
-                                          branch_id=reg.branch_id, data=reg.payload,
-                                          urls=reg.urls)
+        await self.engine.register_branch(reg)
 
     async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
-        """Workflow mode: not supported yet (BadRequest)."""
-        raise BadRequest("workflow mode is not implemented yet")
+        """Store a workflow as prepared, or find the stored one; return it with its recorded
+        steps (DTM's DtmProgressesReply). Its callback (query_prepared) must be allowed by
+        the branch policy: the server calls it to resume the workflow."""
+        self._check_urls(req)
+        return await self.engine.prepare_workflow(req)
 
     # ---- reading ----------------------------------------------------------------------
     async def query(self, gid: str) -> tuple[Transaction | None, list[Branch]]:

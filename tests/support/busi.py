@@ -25,7 +25,7 @@ ROUTES = (
     "TransOut", "TransOutRevert", "TransIn", "TransInRevert",
     "TransOutTry", "TransOutConfirm", "TransOutCancel",
     "TransInTry", "TransInConfirm", "TransInCancel",
-    "QueryPrepared", "Msg",
+    "QueryPrepared", "Msg", "Workflow",
 )
 ORIGIN = {"compensate": "action", "cancel": "try", "rollback": "action"}
 

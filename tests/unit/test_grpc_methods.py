@@ -21,3 +21,18 @@ def test_malformed_bytes_become_malformed_not_an_exception() -> None:
     bad = parse(b"\xff\xff\xff\xff\x0f\x01")
     assert isinstance(bad, Malformed) and "dtmgimp.DtmRequest" in bad.message
     assert parse(dtmgimp_pb2.DtmRequest(Gid="g").SerializeToString()).Gid == "g"
+
+
+def test_workflow_callback_service_matches_dtms() -> None:
+    """The server calls `host:port/workflow.Workflow/Execute` with a WorkflowData{Data}
+    (DTM's client/workflow/wfpb/wf.proto): names and field numbers must match."""
+    from dtmx.proto import wf_pb2
+
+    service = wf_pb2.DESCRIPTOR.services_by_name["Workflow"]
+    [execute] = service.methods
+    assert (service.full_name, execute.name) == ("workflow.Workflow", "Execute")
+    assert (execute.input_type.full_name, execute.output_type.full_name) == (
+        "workflow.WorkflowData", "google.protobuf.Empty")
+    [data] = wf_pb2.WorkflowData.DESCRIPTOR.fields
+    assert (data.name, data.number, data.type) == ("Data", 1, data.TYPE_BYTES)
+    assert wf_pb2.WorkflowData(Data=b"x").SerializeToString() == b"\n\x01x"

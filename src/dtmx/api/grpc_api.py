@@ -224,9 +224,10 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
         self, request: dtmgimp_pb2.DtmRequest, context: Context
     ) -> dtmgimp_pb2.DtmProgressesReply:
         async def run() -> dtmgimp_pb2.DtmProgressesReply:
-            trans, branches = await self._service.prepare_workflow(
-                trans_request_from_grpc(request)
-            )
+            req = check_trans(trans_request_from_grpc(request), Verb.PREPARE_WORKFLOW,
+                              self._limits)
+            _before_write(context)
+            trans, branches = await self._service.prepare_workflow(req)
             return progresses_reply(trans, branches)
 
         return await _guard(context, "PrepareWorkflow", request, run)

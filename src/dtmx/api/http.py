@@ -194,7 +194,11 @@ class HttpApi:
         await self.svc.register_branch(parse_registration(body))
 
     async def prepare_workflow(self, r: Request) -> Any:
-        trans, branches = await self.svc.prepare_workflow(parse_trans_body(await _body(r)))
+        req = self._trans(await _body(r), Verb.PREPARE_WORKFLOW)
+        trans, branches = await self.svc.prepare_workflow(req)
+        # DTM answers its full rows; its Go client reads them as protojson of
+        # DtmProgressesReply (unknown fields discarded): transaction.{gid, status,
+        # rollback_reason, result}, progresses[].{branch_id, op, status, bin_data (base64)}
         return {"transaction": trans_json(trans), "progresses": [branch_json(b) for b in branches]}
 
     async def query(self, r: Request) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from dtmx.core import msg, saga
+from dtmx.core import msg, saga, workflow
 from dtmx.core.models import Branch, Status, Transaction, TransType
 from dtmx.core.request import TransRequest
 from dtmx.core.timing import Timing, base_interval, first_due
@@ -35,6 +35,8 @@ class Act(Enum):
     PREPARE = "prepare"
     SUBMIT = "submit"
     ABORT = "abort"
+    #: store a workflow as prepared, or accept the stored one as it is (to be read back)
+    PREPARE_WORKFLOW = "prepareWorkflow"
 
 
 class Unread(Enum):
@@ -62,13 +64,15 @@ class Take:
     and read it back; if the compare fails, try `otherwise`, or read the row and decide again.
 
     `run`: claim it (fresh owner, default lease) and process it. `wait_result`: the client
-    waits for the outcome even if the stored options do not say so.
+    waits for the outcome even if the stored options do not say so. `result`: stored as
+    the transaction's result (a workflow's, base64).
     """
 
     expect: Status
     trans_type: TransType
     status: Status
     reason: str = ""
+    result: str = ""
     run: bool = True
     wait_result: bool = False
     otherwise: Create | None = None
@@ -120,7 +124,35 @@ def _prepare(req: TransRequest, stored: Stored) -> Admission:
     return Accept()
 
 
+def _prepare_workflow(req: TransRequest, stored: Stored) -> Admission:
+    # DTM answers a new and an existing workflow alike: whatever its status, the client
+    # reads it back (a finished one returns its result instead of running again)
+    if stored is UNREAD:
+        return Create(Status.PREPARED, run=False)
+    if stored is None:
+        return Reject(Failure("transaction vanished while preparing; retry"))
+    return _other_type(req, stored) or Accept()
+
+
+def _submit_workflow(req: TransRequest, stored: Stored) -> Admission:
+    # The client ran the workflow to its end: the submit only records the final status (a
+    # workflow never becomes `submitted`, and the server has nothing left to run).
+    out = workflow.parse_outcome(req.req_extra)
+    if stored is UNREAD:
+        return Take(Status.PREPARED, TransType.WORKFLOW, out.status, out.reason,
+                    run=False, result=out.result)
+    if stored is None:
+        return Reject(Failure(f"no prepared workflow with gid {req.gid}"))
+    if other := _other_type(req, stored):
+        return other
+    if stored.status is out.status:
+        return Accept()  # the same submit again (its answer was lost): already in effect
+    return Reject(Failure(f"current status '{stored.status}', cannot submit {out.status}"))
+
+
 def _submit(req: TransRequest, stored: Stored) -> Admission:
+    if req.trans_type is TransType.WORKFLOW:
+        return _submit_workflow(req, stored)
     take = Take(Status.PREPARED, req.trans_type, Status.SUBMITTED,
                 wait_result=req.options.wait_result)
     if stored is UNREAD:
@@ -166,6 +198,7 @@ _RULES: dict[Act, Callable[[TransRequest, Stored], Admission]] = {
     Act.PREPARE: _prepare,
     Act.SUBMIT: _submit,
     Act.ABORT: _abort,
+    Act.PREPARE_WORKFLOW: _prepare_workflow,
 }
 
 

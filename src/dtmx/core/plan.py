@@ -33,6 +33,16 @@ class QueryPrepared:
 
 
 @dataclass(slots=True, frozen=True)
+class Resume:
+    """Call a prepared workflow's callback (query_prepared) with branch_id 00, `op` = the
+    workflow's name and its input `data`, so its client replays it. Whatever the answer,
+    the status is left alone: the client's own submit finishes the workflow."""
+
+    op: str
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
 class Transition:
     """Change the global status (compare-and-set on the current one).
 
@@ -53,4 +63,4 @@ class Wait:
     until: float | None = None
 
 
-Plan = Call | QueryPrepared | Transition | Wait
+Plan = Call | QueryPrepared | Resume | Transition | Wait

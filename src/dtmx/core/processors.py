@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from dtmx.core import msg, saga, tcc
+from dtmx.core import msg, saga, tcc, workflow
 from dtmx.core.models import Branch, Op, Outcome, Status, Transaction, TransType
 from dtmx.core.plan import Plan, Wait
 from dtmx.core.timing import Timing
@@ -12,17 +12,12 @@ from dtmx.core.timing import Timing
 Planner = Callable[[Transaction, Sequence[Branch], float, Timing], Plan]
 
 
-def _idle(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
-    # workflow transactions are driven by their client, not by the server's processor
-    return Wait()
-
-
 PLANNERS: dict[TransType, Planner] = {
     TransType.SAGA: saga.plan,
     TransType.TCC: tcc.plan,
     TransType.XA: tcc.plan,
     TransType.MSG: msg.plan,
-    TransType.WORKFLOW: _idle,
+    TransType.WORKFLOW: workflow.plan,
 }
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from dtmx.core import msg, saga
+from dtmx.core import msg, saga, workflow
 from dtmx.core.limits import Limits
-from dtmx.core.models import Protocol, TransOptions, TransType
+from dtmx.core.models import Op, Protocol, Status, TransOptions, TransType
 from dtmx.errors import BadRequest
 
 MAX_GID = 128
@@ -60,6 +60,7 @@ class Verb(StrEnum):
     PREPARE = "prepare"
     SUBMIT = "submit"
     ABORT = "abort"
+    PREPARE_WORKFLOW = "prepareWorkflow"
 
 
 @dataclass(slots=True)
@@ -78,13 +79,16 @@ class TransRequest:
 
 @dataclass(slots=True, frozen=True)
 class Registration:
-    """A validated registerBranch: `urls` holds the per-type entries (confirm, cancel, url)."""
+    """A validated registerBranch: `urls` holds the per-type entries (confirm, cancel, url);
+    a workflow's records its step's `op` and `status` instead."""
 
     gid: str
     trans_type: TransType
     branch_id: str
     payload: bytes
     urls: dict[str, str]
+    op: Op = Op.ACTION
+    status: Status = Status.PREPARED
 
 
 def in_range(name: str, v: Any, label: str = "") -> int:
@@ -287,9 +291,9 @@ def options_from_numbers(
 def check_trans(req: TransRequest, verb: Verb, limits: Limits) -> TransRequest:
     """Refuse what would be accepted and then never progress; returns `req` unchanged."""
     t = req.trans_type
-    if t is TransType.WORKFLOW:
-        raise BadRequest(f"{verb} of a workflow: workflow mode is not implemented yet")
     _check_headers(req.options)
+    if verb is Verb.PREPARE_WORKFLOW or t is TransType.WORKFLOW:
+        return _check_workflow(req, verb)
     if verb is Verb.ABORT:
         return req
     if verb is Verb.PREPARE and t is TransType.SAGA:
@@ -314,6 +318,18 @@ def check_trans(req: TransRequest, verb: Verb, limits: Limits) -> TransRequest:
         saga.check_orders(custom, len(req.steps), limits.MaxOrderEdges)
     elif t is TransType.MSG:
         _check_msg_custom(req.custom_data)
+    return req
+
+
+def _check_workflow(req: TransRequest, verb: Verb) -> TransRequest:
+    if req.trans_type is not TransType.WORKFLOW:
+        raise BadRequest(f"prepareWorkflow is for trans_type workflow, not {req.trans_type}")
+    if verb in (Verb.PREPARE, Verb.PREPARE_WORKFLOW):
+        workflow.parse_custom(req.custom_data)
+    elif verb is Verb.SUBMIT:
+        workflow.parse_outcome(req.req_extra)
+    else:
+        raise BadRequest("a workflow cannot be aborted: its own code fails it (submit)")
     return req
 
 
@@ -363,10 +379,14 @@ def parse_registration(data: Mapping[str, Any]) -> Registration:
     branch_id = data.get("branch_id")
     if not isinstance(branch_id, str) or not branch_id or len(branch_id) > MAX_BRANCH_ID:
         raise BadRequest(f"branch_id is required (at most {MAX_BRANCH_ID} characters)")
-    if trans_type not in (TransType.TCC, TransType.XA):
+    if trans_type not in (TransType.TCC, TransType.XA, TransType.WORKFLOW):
         raise BadRequest(f"registerBranch for {trans_type} is not supported")
     raw = data.get("data", b"")
     payload = raw.encode() if isinstance(raw, str) else bytes(raw)
+    if trans_type is TransType.WORKFLOW:
+        op, status = workflow.parse_progress(str(data.get("op", "")),
+                                             str(data.get("status", "")))
+        return Registration(gid, trans_type, branch_id, payload, {}, op, status)
     urls = {k: v for k, v in data.items() if isinstance(v, str)}
     return Registration(gid, trans_type, branch_id, payload, urls)
 

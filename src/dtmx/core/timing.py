@@ -75,7 +75,11 @@ def lease_running_out(trans: Transaction, now: float, timing: Timing) -> bool:
 
 def first_due(trans: Transaction, now: float, timing: Timing) -> float:
     """When a transaction stored just now is next looked at by a poller: a prepared one
-    when it times out (nothing happens to it before), any other when its claim ends."""
+    when it times out (nothing happens to it before), a prepared workflow after one retry
+    interval (it never times out: DTM's cron resumes it through its callback every retry
+    interval), any other when its claim ends."""
+    if trans.status is Status.PREPARED and trans.trans_type is TransType.WORKFLOW:
+        return now + base_interval(trans, timing)
     if trans.status is Status.PREPARED:
         return now + timeout_of(trans, timing)
     return now + lease(trans, timing)

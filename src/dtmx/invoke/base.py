@@ -16,7 +16,8 @@ class BranchCall:
     gid: str
     trans_type: TransType
     branch_id: str
-    op: Op
+    #: an Op, or a workflow's name when its callback is called (DTM sends it as the op)
+    op: Op | str
     payload: bytes
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 3.0

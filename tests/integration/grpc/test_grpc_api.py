@@ -208,18 +208,26 @@ async def test_register_branch_map(stub: dtmgimp_pb2_grpc.DtmStub, svc: Recordin
     await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(
         Gid=gid, TransType="xa", BranchID="02", Op="action", Data={"url": "h:1/p.S/Xa"},
     ))
-    (_, tcc), (_, xa) = svc.calls
+    (_, tcc), (_, xa) = svc.calls[:2]
     assert tcc == Registration(gid, TransType.TCC, "01", b"\x00\xff",
                                {"confirm": "h:1/p.S/Confirm", "cancel": "h:1/p.S/Cancel",
                                 "gid": gid, "trans_type": "tcc", "branch_id": "01"})
     assert (xa.trans_type, xa.branch_id, xa.payload, xa.urls["url"], xa.urls["op"]) == (
         TransType.XA, "02", b"", "h:1/p.S/Xa", "action")
-    with pytest.raises(grpc.aio.AioRpcError) as ei:  # workflow mode is not implemented yet
+    # a workflow step: op and status from Data (as DTM's Go client sends them), or Op
+    await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(
+        Gid=gid, TransType="workflow", BranchID="03", Data={"status": "succeed", "op": "commit"},
+        BusiPayload=b"\x00r",
+    ))
+    wf = svc.calls[-1][1]
+    assert wf == Registration(gid, TransType.WORKFLOW, "03", b"\x00r", {}, Op.COMMIT,
+                              Status.SUCCEED)
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
         await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(
-            Gid=gid, TransType="workflow", BranchID="03", Op="action", Data={"status": "succeed"},
+            Gid=gid, TransType="workflow", BranchID="03", Op="action", Data={"status": "??"},
         ))
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not supported" in (ei.value.details() or "")
+    assert "status must be succeed or failed" in (ei.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as ei:
         await stub.RegisterBranch(dtmgimp_pb2.DtmBranchRequest(TransType="tcc", BranchID="01"))
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -235,7 +243,8 @@ async def test_topics(stub: dtmgimp_pb2_grpc.DtmStub, svc: RecordingService) -> 
 
 async def test_prepare_workflow_reply(stub: dtmgimp_pb2_grpc.DtmStub) -> None:
     gid = _gid()
-    reply = await stub.PrepareWorkflow(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="workflow"))
+    reply = await stub.PrepareWorkflow(dtmgimp_pb2.DtmRequest(
+        Gid=gid, TransType="workflow", CustomedData='{"name":"w","data":null}'))
     assert reply.Transaction.Gid == gid and reply.Transaction.Status == "prepared"
     [p] = reply.Progresses
     assert (p.BranchID, p.Op, p.Status, p.BinData) == ("01", "action", "succeed", b"\x01\x02")

@@ -430,6 +430,29 @@ async def test_add_branches(store: Store) -> None:
     assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in first + more]
 
 
+async def test_add_branches_keeps_a_workflow_steps_status_data_and_finish_time(
+        store: Store) -> None:
+    # a workflow records finished steps: the row's own status, bytes and finish_time stay
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.WORKFLOW), branches=[])
+    steps = [replace(br(g, "01", Op.ACTION, b"\x00ok", url=""), status=Status.SUCCEED,
+                     finish_time=T0 + 1),
+             replace(br(g, "02", Op.ACTION, b"no money", url=""), status=Status.FAILED,
+                     finish_time=T0 + 2),
+             replace(br(g, "01", Op.ROLLBACK, b"", url=""), status=Status.SUCCEED,
+                     finish_time=T0 + 3)]
+    for step in steps:
+        assert await store.add_branches(gid=g, now=step.finish_time or T0, branches=[step],
+                                        expect_status=Status.PREPARED)
+    with pytest.raises(DuplicateBranch):
+        await store.add_branches(gid=g, now=T0 + 4, branches=[replace(steps[0], data=b"2nd")],
+                                 expect_status=Status.PREPARED)
+    got = await store.get_branches(gid=g)
+    assert [(b.key, b.status, b.data, b.url) for b in got] == [
+        (b.key, b.status, b.data, "") for b in steps]
+    assert [b.finish_time for b in got] == [approx(b.finish_time) for b in steps]
+
+
 # ---- claim_due ----------------------------------------------------------------------------
 async def test_claim_due_claims_only_due_unfinished(store: Store) -> None:
     due = [

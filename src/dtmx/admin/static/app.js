@@ -305,7 +305,7 @@
         ["retries", retries], ["retry interval", t.next_cron_interval ? `${t.next_cron_interval}s` : ""],
         ["reason", t.rollback_reason || ""], ["result", t.result || ""],
         ["owner", t.owner || ""], ["custom data", t.custom_data || ""],
-        ["query prepared", t.query_prepared || ""],
+        [t.trans_type === "workflow" ? "callback" : "query prepared", t.query_prepared || ""],
       ])), actions);
       const items = timelineOrder(data.branches).map((b) => h("li", { class: `s-${b.status}`, "data-branch": `${b.branch_id}/${b.op}` },
         h("div", { class: "branch-head" }, h("span", { class: "op" }, `${b.branch_id} · ${b.op}`),
@@ -313,7 +313,8 @@
         h("div", { class: "muted" }, [
           `registered ${fmtTime(b.create_time)}`,
           b.update_time !== b.create_time ? ` · last result ${fmtTime(b.update_time)}` : "",
-          b.finish_time ? ` · succeeded ${fmtTime(b.finish_time)}` : "",
+          // a workflow's recorded step carries its end time whether it succeeded or failed
+          b.finish_time ? ` · ${b.status === "failed" ? "failed" : "succeeded"} ${fmtTime(b.finish_time)}` : "",
           b.rollback_time ? ` · failed ${fmtTime(b.rollback_time)}` : "",
           b.status === "prepared" ? " · no result yet: not called, or retried after an error" : "",
         ].join("")),
