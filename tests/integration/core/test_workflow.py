@@ -10,8 +10,10 @@ gRPC, whatever the callback answers, and never failed by TimeoutToFail.
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,7 @@ from dtmx.proto import dtmgimp_pb2, wf_pb2
 from tests.integration.core.conftest import post
 from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
+from tests.support.services import STORES, store_block
 from tests.support.util import eventually, free_port
 from tests.support.workflow import (
     DUPLICATE_CODES,
@@ -190,6 +193,24 @@ def test_a_crashed_workflow_is_finished_by_its_replaying_client(server: ServerPr
             ("01", "action"), ("02", "action")]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_two_servers_never_call_one_workflow_back_at_once(
+        store: str, busi: BusiServer, tmp_path: Any, cleanup: contextlib.ExitStack) -> None:
+    # both servers poll the same store every 0.05 s; each callback takes longer than the
+    # retry interval, so only the owner token and the lease keep the calls apart
+    block = store_block(store, f"dtmx_wf_{uuid.uuid4().hex[:8]}", str(tmp_path))
+    servers = [cleanup.enter_context(ServerProcess(store=block)) for _ in range(2)]
+    gid = f"wf2-{uuid.uuid4().hex}"
+    busi.state.set("Workflow", "SLEEP:0.3")
+    try:
+        HttpWorkflow(servers[0].url).prepare(gid, "wf", b"x", callback=f"{busi.url}/Workflow")
+        eventually(lambda: busi.state.count("Workflow", gid) >= 4, timeout=20)
+        assert ("Workflow", gid) not in busi.state.overlaps
+        assert HttpWorkflow(servers[1].url).submit(gid, "succeed").code == 200
+    finally:
+        busi.state.set("Workflow", "SUCCESS")
 
 
 @pytest.mark.parametrize("answer", ["FAILURE", "ONGOING", "ERROR"])
