@@ -78,7 +78,7 @@ class LocalFunction(Generic[F]):
     async def invoke(self, call: BranchCall) -> CallResult:
         """Run the function for one branch call and map its outcome as an HTTP branch's
         answer would be mapped (one rule for both)."""
-        b = LocalBranch(call.gid, call.trans_type.value, call.branch_id, call.op.value,
+        b = LocalBranch(call.gid, call.trans_type.value, call.branch_id, str(call.op),
                         call.payload, call.headers)
         err: BaseException | None = None
         try:
