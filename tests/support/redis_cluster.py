@@ -35,24 +35,58 @@ def _free_pair() -> int:
 
 
 class RedisCluster:
-    """`masters` redis-servers in cluster mode; `url` names the first (any one will do)."""
+    """`masters` redis-servers in cluster mode; `url` names the first (any one will do).
 
-    def __init__(self, masters: int = 3) -> None:
+    `password` sets requirepass (and masterauth) on every node; `tls` = (CA, certificate,
+    key) makes every node and the cluster bus speak TLS only.
+    """
+
+    def __init__(self, masters: int = 3, password: str = "",
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="dtmx-rcluster-"))
         self.ports: list[int] = []
         self.masters = masters
+        self.password = password
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"redis{'s' if self.tls else ''}://127.0.0.1:{self.ports[0]}/0"
+
+    def _server_args(self, port: int) -> list[str]:
+        args = ["--port", str(port)]
+        if self.tls:
+            ca, cert, key = self.tls
+            args = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+                    "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                    "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        return args
+
+    def _cli_args(self) -> list[str]:
+        args: list[str] = []
+        if self.tls:
+            args += ["--tls", "--cacert", str(self.tls[0])]
+        if self.password:
+            args += ["-a", self.password, "--no-auth-warning"]
+        return args
 
     def start(self) -> RedisCluster:
+        """Start the nodes and join them (everything started is stopped if this fails)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisCluster:
         for _ in range(self.masters):
             port = _free_pair()
             d = self.root / str(port)
             d.mkdir()
             subprocess.run(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                ["redis-server", *self._server_args(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--save", "", "--appendonly", "no", "--daemonize", "yes",
                  "--pidfile", str(d / "redis.pid"), "--dir", str(d),
@@ -63,7 +97,8 @@ class RedisCluster:
         for port in self.ports:
             self._wait(lambda p=port: self._cli(p, "ping") == "PONG")
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+            ["redis-cli", *self._cli_args(), "--cluster", "create",
+             *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=30,
         )
@@ -71,10 +106,9 @@ class RedisCluster:
             self._wait(lambda p=port: "cluster_state:ok" in self._cli(p, "cluster", "info"))
         return self
 
-    @staticmethod
-    def _cli(port: int, *args: str) -> str:
-        r = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                           text=True, timeout=10)
+    def _cli(self, port: int, *args: str) -> str:
+        r = subprocess.run(["redis-cli", *self._cli_args(), "-p", str(port), *args],
+                           capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
 
     @staticmethod

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from dtmx.core.models import Change, ScanFilter, Status, Transaction, TransType
+from dtmx.errors import StoreUnavailable
 from dtmx.net.resp_cluster import key_slot
 from dtmx.stores.redis_store import RedisStore
 from tests.support.redis_cluster import RedisCluster
+from tests.support.tls import _leaf as make_leaf
+from tests.support.tls import make_certs
 
 T0 = 1_700_000_000.0
 
@@ -80,3 +84,40 @@ async def test_ask_and_moved_while_a_slot_migrates(redis_cluster: RedisCluster,
     assert await store.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
                               expect_owner=None, change=Change(status=Status.SUCCEED))
     assert redis_cluster.master_of_key(gkey) == dst
+
+
+async def test_cluster_over_tls_with_an_acl_user(tmp_path: Path) -> None:
+    """rediss:// and AUTH user password on every node the slot map names."""
+    certs = make_certs(tmp_path / "certs")
+    # the cluster bus is mutual TLS: a node's certificate serves both ends
+    make_leaf(certs.ca.parent, "node", "subjectAltName=IP:127.0.0.1\n"
+              "extendedKeyUsage=serverAuth,clientAuth\n")
+    d = certs.ca.parent
+    (d / "node.key").chmod(0o644)
+    cluster = RedisCluster(3, password="admin-pw", tls=(certs.ca, d / "node.pem", d / "node.key"))
+    try:
+        cluster.start()
+        for port in cluster.ports:
+            assert cluster._cli(port, "acl", "setuser", "dtmx", "on", ">dtmx-pw", "~*", "&*",
+                                "+@all") == "OK"
+        url = f"rediss://dtmx:dtmx-pw@127.0.0.1:{cluster.ports[1]}/0"
+        s = RedisStore(url, prefix="{tls}", ca_file=str(certs.ca))
+        await s.open()
+        try:
+            assert s.cluster
+            gids = [f"tls-{i}" for i in range(60)]
+            assert all(await asyncio.gather(*(s.create(trans=_trans(g), branches=[])
+                                              for g in gids)))
+            owners = cluster.slot_owners()
+            assert {owners[key_slot(s.layout.tag(g))] for g in gids} == set(cluster.ports)
+            claimed = await s.claim_due(now=T0 + 10, lease=30, owner="o", limit=100)
+            assert sorted(t.gid for t in claimed) == sorted(gids)
+        finally:
+            await s.close()
+        wrong = RedisStore(f"rediss://dtmx:nope@127.0.0.1:{cluster.ports[0]}/0",
+                           prefix="{tls}", ca_file=str(certs.ca))
+        with pytest.raises(StoreUnavailable, match="refused the login"):
+            await wrong.open()
+        await wrong.close()
+    finally:
+        cluster.stop()
