@@ -185,9 +185,13 @@ def _abort(req: TransRequest, stored: Stored) -> Admission:
         return Reject(Failure(f"no transaction with gid {req.gid}"))
     if stored.trans_type is TransType.MSG and stored.status is Status.PREPARED:
         return Take(Status.PREPARED, TransType.MSG, Status.FAILED, reason, run=False)
-    if stored.trans_type not in REGISTERED or stored.status not in (
-        Status.PREPARED, Status.ABORTING
-    ):
+    if stored.trans_type in REGISTERED and stored.status is Status.ABORTING:
+        # Already rolling back (a repeated abort, or one that lost the race with the
+        # poller's timeout): its owner is cancelling, or the poller claims it when that
+        # owner's lease ends. Taking it again would run it twice at once (found by the
+        # simulation: two engines calling cancels, one after the transaction had failed).
+        return Accept()
+    if stored.trans_type not in REGISTERED or stored.status is not Status.PREPARED:
         return Reject(Failure(
             f"trans type: '{stored.trans_type}' current status '{stored.status}', "
             "cannot abort"))

@@ -162,3 +162,31 @@ async def test_take_never_misses_a_branch_whose_registration_succeeded(store: St
                                      change=change)
             assert taken is not None
         assert _keys(taken[1]) == ({("01", "cancel"), ("01", "confirm")} if added else set())
+
+
+async def test_an_abort_while_aborting_leaves_the_owners_run_alone(store: Store) -> None:
+    """A client's abort that loses the race with the poller's timeout (or repeats itself
+    after a lost answer) finds the TCC `aborting` with a live owner. It is accepted; it used
+    to take the row over and start a second run beside the owner's, both calling the
+    cancels (issue 14, found by the simulation: sim/)."""
+    clock = FakeClock()
+    invoker = HttpInvoker()
+    engine = Engine(store=store, invoker=invoker, clock=clock, timing=Timing())
+    gid = "abort-" + uuid.uuid4().hex
+    now = clock.now()
+    trans = Transaction(gid=gid, trans_type=TransType.TCC, status=Status.ABORTING,
+                        create_time=now, update_time=now, next_cron_time=now + 30,
+                        next_cron_interval=10.0, owner="the-poller-run")
+    branches = tcc.gen_registered(TransType.TCC, gid, "01", b"{}",
+                                  {"cancel": "http://127.0.0.1:9/c", "confirm": "http://b/f"},
+                                  now)
+    try:
+        assert await store.create(trans=trans, branches=branches)
+        await engine.abort(TransRequest(gid=gid, trans_type=TransType.TCC))
+        assert engine.runs_in_flight == 0
+        stored = await store.get(gid=gid)
+        assert stored is not None
+        assert (stored.status, stored.owner) == (Status.ABORTING, "the-poller-run")
+    finally:
+        await engine.close()
+        await invoker.close()
