@@ -21,7 +21,7 @@ bash scripts/bootstrap.sh || fail "scripts/bootstrap.sh"
 # Optional top-level trees that take part in lint and tests when present.
 lint_paths=(src tests)
 test_paths=(tests)
-for d in mall bench chaos examples; do
+for d in mall bench chaos examples sim; do
   if [[ -d $d ]]; then lint_paths+=("$d"); fi
 done
 if [[ -d mall/tests ]]; then test_paths+=(mall/tests); fi

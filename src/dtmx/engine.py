@@ -58,7 +58,10 @@ class Engine:
         observer: Observer | None = None,
         limits: Limits | None = None,
         local_functions: Container[str] = frozenset(),
+        owner_prefix: str | None = None,
     ) -> None:
+        """`owner_prefix` names this process in its owner tokens (default: host, pid and a
+        random tag); a simulation running several engines in one process names each."""
         self.store = store
         #: names of the local:// functions this process can call (dtmx.embedded's
         #: registry, read at each run); a transaction naming others is handed back
@@ -69,7 +72,8 @@ class Engine:
         self.timing = timing
         # metrics, alerts, logs, spans: told what happens, never able to change it
         self.observer = observer or Observer(clock=clock)
-        self._owner_prefix = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._owner_prefix = owner_prefix or (
+            f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}")
         self._owner_seq = itertools.count(1)
         self._background: set[asyncio.Task[Transaction]] = set()
         self._direct = 0

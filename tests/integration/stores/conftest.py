@@ -2,7 +2,8 @@
 
 sqlite: a file in tmp_path; mysql: database `dtmx_test_store`; postgres: database `postgres`,
 schema `dtmx_test_store` (both ours, emptied at fixture start); redis: a unique key prefix,
-deleted afterwards.
+deleted afterwards; memory: `sim.store.MemoryStore`, the simulation's store, held to the
+same contract so that what the simulation proves is about a faithful store.
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ async def _drop_redis_keys(url: str, prefix: str) -> None:
         await r.aclose()
 
 
-@pytest.fixture(params=["sqlite", "mysql", "postgres", "redis", "redis-cluster"])
+@pytest.fixture(params=["sqlite", "mysql", "postgres", "redis", "redis-cluster", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     kind: str = request.param
+    if kind == "memory":
+        from sim.store import MemoryStore
+
+        yield MemoryStore()
+        return
     if kind.startswith("redis"):
         from dtmx.stores.redis_store import RedisStore
 

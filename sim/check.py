@@ -1,0 +1,171 @@
+"""The invariants: checked as things happen (`legal`, `call_allowed`, the bank's at-most-once
+effects) and once everything is quiet (`final`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dtmx.core import saga
+from dtmx.core.models import Branch, Op, Status, TransType
+from dtmx.invoke.base import BranchCall
+from sim.net import MSG_BRANCH, Bank
+from sim.store import MemoryStore
+
+if TYPE_CHECKING:
+    from sim.config import TxSpec
+    from sim.world import Outcomes
+
+P, S, A, OK, F = (Status.PREPARED, Status.SUBMITTED, Status.ABORTING, Status.SUCCEED,
+                  Status.FAILED)
+#: The legal status changes, per transaction type.
+EDGES: dict[TransType, set[tuple[Status, Status]]] = {
+    TransType.SAGA: {(S, OK), (S, A), (A, F)},
+    TransType.TCC: {(P, S), (P, A), (S, OK), (A, F)},
+    TransType.MSG: {(P, S), (P, F), (S, OK)},
+}
+#: The status a call of each op needs committed before it is made.
+CALLED_IN = {Op.ACTION: S, Op.COMPENSATE: A, Op.CONFIRM: S, Op.CANCEL: A, Op.MSG: P}
+
+
+def legal(trans_type: TransType, before: Status, after: Status) -> bool:
+    """Whether `before -> after` is an edge of `trans_type`'s life (an unfinished status may
+    be written again: a repeated abort keeps `aborting`)."""
+    if before is after:
+        return not before.finished
+    return (before, after) in EDGES[trans_type]
+
+
+def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float) -> str:
+    """Why the engine must not make `call` now ('' if it may): only the owner of an
+    unexpired claim calls, in the status the op belongs to, and a saga compensates only
+    steps whose action may have run (every step before it succeeded)."""
+    got = store.peek(call.gid)
+    what = f"{call.op} {call.gid}/{call.branch_id} by {owner or '?'}"
+    if got is None:
+        return f"{what}: no such transaction"
+    trans, branches = got
+    if call.op is Op.MSG and trans.status is not P:
+        # Benign, and left as is: a poller's run claimed the prepared msg at its timeout
+        # and asks query_prepared, while the client's own submit or abort (a take, which
+        # by design compares status, not owner) moved it on; the answer's write is then
+        # refused. The query is read-only for a committed msg, and the barrier's rollback
+        # row it may insert is what the msg's failure means anyway.
+        return ""
+    if trans.owner != owner:
+        return f"{what}: the stored owner is {trans.owner} (two engines at once)"
+    if (trans.next_cron_time or 0.0) <= now:
+        return f"{what}: the claim ran out at {trans.next_cron_time} (now {now})"
+    if trans.status is not CALLED_IN[call.op]:
+        return f"{what}: called while {trans.status}"
+    if call.op is Op.COMPENSATE:
+        step = int(call.branch_id) - 1
+        actions = {b.branch_id: b.status for b in branches if b.op is Op.ACTION}
+        for p in saga_prereqs(trans.custom_data, trans.options.concurrent).get(step, ()):
+            if actions.get(f"{p + 1:02d}") is not OK:
+                return f"{what}: its prerequisite step {p + 1} had not succeeded"
+    return ""
+
+
+def saga_prereqs(custom_data: str, concurrent: bool, steps: int = 64
+                 ) -> dict[int, tuple[int, ...]]:
+    """step -> the steps whose success it waits for: the one before it in a sequential
+    saga, its `orders` in a concurrent one."""
+    custom = saga.parse_custom(custom_data)
+    if custom.concurrent or concurrent:
+        return dict(custom.orders)
+    return {i: (i - 1,) for i in range(1, steps)}
+
+
+def all_final(store: MemoryStore) -> bool:
+    for gid in store.gids():
+        got = store.peek(gid)
+        if got is not None and not got[0].status.finished:
+            return False
+    return True
+
+
+def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
+    """Everything acknowledged is stored and finished, and its effects are what its
+    final status says."""
+    v: list[str] = []
+    for gid in sorted(out.acked):
+        if store.peek(gid) is None:
+            v.append(f"{gid}: acknowledged, then lost")
+    eff = bank.effects
+    for gid in store.gids():
+        got = store.peek(gid)
+        assert got is not None
+        trans, branches = got
+        if not trans.status.finished:
+            v.append(f"{gid}: still {trans.status} after quiescence")
+            continue
+        spec = out.kinds.get(gid)
+        steps = sorted({b.branch_id for b in branches})
+        if trans.trans_type is TransType.SAGA:
+            v += _saga(gid, trans.status, steps, eff, bank, spec, trans.custom_data,
+                       trans.options.concurrent)
+        elif trans.trans_type is TransType.TCC:
+            v += _tcc(gid, trans.status, branches, out.registered.get(gid, []), eff)
+        else:
+            v += _msg(gid, trans.status, steps, eff, bank)
+    return v
+
+
+def _saga(gid: str, status: Status, steps: list[str], eff: dict[tuple[str, str, Op], float],
+          bank: Bank, spec: TxSpec | None, custom_data: str, concurrent: bool) -> list[str]:
+    v = []
+    failing = spec.failing if spec else ()
+    if status is OK:
+        if failing:
+            v.append(f"{gid}: succeeded though step {failing[0] + 1} fails for good")
+        for s in steps:
+            if (gid, s, Op.ACTION) not in eff:
+                v.append(f"{gid}: succeeded without the action of step {s}")
+            if (gid, s, Op.COMPENSATE) in eff:
+                v.append(f"{gid}: succeeded, yet step {s} was compensated")
+        return v
+    ran = [s for s in steps if (gid, s, Op.ACTION) in eff]
+    undone = [s for s in steps if (gid, s, Op.COMPENSATE) in eff]
+    if ran != undone:
+        v.append(f"{gid}: failed; actions applied {ran}, compensations applied {undone}")
+    # a step is compensated only after every step that ran after it (its dependents)
+    when = {k[1]: t for k, t in bank.effects.items() if k[0] == gid and k[2] is Op.COMPENSATE}
+    for step, pres in saga_prereqs(custom_data, concurrent, len(steps)).items():
+        for p in pres:
+            a, b = f"{step + 1:02d}", f"{p + 1:02d}"
+            if a in when and b in when and when[a] > when[b]:
+                v.append(f"{gid}: step {b} compensated before step {a}, which ran after it")
+    return v
+
+
+def _tcc(gid: str, status: Status, branches: list[Branch], registered: list[str],
+         eff: dict[tuple[str, str, Op], float]) -> list[str]:
+    v = []
+    ops = {(b.branch_id, b.op): b.status for b in branches}
+    for bid in registered:
+        done = Op.CONFIRM if status is OK else Op.CANCEL
+        if ops.get((bid, done)) is not OK:
+            v.append(f"{gid}: {status}, but registered branch {bid} was never {done}ed "
+                     f"({ops.get((bid, done))})")
+    for bid in sorted({b.branch_id for b in branches}):
+        tried = (gid, bid, Op.TRY) in eff
+        if status is OK and not ((gid, bid, Op.CONFIRM) in eff and tried):
+            v.append(f"{gid}: succeeded; branch {bid} try={tried}, confirm "
+                     f"{(gid, bid, Op.CONFIRM) in eff}")
+        if status is F and tried != ((gid, bid, Op.CANCEL) in eff):
+            v.append(f"{gid}: failed; branch {bid} try={tried}, cancel "
+                     f"{(gid, bid, Op.CANCEL) in eff}")
+        if status is F and (gid, bid, Op.CONFIRM) in eff:
+            v.append(f"{gid}: failed, yet branch {bid} was confirmed")
+    return v
+
+
+def _msg(gid: str, status: Status, steps: list[str], eff: dict[tuple[str, str, Op], float],
+         bank: Bank) -> list[str]:
+    committed = bank.barrier.get((gid, MSG_BRANCH, Op.MSG)) == "commit"
+    applied = [s for s in steps if (gid, s, Op.ACTION) in eff]
+    if status is OK and (not committed or applied != steps):
+        return [f"{gid}: succeeded; local commit {committed}, actions applied {applied}"]
+    if status is F and (committed or applied):
+        return [f"{gid}: failed; local commit {committed}, actions applied {applied}"]
+    return []

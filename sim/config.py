@@ -1,0 +1,128 @@
+"""What one simulated run is made of, drawn from its seed; shrinking edits this value.
+
+Everything random later in the run comes from `Config.net_seed` (the network, the store's
+faults, the bank's transient answers) or from each transaction's own seed (its client's
+choices), so removing one transaction or one crash leaves the rest of a schedule alike.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+
+from sim.net import Faults
+
+KINDS = ("saga", "tcc", "msg")
+
+
+@dataclass(slots=True)
+class TxSpec:
+    """One client and its transaction."""
+
+    kind: str
+    start: float
+    steps: int
+    seed: int
+    wait_result: bool = False
+    concurrent: bool = False
+    timeout_to_fail: int = 0
+    retry_limit: int = 0
+    #: 0-based steps (saga actions, TCC tries) that fail for good
+    failing: tuple[int, ...] = ()
+    #: the client dies at this point of its script (-1: never)
+    crash_at: int = -1
+    #: a concurrent saga's prerequisites (custom_data orders: step -> steps before it)
+    orders: dict[str, list[int]] = field(default_factory=dict)
+    #: the client sends its last verb once more after it was answered
+    repeat: bool = False
+
+
+@dataclass(slots=True)
+class Crash:
+    """Node `node` dies at `at` and a fresh one starts on the same store `down` later."""
+
+    at: float
+    node: int
+    down: float
+
+
+@dataclass(slots=True)
+class Config:
+    seed: int
+    nodes: int
+    net_seed: int
+    txs: list[TxSpec] = field(default_factory=list)
+    crashes: list[Crash] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+    #: (start, seconds) during which every store call fails
+    outages: list[tuple[float, float]] = field(default_factory=list)
+    #: each node's clock error (seconds, +-1 at most: well inside half a lease, the margin
+    #: the lease rules keep; a larger one lets two nodes hold one claim, by design)
+    skews: list[float] = field(default_factory=list)
+
+    @classmethod
+    def generate(cls, seed: int) -> Config:
+        """The run of `seed`: 1-3 nodes, 1-8 transactions, some faults, some crashes."""
+        r = random.Random(seed)
+        nodes = r.randint(1, 3)
+        txs = [_tx(r) for _ in range(r.randint(1, 8))]
+        crashes = [Crash(round(r.uniform(0, 50), 3), r.randrange(nodes),
+                         round(r.uniform(0.5, 15), 3))
+                   for _ in range(r.choice((0, 0, 1, 2, 4)))]
+        faults = Faults(
+            refuse=r.choice((0.0, 0.05)),
+            drop=r.choice((0.0, 0.05, 0.2)),
+            slow=r.choice((0.0, 0.05, 0.2)),
+            dup=r.choice((0.0, 0.1, 0.3)),
+            lose_reply=r.choice((0.0, 0.1, 0.3)),
+            transient=r.choice((0.0, 0.1, 0.3)),
+            store=r.choice((0.0, 0.0, 0.02, 0.1)),
+        )
+        outages = [(round(r.uniform(0, 50), 3), round(r.uniform(0.2, 8), 3))
+                   for _ in range(r.choice((0, 0, 0, 1, 2)))]
+        skews = [round(r.uniform(-1, 1), 3) if r.random() < 0.3 else 0.0 for _ in range(nodes)]
+        return cls(seed, nodes, r.getrandbits(32), txs, crashes, faults, outages, skews)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        d = json.loads(text)
+        return cls(
+            seed=d["seed"], nodes=d["nodes"], net_seed=d["net_seed"],
+            txs=[TxSpec(**{**t, "failing": tuple(t["failing"])}) for t in d["txs"]],
+            crashes=[Crash(**c) for c in d["crashes"]],
+            faults=Faults(**d["faults"]),
+            outages=[(a, b) for a, b in d["outages"]],
+            skews=d.get("skews", []),
+        )
+
+
+def _tx(r: random.Random) -> TxSpec:
+    kind = r.choice(KINDS)
+    steps = r.randint(1, 4)
+    failing = tuple(i for i in range(steps) if r.random() < 0.12) if kind != "msg" else ()
+    concurrent = kind != "tcc" and r.random() < 0.3
+    orders: dict[str, list[int]] = {}
+    if kind == "saga" and concurrent and r.random() < 0.6:
+        for s in range(1, steps):
+            pres = [p for p in range(s) if r.random() < 0.5]
+            if pres:
+                orders[str(s)] = pres
+    return TxSpec(
+        kind=kind,
+        start=round(r.uniform(0, 30), 3),
+        steps=steps,
+        seed=r.getrandbits(32),
+        wait_result=kind == "saga" and r.random() < 0.3,
+        concurrent=concurrent,
+        # short timeouts, so that registrations and msg commits race with them
+        timeout_to_fail=r.choice((0, 2, 3, 5, 8)) if kind != "saga" else r.choice((0, 0, 4)),
+        retry_limit=r.choice((0, 0, 2)) if kind == "saga" else 0,
+        failing=failing,
+        crash_at=r.choice((-1, -1, -1, r.randint(0, steps + 1))),
+        orders=orders,
+        repeat=r.random() < 0.15,
+    )
