@@ -21,10 +21,15 @@ P, S, A, OK, F = (Status.PREPARED, Status.SUBMITTED, Status.ABORTING, Status.SUC
 EDGES: dict[TransType, set[tuple[Status, Status]]] = {
     TransType.SAGA: {(S, OK), (S, A), (A, F)},
     TransType.TCC: {(P, S), (P, A), (S, OK), (A, F)},
+    TransType.XA: {(P, S), (P, A), (S, OK), (A, F)},
     TransType.MSG: {(P, S), (P, F), (S, OK)},
 }
 #: The status a call of each op needs committed before it is made.
-CALLED_IN = {Op.ACTION: S, Op.COMPENSATE: A, Op.CONFIRM: S, Op.CANCEL: A, Op.MSG: P}
+CALLED_IN = {Op.ACTION: S, Op.COMPENSATE: A, Op.CONFIRM: S, Op.CANCEL: A, Op.MSG: P,
+             Op.COMMIT: S, Op.ROLLBACK: A}
+#: A registered transaction's (first phase, forward, backward) ops.
+PHASES = {TransType.TCC: (Op.TRY, Op.CONFIRM, Op.CANCEL),
+          TransType.XA: (Op.ACTION, Op.COMMIT, Op.ROLLBACK)}
 
 
 def legal(trans_type: TransType, before: Status, after: Status) -> bool:
@@ -104,8 +109,9 @@ def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
         if trans.trans_type is TransType.SAGA:
             v += _saga(gid, trans.status, steps, eff, bank, spec, trans.custom_data,
                        trans.options.concurrent)
-        elif trans.trans_type is TransType.TCC:
-            v += _tcc(gid, trans.status, branches, out.registered.get(gid, []), eff)
+        elif trans.trans_type in PHASES:
+            v += _registered(gid, trans.trans_type, trans.status, branches,
+                             out.registered.get(gid, []), eff)
         else:
             v += _msg(gid, trans.status, steps, eff, bank)
     return v
@@ -138,25 +144,27 @@ def _saga(gid: str, status: Status, steps: list[str], eff: dict[tuple[str, str, 
     return v
 
 
-def _tcc(gid: str, status: Status, branches: list[Branch], registered: list[str],
-         eff: dict[tuple[str, str, Op], float]) -> list[str]:
+def _registered(gid: str, trans_type: TransType, status: Status, branches: list[Branch],
+                registered: list[str], eff: dict[tuple[str, str, Op], float]) -> list[str]:
+    """TCC and XA: every branch answered 200 ends confirmed or cancelled (committed or
+    rolled back); the forward op ran where its first phase did, the backward one undid
+    exactly the first phases that ran."""
     v = []
+    first, forward, backward = PHASES[trans_type]
     ops = {(b.branch_id, b.op): b.status for b in branches}
     for bid in registered:
-        done = Op.CONFIRM if status is OK else Op.CANCEL
+        done = forward if status is OK else backward
         if ops.get((bid, done)) is not OK:
-            v.append(f"{gid}: {status}, but registered branch {bid} was never {done}ed "
+            v.append(f"{gid}: {status}, but registered branch {bid} never got its {done} "
                      f"({ops.get((bid, done))})")
     for bid in sorted({b.branch_id for b in branches}):
-        tried = (gid, bid, Op.TRY) in eff
-        if status is OK and not ((gid, bid, Op.CONFIRM) in eff and tried):
-            v.append(f"{gid}: succeeded; branch {bid} try={tried}, confirm "
-                     f"{(gid, bid, Op.CONFIRM) in eff}")
-        if status is F and tried != ((gid, bid, Op.CANCEL) in eff):
-            v.append(f"{gid}: failed; branch {bid} try={tried}, cancel "
-                     f"{(gid, bid, Op.CANCEL) in eff}")
-        if status is F and (gid, bid, Op.CONFIRM) in eff:
-            v.append(f"{gid}: failed, yet branch {bid} was confirmed")
+        tried = (gid, bid, first) in eff
+        fwd, back = (gid, bid, forward) in eff, (gid, bid, backward) in eff
+        if status is OK and not (fwd and tried):
+            v.append(f"{gid}: succeeded; branch {bid} {first}={tried}, {forward}={fwd}")
+        if status is F and (tried != back or fwd):
+            v.append(f"{gid}: failed; branch {bid} {first}={tried}, {backward}={back}, "
+                     f"{forward}={fwd}")
     return v
 
 

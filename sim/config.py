@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from sim.net import Faults
 
-KINDS = ("saga", "tcc", "msg")
+KINDS = ("saga", "tcc", "msg", "xa")
 
 
 @dataclass(slots=True)
@@ -104,7 +104,7 @@ def _tx(r: random.Random) -> TxSpec:
     kind = r.choice(KINDS)
     steps = r.randint(1, 4)
     failing = tuple(i for i in range(steps) if r.random() < 0.12) if kind != "msg" else ()
-    concurrent = kind != "tcc" and r.random() < 0.3
+    concurrent = kind in ("saga", "msg") and r.random() < 0.3
     orders: dict[str, list[int]] = {}
     if kind == "saga" and concurrent and r.random() < 0.6:
         for s in range(1, steps):

@@ -29,7 +29,8 @@ current_owner: contextvars.ContextVar[str] = contextvars.ContextVar("sim_owner",
 
 QUERY_URL = "sim://bank/query"
 #: An op's origin: a compensation or cancel is null unless its origin ran.
-ORIGIN = {Op.COMPENSATE: Op.ACTION, Op.CANCEL: Op.TRY}
+#: (An XA branch's first phase, its local prepare, is recorded as its ACTION.)
+ORIGIN = {Op.COMPENSATE: Op.ACTION, Op.CANCEL: Op.TRY, Op.ROLLBACK: Op.ACTION}
 MSG_BRANCH = "00"
 
 

@@ -265,8 +265,8 @@ class World:
         try:
             if spec.kind == "saga":
                 await self._saga(gid, spec, random.Random(spec.seed))
-            elif spec.kind == "tcc":
-                await self._tcc(gid, spec, random.Random(spec.seed))
+            elif spec.kind in ("tcc", "xa"):
+                await self._registered(gid, spec, random.Random(spec.seed))
             else:
                 await self._msg(gid, spec, random.Random(spec.seed))
         finally:
@@ -315,7 +315,13 @@ class World:
         if await self._until_ok(rng, gid, spec, Verb.SUBMIT):
             self.out.acked.add(gid)
 
-    async def _tcc(self, gid: str, spec: TxSpec, rng: random.Random) -> None:
+    async def _registered(self, gid: str, spec: TxSpec, rng: random.Random) -> None:
+        """TCC: register, then try; XA: register, then the branch's local prepare (its
+        ACTION here); submit if every first phase succeeded, else abort."""
+        tt = TransType(spec.kind)
+        urls = ({"cancel": URL + "cancel", "confirm": URL + "confirm"} if tt is TransType.TCC
+                else {"url": URL + "xa"})
+        first = Op.TRY if tt is TransType.TCC else Op.ACTION
         for i in spec.failing:
             self.bank.failing.add((gid, f"{i + 1:02d}"))
         if not await self._until_ok(rng, gid, spec, Verb.PREPARE):
@@ -329,15 +335,14 @@ class World:
                 return
             bid = f"{i + 1:02d}"
             res = await self.api(rng, lambda e, bid=bid: e.register_branch(  # type: ignore[misc]
-                gid=gid, trans_type=TransType.TCC, branch_id=bid, data=b"{}",
-                urls={"cancel": URL + "cancel", "confirm": URL + "confirm"}))
+                gid=gid, trans_type=tt, branch_id=bid, data=b"{}", urls=urls))
             self.trace.append(f"{self.t()} client {gid} register {bid} {res}")
             if res != "ok":
                 ok = False
                 break
             registered.append(bid)
-            tried = await self.net.call(BranchCall(URL + "try", gid, TransType.TCC, bid,
-                                                   Op.TRY, b"{}", timeout=2.0))
+            tried = await self.net.call(BranchCall(URL + "try", gid, tt, bid, first, b"{}",
+                                                   timeout=2.0))
             self.trace.append(f"{self.t()} client {gid} try {bid} {tried.outcome}")
             if tried.outcome is not Outcome.SUCCESS:
                 ok = False
