@@ -117,12 +117,12 @@ class Functions(Mapping[str, LocalFn]):
     def local(self, name: str | None = None, *, db: ConnSource | None = None,
               table: str = DEFAULT_TABLE) -> Callable[[F], LocalFunction[F]]:
         """Decorator: register an async function as `local://<name>` (default: its
-        module-qualified name). With `db`, the function is `f(branch, conn)` and runs in
+        module and name: `pkg.mod.fn`). With `db`, the function is `f(branch, conn)` and runs in
         the barrier on a connection from `db` (idempotent, safe against null
         compensation and hanging requests)."""
 
         def register(fn: F) -> LocalFunction[F]:
-            return self.add(fn, name or f"{fn.__module__}.{fn.__qualname__}", db=db,
+            return self.add(fn, name or f"{fn.__module__}.{fn.__name__}", db=db,
                             table=table)
 
         return register
