@@ -20,7 +20,7 @@ from collections.abc import Container, Coroutine
 from typing import Any
 
 from dtmx.clock import Clock
-from dtmx.core import admission, msg, tcc, workflow
+from dtmx.core import admission, local, msg, tcc, workflow
 from dtmx.core.admission import (
     UNREAD,
     Accept,
@@ -294,17 +294,47 @@ class Engine:
 
     async def _hand_back(self, trans: Transaction, owner: str, missing: list[str]) -> None:
         """Give a transaction whose local functions live in another process back to the
-        store, due again later, without calling anything (see dtmx.core.local)."""
+        store without calling anything: owner cleared, due a retry interval later, and a
+        waiting row for the processes that have them (see dtmx.core.local)."""
         now = self.clock.now()
         due = hand_back_at(trans, now, self.timing)
         log.debug("%s needs local functions %s that this process lacks; handed back",
                   trans.gid, ", ".join(missing))
         try:
             if await self.store.update(gid=trans.gid, now=now, expect_status=trans.status,
-                                       expect_owner=owner, change=Change(next_cron_time=due)):
-                trans.next_cron_time = due
+                                       expect_owner=owner,
+                                       change=Change(next_cron_time=due, owner="")):
+                trans.next_cron_time, trans.owner = due, ""
+                await self.store.kv_create(cat=local.WAITING, key=trans.gid,
+                                           value=local.waiting_value(missing), now=now)
         except Exception as e:  # the claim's lease runs out on its own
             log.info("could not hand %s back: %s", trans.gid, e)
+
+    async def adopt_waiting(self, *, limit: int) -> list[Transaction]:
+        """Claim transactions other processes handed back that this one can run (one page
+        of waiting rows); each is then `resume`d. A row whose transaction finished or is
+        gone is deleted; one claimed by someone since stays until that run ends."""
+        rows, _ = await self.store.kv_scan(cat=local.WAITING, position="", limit=limit)
+        adopted: list[Transaction] = []
+        for row in rows:
+            if not local.can_adopt(row.v, self.local_functions):
+                continue
+            trans = await self.store.get(gid=row.k)
+            if trans is None or trans.status.finished:
+                await self.store.kv_delete(cat=local.WAITING, key=row.k)
+                continue
+            if trans.owner:  # claimed since it was handed back: that claim decides
+                continue
+            now = self.clock.now()
+            owner = self.new_owner()
+            until = claim_until(now, self.timing)
+            if await self.store.update(gid=trans.gid, now=now, expect_status=trans.status,
+                                       expect_owner="",
+                                       change=Change(owner=owner, next_cron_time=until)):
+                await self.store.kv_delete(cat=local.WAITING, key=row.k)
+                trans.owner, trans.next_cron_time = owner, until
+                adopted.append(trans)
+        return adopted
 
     async def close(self) -> None:
         """Stop the background runs; their leases lapse and a poller resumes them later."""

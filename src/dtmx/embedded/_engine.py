@@ -85,6 +85,8 @@ class Embedded:
         self._poller: Poller | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
+        self._adopt_task: asyncio.Task[None] | None = None
+        self._adopted: set[asyncio.Task[object]] = set()
 
     @property
     def engine(self) -> Engine:
@@ -120,10 +122,25 @@ class Embedded:
         self._poller = Poller(engine, interval=self.poll_interval, finished_ttl=float(ttl),
                               expire_every=expire_every(ttl, self.poll_interval))
         self._poll_task = asyncio.create_task(self._poller.run())
+        self._adopt_task = asyncio.create_task(self._adopt())
         self._heartbeat = Heartbeat(store, self.clock, interval=self.heartbeat_interval,
                                     http_port=0, grpc_port=0,
                                     in_flight=lambda: engine.runs_in_flight)
         self._heartbeat.start()
+
+    async def _adopt(self) -> None:
+        """Every poll interval, claim what other processes handed back for want of our
+        functions (dtmx.core.local) and run it, as the poller runs what it claims."""
+        engine = self.engine
+        while True:
+            try:
+                for trans in await engine.adopt_waiting(limit=16):
+                    task: asyncio.Task[object] = asyncio.create_task(engine.resume(trans))
+                    self._adopted.add(task)
+                    task.add_done_callback(self._adopted.discard)
+            except Exception as e:  # a store outage: the poller reports it; try again later
+                log.debug("adopting handed-back transactions failed: %s", e)
+            await self.clock.sleep(self.poll_interval)
 
     async def stop(self) -> None:
         """Stop polling and the runs in flight (they hand their claims back, due now, for
@@ -132,6 +149,13 @@ class Embedded:
             await self._heartbeat.stop()
         if self._poller is not None:
             await self._poller.stop()
+        for t in [self._adopt_task, *self._adopted]:
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*self._adopted, return_exceptions=True)
+        if self._adopt_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adopt_task
         if self._poll_task is not None:
             self._poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -144,7 +168,7 @@ class Embedded:
         if self.store is not None:
             await self.store.close()
         self._engine = self._client = self._poller = self._poll_task = None
-        self._heartbeat, self.store = None, None
+        self._heartbeat, self.store, self._adopt_task = None, None, None
 
     async def __aenter__(self) -> Embedded:
         try:
