@@ -19,6 +19,7 @@ the next command asks the cluster again (a failover moved the slots to a replica
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -51,13 +52,26 @@ def crc16(data: bytes) -> int:
 
 def key_slot(key: str | bytes) -> int:
     """The hash slot of `key`: only the part inside the first non-empty `{...}` counts."""
-    k = key.encode() if isinstance(key, str) else key
-    start = k.find(b"{")
+    if isinstance(key, str):
+        start = key.find("{")
+        if start >= 0:
+            end = key.find("}", start + 1)
+            if end > start + 1:
+                return _tag_slot(key[start + 1:end])
+        return crc16(key.encode()) % SLOTS
+    start = key.find(b"{")
     if start >= 0:
-        end = k.find(b"}", start + 1)
+        end = key.find(b"}", start + 1)
         if end > start + 1:
-            k = k[start + 1:end]
-    return crc16(k) % SLOTS
+            return crc16(key[start + 1:end]) % SLOTS
+    return crc16(key) % SLOTS
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_slot(tag: str) -> int:
+    # the store's keys carry one of a few partition tags: hash each once (CRC16 in Python
+    # costs microseconds per key, on every command)
+    return crc16(tag.encode()) % SLOTS
 
 
 def _redirect(e: ReplyError) -> tuple[str, int, str] | None:
