@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -200,7 +201,9 @@ def main() -> None:
         return
     for store in a.stores.split(","):
         out: dict[str, Any] = {"scenario": "embedded-saga2", "store": store,
-                               "clients": a.clients, "seconds": a.seconds}
+                               "clients": a.clients, "seconds": a.seconds,
+                               "loadavg_start": os.getloadavg()[0],
+                               "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         for who in ("dtmx", "dbos"):
             reset(store)
             with tempfile.TemporaryDirectory(prefix="bench-embed-") as wd:
@@ -212,6 +215,7 @@ def main() -> None:
             if r.returncode != 0:
                 raise SystemExit(f"{who} on {store} failed:\n{r.stderr[-3000:]}")
             out[who] = json.loads(r.stdout.strip().splitlines()[-1])
+        out["loadavg_end"] = os.getloadavg()[0]
         out["tps_ratio"] = out["dtmx"]["tps"] / out["dbos"]["tps"]
         out["cpu_ratio"] = out["dtmx"]["cpu_ms_per_tx"] / out["dbos"]["cpu_ms_per_tx"]
         (HERE / "results" / f"embedded-{store}.json").write_text(json.dumps(out, indent=1))
