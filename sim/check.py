@@ -60,7 +60,7 @@ def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float) -
         return f"{what}: the stored owner is {trans.owner} (two engines at once)"
     if (trans.next_cron_time or 0.0) <= now:
         return f"{what}: the claim ran out at {trans.next_cron_time} (now {now})"
-    if trans.status is not CALLED_IN[call.op]:
+    if trans.status is not CALLED_IN[Op(call.op)]:
         return f"{what}: called while {trans.status}"
     if call.op is Op.COMPENSATE:
         step = int(call.branch_id) - 1

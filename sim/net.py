@@ -70,10 +70,11 @@ class Bank:
 
     def handle(self, call: BranchCall) -> Outcome:
         """One delivery of `call` to its service: apply it (at most once) and answer."""
-        if call.op is Op.MSG:
+        op = Op(call.op)  # the simulation runs no workflows: every op is one of DTM's
+        if op is Op.MSG:
             return self._query_prepared(call.gid)
-        key = (call.gid, call.branch_id, call.op)
-        second_phase = call.op not in (Op.ACTION, Op.TRY)
+        key = (call.gid, call.branch_id, op)
+        second_phase = op not in (Op.ACTION, Op.TRY)
         rng = self.rng(call.gid)
         if rng.random() < self.faults.transient:
             # before anything happened: ERROR, ONGOING, or (second phase only) FAILURE,
@@ -82,7 +83,7 @@ class Bank:
             if second_phase:
                 choices.append(Outcome.FAILURE)
             return rng.choice(choices)
-        origin = ORIGIN.get(call.op)
+        origin = ORIGIN.get(op)
         null = False
         if origin is not None:
             okey = (call.gid, call.branch_id, origin)
