@@ -22,7 +22,7 @@ from dtmx.core.models import (
     TransOptions,
     TransType,
 )
-from dtmx.errors import DuplicateBranch, StoreUnavailable
+from dtmx.errors import ConfigError, DuplicateBranch, StoreUnavailable
 from dtmx.stores.base import Store
 from dtmx.stores.redis_store import RedisStore
 from tests.support.util import free_port
@@ -403,3 +403,12 @@ async def test_partitions_held_by_one_server_until_it_closes(prefix: str,
         assert [g.gid for g in got] == [t.gid]
     finally:
         await other.close()
+
+
+async def test_partition_count_is_fixed_at_creation(prefix: str, store: RedisStore) -> None:
+    other = RedisStore(URL, prefix=prefix, partitions=32)
+    with pytest.raises(ConfigError, match=r"created with 64 partitions.*says 32"):
+        await other.open()
+    await other.close()
+    with pytest.raises(ConfigError, match="power of two"):
+        RedisStore(URL, prefix=prefix, partitions=48)
