@@ -206,6 +206,20 @@ host all all ::1/128 trust' "$hba"
 '$PG_USER' without a working password: set DTMX_TEST_PG_USER/PASSWORD, or run with \
 DTMX_TEST_CONFIGURE_SERVICES=1 to trust 127.0.0.1 in the local cluster"
   fi
+  # The XA tests prepare transactions (PREPARE TRANSACTION), which PostgreSQL refuses while
+  # max_prepared_transactions is 0, its default. The setting needs a restart: set it once with
+  # ALTER SYSTEM (postgresql.auto.conf) and restart the local cluster; a later run sees it set.
+  if [[ $(pg_q 'SHOW max_prepared_transactions') == 0 ]]; then
+    if is_local "$PG_HOST"; then
+      read -r ver name <<<"$(pg_cluster)"
+      pg_q 'ALTER SYSTEM SET max_prepared_transactions = 50'
+      "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart
+      wait_for "$WAIT_SECONDS" pg_q 'SELECT 1' || die "PostgreSQL did not come back after restart"
+      note="$note, max_prepared_transactions set to 50 and restarted"
+    else
+      log "postgresql: max_prepared_transactions is 0 on $PG_HOST: the XA tests on PostgreSQL will skip"
+    fi
+  fi
   log "postgresql: ok  $PG_HOST:$PG_PORT ($note)"
 }
 

@@ -25,6 +25,8 @@ from dtmx.client._msg import Msg
 from dtmx.client._saga import Saga
 from dtmx.client._state import BranchState, TransactionState
 from dtmx.client._tcc import Tcc, tcc_global_transaction
+from dtmx.client._xa import Xa, xa_global_transaction
+from dtmx.client._xa_local import XaBranchInfo, xa_local_transaction
 from dtmx.client.barrier import BranchBarrier
 
 __all__ = [
@@ -48,6 +50,10 @@ __all__ = [
     "TransType",
     "TransactionFailed",
     "TransactionState",
+    "Xa",
+    "XaBranchInfo",
     "result_for",
     "tcc_global_transaction",
+    "xa_global_transaction",
+    "xa_local_transaction",
 ]

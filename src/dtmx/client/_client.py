@@ -15,6 +15,7 @@ from dtmx.client._saga import Saga
 from dtmx.client._state import TransactionState
 from dtmx.client._tcc import Tcc
 from dtmx.client._transport import LocalBranches, Transport
+from dtmx.client._xa import Xa
 
 if TYPE_CHECKING:
     from dtmx.client._base import TransBase
@@ -87,6 +88,10 @@ class DtmClient:
         """A new `Tcc` with this gid; use it as ``async with client.tcc(gid) as tcc:``."""
         return Tcc(self, gid)
 
+    def xa(self, gid: str) -> Xa:
+        """A new `Xa` with this gid; use it as ``async with client.xa(gid) as xa:``."""
+        return Xa(self, gid)
+
     def msg(self, gid: str) -> Msg:
         """A new `Msg` with this gid."""
         return Msg(self, gid)
@@ -108,10 +113,12 @@ class DtmClient:
         op: Op,
         data: str | bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> BranchResponse:
         """Call a branch the way the server would: DTM query parameters (HTTP) or dtm-*
         metadata (gRPC), plus the transaction's branch headers.
 
+        `params` are extra query parameters (an XA branch's `phase2_url`), HTTP only.
         The response is returned as it is; call `raise_for_result()` to map it. A gRPC
         branch's status is mapped already: it raises `Failure` / `Ongoing` / `DtmError`.
         """
@@ -126,14 +133,15 @@ class DtmClient:
             return await self._grpc_branch_caller().call(
                 url, trans, branch_id=branch_id, op=op, data=data, headers=hdrs
             )
-        params = {
+        query = {
             "dtm": self.dtm_address,
             "gid": trans.gid,
             "trans_type": trans.trans_type.value,
             "branch_id": branch_id,
             "op": op.value,
+            **(params or {}),
         }
-        return await self.http.request(method, url, params=params, data=data, headers=hdrs)
+        return await self.http.request(method, url, params=query, data=data, headers=hdrs)
 
     def _grpc_branch_caller(self) -> GrpcBranchCaller:
         if self._grpc_branches is None:

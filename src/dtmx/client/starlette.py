@@ -7,6 +7,10 @@
         ...                                  # raise Failure to roll back
 
 Or install handlers once with `install(app)` and raise `Failure` / `Ongoing` anywhere.
+
+An XA branch (both of its phases, at one URL) is one line:
+
+    app.add_route("/TransOutXa", xa_endpoint(client, pool.acquire, trans_out), ["POST"])
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 from dtmx.client._branch import BranchInfo, result_for
 from dtmx.client._errors import Failure, Ongoing
+from dtmx.client._xa_local import Connect, XaBusiness, serve_xa
+from dtmx.client.barrier._sql import DEFAULT_TABLE
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
+
+    from dtmx.client._client import DtmClient
 
 P = ParamSpec("P")
 
@@ -65,3 +73,23 @@ def install(app: Starlette) -> None:
     """Answer `Failure` and `Ongoing` raised by any endpoint of `app` with 409 / 425."""
     app.add_exception_handler(Failure, _handler)
     app.add_exception_handler(Ongoing, _handler)
+
+
+def xa_endpoint(
+    client: DtmClient, connect: Connect, busi: XaBusiness, *, table: str = DEFAULT_TABLE
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint serving one XA branch: op "action" runs `await busi(conn, payload)` in
+    an XA transaction on a connection from `connect()` and prepares it; "commit" and
+    "rollback" finish it (see `dtmx.client.xa_local_transaction`); `table` is the barrier
+    table. Answers 200/409/425/500
+    as `result_for` does, and 400 to a call that is not an XA branch call.
+    """
+    from starlette.responses import JSONResponse
+
+    async def endpoint(request: Request) -> Response:
+        status, body = await serve_xa(
+            client, request.query_params, await request.body(), connect, busi, table=table
+        )
+        return JSONResponse(body, status_code=status)
+
+    return endpoint

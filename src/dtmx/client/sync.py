@@ -24,7 +24,7 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from dtmx.client._client import DtmClient
@@ -32,8 +32,21 @@ from dtmx.client._msg import Msg
 from dtmx.client._saga import Saga
 from dtmx.client._tcc import Tcc
 from dtmx.client._tcc import tcc_global_transaction as _async_tcc_global_transaction
+from dtmx.client._xa import Xa
+from dtmx.client._xa import xa_global_transaction as _async_xa_global_transaction
+from dtmx.client._xa_local import xa_local_transaction_sync
+from dtmx.client.barrier._sql import DEFAULT_TABLE
 
-__all__ = ["SyncDtmClient", "SyncMsg", "SyncSaga", "SyncTcc", "tcc_global_transaction"]
+__all__ = [
+    "SyncDtmClient",
+    "SyncMsg",
+    "SyncSaga",
+    "SyncTcc",
+    "SyncXa",
+    "tcc_global_transaction",
+    "xa_global_transaction",
+    "xa_local_transaction",
+]
 
 
 class _LoopThread:
@@ -172,6 +185,7 @@ def _sync_class(cls: type, doc: str) -> type[_SyncProxy]:
 SyncSaga = _sync_class(Saga, "Blocking twin of `dtmx.client.Saga`.")
 SyncTcc = _sync_class(Tcc, "Blocking twin of `dtmx.client.Tcc` (use it with `with`).")
 SyncMsg = _sync_class(Msg, "Blocking twin of `dtmx.client.Msg`.")
+SyncXa = _sync_class(Xa, "Blocking twin of `dtmx.client.Xa` (use it with `with`).")
 SyncDtmClient = _sync_class(
     DtmClient, "Blocking twin of `dtmx.client.DtmClient`; `close()` releases connections."
 )
@@ -179,3 +193,25 @@ SyncDtmClient.close = _method("aclose")  # type: ignore[attr-defined]
 
 #: Blocking twin of `dtmx.client.tcc_global_transaction`; `fn` gets a `SyncTcc`.
 tcc_global_transaction = _blocking(_async_tcc_global_transaction)
+
+#: Blocking twin of `dtmx.client.xa_global_transaction`; `fn` gets a `SyncXa`.
+xa_global_transaction = _blocking(_async_xa_global_transaction)
+
+
+def xa_local_transaction(
+    client: Any,
+    query: Mapping[str, Any],
+    conn: Any,
+    busi: Callable[[Any], object],
+    *,
+    table: str = DEFAULT_TABLE,
+) -> None:
+    """Blocking twin of `dtmx.client.xa_local_transaction`, for a PyMySQL connection or a
+    psycopg connection in autocommit mode; `client` is a `SyncDtmClient` (or `DtmClient`).
+    `busi(conn)` runs in the calling thread."""
+    target = _unwrap(client)
+
+    def register(body: dict[str, str]) -> None:
+        _RUNNER.run(target.transport.register_branch(body))
+
+    xa_local_transaction_sync(register, query, conn, busi, table=table)

@@ -27,8 +27,12 @@ EXPECTED = {
     "TransType",
     "TransactionFailed",
     "TransactionState",
+    "Xa",
+    "XaBranchInfo",
     "result_for",
     "tcc_global_transaction",
+    "xa_global_transaction",
+    "xa_local_transaction",
 }
 
 
@@ -64,7 +68,10 @@ def test_sync_exports() -> None:
         "SyncMsg",
         "SyncSaga",
         "SyncTcc",
+        "SyncXa",
         "tcc_global_transaction",
+        "xa_global_transaction",
+        "xa_local_transaction",
     }
 
 
