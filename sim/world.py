@@ -19,7 +19,13 @@ from typing import Any, cast
 
 from dtmx.core.limits import Limits
 from dtmx.core.models import Op, Outcome, Status, Transaction, TransType
-from dtmx.core.request import TransRequest, Verb, check_trans, parse_trans_body
+from dtmx.core.request import (
+    TransRequest,
+    Verb,
+    check_trans,
+    parse_registration,
+    parse_trans_body,
+)
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.errors import DtmxError, StoreUnavailable
@@ -263,14 +269,20 @@ class World:
         gid = f"{spec.kind[0]}{spec.seed % 10**6}"  # stable when others are removed
         self.out.kinds[gid] = spec
         try:
-            if spec.kind == "saga":
-                await self._saga(gid, spec, random.Random(spec.seed))
-            elif spec.kind in ("tcc", "xa"):
-                await self._registered(gid, spec, random.Random(spec.seed))
-            else:
-                await self._msg(gid, spec, random.Random(spec.seed))
+            await self._client(gid, spec)
+        except Exception as e:  # the simulation's own bug, or an API it no longer matches
+            self.violations.append(f"client {gid} crashed: {type(e).__name__}: {e}")
         finally:
             self.clients_done += 1
+
+    async def _client(self, gid: str, spec: TxSpec) -> None:
+        rng = random.Random(spec.seed)
+        if spec.kind == "saga":
+            await self._saga(gid, spec, rng)
+        elif spec.kind in ("tcc", "xa"):
+            await self._registered(gid, spec, rng)
+        else:
+            await self._msg(gid, spec, rng)
 
     def _request(self, gid: str, spec: TxSpec, verb: Verb) -> TransRequest:
         body: dict[str, Any] = {"gid": gid, "trans_type": spec.kind,
@@ -334,8 +346,9 @@ class World:
             if spec.crash_at == i:
                 return
             bid = f"{i + 1:02d}"
-            res = await self.api(rng, lambda e, bid=bid: e.register_branch(  # type: ignore[misc]
-                gid=gid, trans_type=tt, branch_id=bid, data=b"{}", urls=urls))
+            reg = parse_registration({"gid": gid, "trans_type": spec.kind, "branch_id": bid,
+                                      "data": "{}", **urls})
+            res = await self.api(rng, lambda e, reg=reg: e.register_branch(reg))  # type: ignore[misc]
             self.trace.append(f"{self.t()} client {gid} register {bid} {res}")
             if res != "ok":
                 ok = False
