@@ -349,11 +349,16 @@ class Harness:
                 "SELECT gid, branch_id, op, account, delta FROM effects")]
             balances = {int(a): int(b) for a, b in await conn.execute_fetchall(
                 "SELECT id, balance FROM accounts")}
+            barrier = {(str(g), str(b), str(o)) for g, b, o in await conn.execute_fetchall(
+                f"SELECT gid, branch_id, op FROM {bank_mod.TABLE}")}
         skewed = {f"server{s.index}" for s in self.servers if s.skewed}
         res = self.result
         res.findings = check(workload.transfers, statuses, effects,
                              balances, INITIAL, log["calls"], skewed,
                              request_timeout=float(TIMING["RequestTimeout"]))
+        for gid, bid, op, _acc, _delta in effects:
+            if (gid, bid, op) not in barrier:
+                res.findings.add(f"{gid}: effect ({bid}, {op}) without its barrier row")
         res.branch_calls = len(log["calls"])
         res.transfers = len(workload.transfers)
         res.client_errors = sum(1 for t in workload.transfers if t.error)
