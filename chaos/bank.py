@@ -179,10 +179,12 @@ class Bank:
             await asyncio.sleep(self.args.timeout + 0.4)
         try:
             if route == "QueryPrepared":
-                return await self._query_prepared(q)
+                return await self._query_prepared(q, entry)
             body = json.loads(raw) if raw else {}
             assert self.conn is not None
             async with self.lock:
+                if self._stale(fault, entry):
+                    return 503, {"message": "chaos: dropped, its caller gave up"}
                 entry["applied"] = await apply(self.conn, route, q, body)
         except Failure as e:
             return 409, {"dtm_result": "FAILURE", "message": str(e)}
@@ -192,10 +194,25 @@ class Bank:
             return 500, {"message": "chaos: error after the effect"}
         return 200, {"dtm_result": "SUCCESS"}
 
-    async def _query_prepared(self, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _stale(self, fault: BranchFault, entry: dict[str, Any]) -> bool:
+        """A request that waited for the bank's lock until its caller's timeout passed is
+        dropped, as a network would have: on a loaded machine the bank would otherwise
+        work through answers nobody waits for, and fall ever further behind. (Requests
+        meant to land late, the TIMEOUT fault and redeliveries, are kept.)"""
+        if fault is BranchFault.TIMEOUT or entry["dup"]:
+            return False
+        if time.time() - entry["t0"] < self.args.timeout:
+            return False
+        self.faults["dropped_stale (load)"] += 1
+        return True
+
+    async def _query_prepared(self, q: dict[str, str],
+                              entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         barrier = BranchBarrier.from_query(q, table=TABLE)
         assert self.conn is not None
         async with self.lock:
+            if self._stale(BranchFault.NONE, entry):
+                return 503, {"message": "chaos: dropped, its caller gave up"}
             try:
                 await barrier.query_prepared(self.conn)
             except Failure:

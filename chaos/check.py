@@ -28,7 +28,11 @@ class Findings:
     #: branch calls by the process that made them (server0, client, ...; "?" = unknown)
     sources: Counter[str] = field(default_factory=Counter)
 
-    def add(self, text: str) -> None:
+    #: violations by kind (stuck, lost, outcome, effects, money, two_owners, barrier)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    def add(self, kind: str, text: str) -> None:
+        self.kinds[kind] += 1
         self.violations.append(text)
 
 
@@ -55,14 +59,14 @@ def check(transfers: list[Transfer], statuses: dict[str, str | None],
             expected[t.src] -= t.amount
             expected[t.dst] += t.amount
     for gid in by_gid:
-        f.add(f"{gid}: effects of a transaction nobody submitted: {dict(by_gid[gid])}")
+        f.add("effects", f"{gid}: effects of a transaction nobody submitted: {dict(by_gid[gid])}")
     for acc in sorted(balances):
         if balances[acc] != expected[acc]:
-            f.add(f"account {acc}: balance {balances[acc]}, the final outcomes say "
+            f.add("money", f"account {acc}: balance {balances[acc]}, the final outcomes say "
                   f"{expected[acc]}")
     total, want = sum(balances.values()), initial * len(balances)
     if total != want:
-        f.add(f"money not conserved: {total} in the bank, {want} put in")
+        f.add("money", f"money not conserved: {total} in the bank, {want} put in")
     _overlaps(f, calls, skewed, request_timeout)
     return f
 
@@ -70,39 +74,41 @@ def check(transfers: list[Transfer], statuses: dict[str, str | None],
 def _outcome(f: Findings, t: Transfer, status: str | None) -> None:
     if status is None:
         if t.owed:
-            f.add(f"{t.gid} ({t.kind}): acknowledged ({t.owed} owed) but not in the store")
+            f.add("lost", f"{t.gid} ({t.kind}): acknowledged ({t.owed} owed) but not in the store")
         return
     if status not in FINAL:
-        f.add(f"{t.gid} ({t.kind}): stuck in {status}")
+        f.add("stuck", f"{t.gid} ({t.kind}): stuck in {status}")
     elif t.owed and status != t.owed:
-        f.add(f"{t.gid} ({t.kind}): ended {status}, the client was told {t.owed}")
+        f.add("outcome", f"{t.gid} ({t.kind}): ended {status}, the client was told {t.owed}")
 
 
 def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect]) -> None:
     for eff, n in got.items():
         if n > 1:
-            f.add(f"{t.gid} ({t.kind}): {eff} applied {n} times")
+            f.add("effects", f"{t.gid} ({t.kind}): {eff} applied {n} times")
     have = set(got)
     fam = family(t.kind)
     if status == "succeed":
         want = {"saga": _SAGA_OK, "tcc": _TCC_OK, "msg": _MSG_OK}[fam]
         if have != want:
-            f.add(f"{t.gid} ({t.kind}) succeeded: effects {sorted(have)}, want {sorted(want)}")
+            f.add("effects", f"{t.gid} ({t.kind}) succeeded: effects {sorted(have)}, "
+                  f"want {sorted(want)}")
         return
     if status not in FINAL and status is not None:
         return  # reported as stuck
     if fam == "msg" or status is None:
         if have:
-            f.add(f"{t.gid} ({t.kind}) {status or 'absent'}: effects {sorted(have)}, want none")
+            f.add("effects", f"{t.gid} ({t.kind}) {status or 'absent'}: "
+                  f"effects {sorted(have)}, want none")
         return
     # failed saga / TCC: every first-phase effect undone, no confirm
     for bid in ("01", "02"):
         for first, undo in _UNDO.items():
             if ((bid, first) in have) != ((bid, undo) in have):
-                f.add(f"{t.gid} ({t.kind}) failed: branch {bid} has {sorted(have)}: "
+                f.add("effects", f"{t.gid} ({t.kind}) failed: branch {bid} has {sorted(have)}: "
                       f"{first} and {undo} do not match")
     if any(op == "confirm" for _, op in have):
-        f.add(f"{t.gid} ({t.kind}) failed: a confirm was applied")
+        f.add("effects", f"{t.gid} ({t.kind}) failed: a confirm was applied")
 
 
 def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
@@ -135,6 +141,7 @@ def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
                 if a["src"].split("@")[0] in skewed or b["src"].split("@")[0] in skewed:
                     f.overlaps_under_skew += 1
                     continue
-                f.add(f"{gid}: {a['src']} ({a['branch_id']} {a['op']}) and {b['src']} "
+                f.add("two_owners",
+                      f"{gid}: {a['src']} ({a['branch_id']} {a['op']}) and {b['src']} "
                       f"({b['branch_id']} {b['op']}) called at the same time "
                       f"[{a['t0']:.3f}, {a['t1']:.3f}] / [{b['t0']:.3f}, {b['t1']:.3f}]")

@@ -46,16 +46,21 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
 
 def socket_inode(local_port: int, remote_port: int) -> str | None:
     """The inode of the loopback TCP socket from `local_port` to `remote_port`."""
+    # fields: sl local_address rem_address ...; ports are 4 hex digits after the colon
+    needle = f":{local_port:04X} "
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            text = Path(table).read_text()
         except OSError:
             continue
-        for line in lines:
+        start = text.find(needle)
+        while start != -1:
+            line = text[text.rfind("\n", 0, start) + 1:text.find("\n", start)]
             f = line.split()
-            if (int(f[1].rsplit(":", 1)[1], 16) == local_port
+            if (len(f) > 9 and int(f[1].rsplit(":", 1)[1], 16) == local_port
                     and int(f[2].rsplit(":", 1)[1], 16) == remote_port):
                 return f[9]
+            start = text.find(needle, start + 1)
     return None
 
 

@@ -32,7 +32,8 @@ def render(res: Result) -> str:
         out.append(f"overlapping calls involving the clock-jumped server (allowed): "
                    f"{res.findings.overlaps_under_skew}")
     v = res.findings.violations
-    out.append(f"violations: {len(v)}")
+    out.append(f"violations: {len(v)}" + (" (" + ", ".join(
+        f"{k} {n}" for k, n in sorted(res.findings.kinds.items())) + ")" if v else ""))
     out.extend(f"  {line}" for line in v[:_MAX_LINES])
     if len(v) > _MAX_LINES:
         out.append(f"  ... and {len(v) - _MAX_LINES} more")

@@ -41,7 +41,7 @@ INITIAL = 100_000
 #: the servers' timing: short, so a run sees many retries, timeouts and lease expiries
 TIMING: dict[str, float | str] = {
     "TransCronInterval": 0.1, "RetryInterval": 0.3, "MaxRetryInterval": 2,
-    "TimeoutToFail": 3, "RequestTimeout": 1, "LeaseSeconds": 3, "LogLevel": "warn"}
+    "TimeoutToFail": 4, "RequestTimeout": 2, "LeaseSeconds": 5, "LogLevel": "warn"}
 
 
 @dataclass
@@ -233,16 +233,20 @@ class Harness:
 
     async def _restart(self, s: DtmxServer, after: float) -> None:
         await asyncio.sleep(after)
-        if s.proc.alive():
-            return
-        s.start(wait=False)
-        self._write_peers()
-        try:
-            await self._wait_up(s)
-        except RuntimeError:
-            # the store may be paused or cut right now: a server that gives up starting is
-            # started again at quiescence
-            s.proc.kill9()
+        for _ in range(30):
+            if s.proc.alive():
+                return
+            s.start(wait=False)
+            self._write_peers()
+            try:
+                await self._wait_up(s)
+                return
+            except RuntimeError:
+                # the store was down or cut while it started (dtmx serve then exits, as it
+                # should): start it again, as a process supervisor would
+                s.proc.kill9()
+                self.result.faults["server_start_failed (store down)"] += 1
+                await asyncio.sleep(0.5)
 
     async def settle_faults(self) -> None:
         """Stop every fault: servers up, clocks true, the proxy forwarding."""
@@ -358,7 +362,7 @@ class Harness:
                              request_timeout=float(TIMING["RequestTimeout"]))
         for gid, bid, op, _acc, _delta in effects:
             if (gid, bid, op) not in barrier:
-                res.findings.add(f"{gid}: effect ({bid}, {op}) without its barrier row")
+                res.findings.add("barrier", f"{gid}: effect ({bid}, {op}) without its barrier row")
         res.branch_calls = len(log["calls"])
         res.transfers = len(workload.transfers)
         res.client_errors = sum(1 for t in workload.transfers if t.error)
