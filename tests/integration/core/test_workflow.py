@@ -306,6 +306,9 @@ def test_cron_resumes_through_the_grpc_callback(
         ("submit", {"gid": "g", "trans_type": "workflow",
                     "req_extra": {"status": "succeed", "result": "@@"}}, "base64"),
         ("abort", {"gid": "g", "trans_type": "workflow"}, "cannot be aborted"),
+        # the callback is a branch URL: the branch-URL policy refuses cloud metadata by default
+        ("prepareWorkflow", {"gid": "g", "trans_type": "workflow", "custom_data": '{"name":"w"}',
+                             "query_prepared": "http://169.254.169.254/latest"}, "169.254"),
     ],
 )
 def test_bad_input_is_a_400_with_a_message(server: ServerProcess, route: str,
