@@ -23,8 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 import grpc
 import pytest
 import requests
+from google.protobuf import empty_pb2
 
-from dtmx.proto import dtmgimp_pb2, wf_pb2
+from dtmx.proto import dtmgimp_pb2, wf_pb2, wf_pb2_grpc
 from tests.integration.core.conftest import post
 from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
@@ -287,6 +288,51 @@ def test_cron_resumes_through_the_grpc_callback(
         assert d.submit(gid, "succeed").code == "OK"
     finally:
         d.close()
+
+
+class _GrpcReplayingClient(wf_pb2_grpc.WorkflowServicer):
+    """A gRPC workflow callback built on the generated servicer: replays the workflow over
+    gRPC as DTM's client does (PrepareWorkflow, the missing step, Submit) and answers OK."""
+
+    def __init__(self, dtm_target: str) -> None:
+        self.driver = GrpcWorkflow(dtm_target)
+        self.seen: list[tuple[dict[str, str], bytes]] = []
+        self.callback = ""
+
+    def Execute(self, request: wf_pb2.WorkflowData, context: Any) -> Any:
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        self.seen.append((md, request.Data))
+        gid, name = md["dtm-gid"], md["dtm-op"]
+        # the replay sends its TransBase again, callback included (checked by the policy)
+        reply = self.driver.prepare(gid, name, request.Data, callback=self.callback)
+        if len(reply.Progresses) < 2:
+            self.driver.register(gid, "02", "action", "succeed", b"\x02")
+        self.driver.submit(gid, "succeed", result=b"grpc resumed")
+        return empty_pb2.Empty()
+
+
+def test_a_crashed_grpc_workflow_is_finished_through_execute(server: ServerProcess,
+                                                             gid: str) -> None:
+    servicer = _GrpcReplayingClient(f"127.0.0.1:{server.grpc_port}")
+    srv = grpc.server(futures.ThreadPoolExecutor(2))
+    wf_pb2_grpc.add_WorkflowServicer_to_server(servicer, srv)
+    port = free_port()
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    srv.start()
+    d = GrpcWorkflow(f"127.0.0.1:{server.grpc_port}")
+    try:
+        servicer.callback = f"127.0.0.1:{port}/workflow.Workflow/Execute"
+        d.prepare(gid, "transfer", b"\x00in", callback=servicer.callback)
+        d.register(gid, "01", "action", "succeed", b"\x01")
+        q = server.wait_status(gid, "succeed")
+        assert base64.b64decode(q["transaction"]["result"]) == b"grpc resumed"
+        md, data = servicer.seen[0]
+        assert (md["dtm-gid"], md["dtm-op"], data) == (gid, "transfer", b"\x00in")
+        assert [base64.b64decode(b["bin_data"]) for b in q["branches"]] == [b"\x01", b"\x02"]
+    finally:
+        d.close()
+        servicer.driver.close()
+        srv.stop(None)
 
 
 @pytest.mark.parametrize(
