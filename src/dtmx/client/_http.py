@@ -168,6 +168,17 @@ class HttpTransport:
         """POST registerBranch."""
         await self._post("registerBranch", body)
 
+    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST prepareWorkflow: the workflow's status and recorded progresses."""
+        # The answer carries recorded step data: judge by status only.
+        resp = await self._call(
+            "POST", "prepareWorkflow", check_body=False, data=orjson.dumps(body)
+        )
+        data = resp.json()
+        if not isinstance(data, dict):
+            raise DtmError("prepareWorkflow answered something other than a JSON object")
+        return data
+
     async def query(self, gid: str) -> dict[str, Any]:
         """GET query?gid=."""
         # The answer holds user data (rollback reasons, payloads): judge by status only.

@@ -41,6 +41,11 @@ class Transport(Protocol):
         """Register a branch (tcc: data, confirm, cancel) with a prepared transaction."""
         ...
 
+    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a workflow as prepared (or find it): ``{"transaction": ..., "progresses": [...]}``
+        with each progress's `bin_data` as base64 text."""
+        ...
+
     async def query(self, gid: str) -> dict[str, Any]:
         """`{"transaction": ... or None, "branches": [...]}` for `gid`."""
         ...

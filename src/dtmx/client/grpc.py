@@ -16,6 +16,7 @@ the codes of a refused request (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED...)
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -213,6 +214,28 @@ class GrpcTransport:
     async def register_branch(self, body: Mapping[str, str]) -> None:
         """RegisterBranch."""
         await self._call("RegisterBranch", dtm_branch_request(body))
+
+    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PrepareWorkflow, its reply in the JSON shape of the HTTP API."""
+        reply = await self._call("PrepareWorkflow", dtm_request(body))
+        tx = reply.Transaction
+        return {
+            "transaction": {
+                "gid": tx.Gid,
+                "status": tx.Status,
+                "rollback_reason": tx.RollbackReason,
+                "result": tx.Result,
+            },
+            "progresses": [
+                {
+                    "branch_id": p.BranchID,
+                    "op": p.Op,
+                    "status": p.Status,
+                    "bin_data": base64.b64encode(p.BinData).decode(),
+                }
+                for p in reply.Progresses
+            ],
+        }
 
     async def query(self, gid: str) -> dict[str, Any]:
         """The query answer in DTM's JSON shape: dtmx's Query call, or HTTP if configured."""

@@ -48,7 +48,7 @@ def test_plumbing_is_private() -> None:
     import pkgutil
 
     public = {m.name for m in pkgutil.iter_modules(dtmx.client.__path__) if m.name[0] != "_"}
-    assert public == {"aiohttp_web", "barrier", "grpc", "starlette", "sync"}
+    assert public == {"aiohttp_web", "barrier", "grpc", "starlette", "sync", "workflow"}
 
 
 def test_wire_enums_are_defined_once() -> None:
