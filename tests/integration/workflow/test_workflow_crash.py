@@ -1,0 +1,144 @@
+"""kill -9 of the workflow's own process mid-run: the server resumes the workflow in the
+restarted process and the replay finishes it, every step's effect applied once (the local
+steps under the barrier in SQLite, the HTTP step in busi). And divergence: code that takes
+another path on replay than the one recorded is stopped, naming the step."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dtmx.client import Ongoing
+from dtmx.client.workflow import Workflow, WorkflowDiverged
+from tests.integration.workflow.conftest import WfApp, wait_status
+from tests.integration.workflow.crash_app import POINTS
+from tests.integration.workflow.ledger import Ledger
+from tests.support.busi import BusiServer
+from tests.support.server import ServerProcess
+from tests.support.util import aeventually, free_port
+
+APP = Path(__file__).with_name("crash_app.py")
+
+
+class AppProcess:
+    def __init__(self, server: ServerProcess, busi: BusiServer, db: Path, port: int) -> None:
+        self.args = [sys.executable, str(APP), "--server", server.url, "--port", str(port),
+                     "--db", str(db), "--busi", busi.url]
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([*self.args, *extra], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
+@pytest.fixture
+def proc(server: ServerProcess, busi: BusiServer, tmp_path: Path) -> Iterator[AppProcess]:
+    a = AppProcess(server, busi, tmp_path / "bank.db", free_port())
+    yield a
+    a.stop()
+
+
+async def _finish_after_restart(
+    server: ServerProcess, busi: BusiServer, proc: AppProcess, ledger: Ledger, gid: str
+) -> None:
+    assert await asyncio.to_thread(server.status, gid) == "prepared"
+    proc.start()  # serves only: the server's resume replays the workflow
+    await wait_status(server, gid, "succeed")
+    assert await ledger.balances() == (70, 130)
+    assert await ledger.counter() == 1  # the commit callback's effect, once
+    assert busi.state.applied_count("TransIn", gid) == 1
+    q = await asyncio.to_thread(server.query, gid)
+    assert q["transaction"]["result"] == "ZG9uZQ=="  # b"done"
+
+
+@pytest.mark.parametrize("point", POINTS)
+async def test_kill9_at_a_point(
+    server: ServerProcess, busi: BusiServer, proc: AppProcess, tmp_path: Path, gid: str,
+    point: str,
+) -> None:
+    ledger = await Ledger(tmp_path / "bank.db").setup()
+    first = proc.start("--gid", gid, "--crash-at", point)
+    out, _ = await asyncio.to_thread(first.communicate, timeout=30)
+    assert first.returncode == -signal.SIGKILL, out
+    assert f"crashing at {point}" in out
+    await _finish_after_restart(server, busi, proc, ledger, gid)
+
+
+async def test_kill9_during_http_step(
+    server: ServerProcess, busi: BusiServer, proc: AppProcess, tmp_path: Path, gid: str
+) -> None:
+    # killed from outside while busi is still answering branch 02
+    ledger = await Ledger(tmp_path / "bank.db").setup()
+    busi.state.set("TransIn", "SLEEP:0.5", "SUCCESS")
+    first = proc.start("--gid", gid)
+
+    async def in_flight() -> bool:
+        return busi.state.count("TransIn", gid) == 1
+
+    await aeventually(in_flight)
+    first.kill()
+    await asyncio.to_thread(first.wait, 10)
+    await _finish_after_restart(server, busi, proc, ledger, gid)
+
+
+async def test_divergence_at_a_step(server: ServerProcess, app: WfApp, gid: str) -> None:
+    path = ["a"]
+
+    @app.workflows.register(gid, retry_interval=60)
+    async def wf_fn(wf: Workflow, data: bytes) -> None:
+        if path[0] == "a":
+            await wf.new_branch().do(lambda bb: b"a", name="reserve")
+        else:
+            await wf.new_branch().post("http://127.0.0.1:1/charge", data)
+        raise Ongoing("wait")
+
+    with pytest.raises(Ongoing):
+        await app.workflows.execute(gid, gid, b"{}")
+    path[0] = "b"
+    with pytest.raises(WorkflowDiverged) as e:
+        await app.workflows.execute(gid, gid, b"{}")
+    assert (e.value.branch_id, e.value.op) == ("01", "action")
+    assert "'local reserve'" in e.value.message and "'http POST /charge'" in e.value.message
+    # the resume endpoint answers an error (retried later), not 409: nothing is rolled back
+    status, body = await _resume(app, gid)
+    assert status == 500 and "diverged at branch 01" in body["message"]
+    assert await asyncio.to_thread(server.status, gid) == "prepared"
+
+
+async def test_divergence_step_not_reached(server: ServerProcess, app: WfApp, gid: str) -> None:
+    steps = [2]
+
+    @app.workflows.register(gid, retry_interval=60)
+    async def wf_fn(wf: Workflow, data: bytes) -> None:
+        for i in range(steps[0]):
+            await wf.new_branch().do(lambda bb, i=i: orjson.dumps(i), name=f"step{i}")
+        if steps[0] == 2:
+            raise Ongoing("wait")
+
+    with pytest.raises(Ongoing):
+        await app.workflows.execute(gid, gid, b"")
+    steps[0] = 1
+    with pytest.raises(WorkflowDiverged, match="without reaching branch 02 \\(local step1\\)"):
+        await app.workflows.execute(gid, gid, b"")
+    assert await asyncio.to_thread(server.status, gid) == "prepared"
+
+
+async def _resume(app: WfApp, gid: str) -> tuple[int, dict[str, str]]:
+    from dtmx.client.workflow import resume
+
+    return await resume(app.workflows, {"gid": gid, "op": gid, "trans_type": "workflow"}, b"")
