@@ -9,6 +9,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +23,21 @@ from tests.integration.workflow.crash_app import POINTS
 from tests.integration.workflow.ledger import Ledger
 from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
+from tests.support.services import store_block
 from tests.support.util import aeventually, free_port
 
 APP = Path(__file__).with_name("crash_app.py")
+
+
+@pytest.fixture(scope="module", params=("sqlite", "postgres"))
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """Crash tests start processes (about 2 s each): two stores, not all four."""
+    workdir = str(tmp_path_factory.mktemp("dtmx"))
+    name = f"dtmx_wfc_{uuid.uuid4().hex[:8]}"
+    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
+    yield s
+    s.stop()
 
 
 class AppProcess:

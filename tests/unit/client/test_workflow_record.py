@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dtmx.client import DtmError, Status
+from dtmx.client.workflow._outcome import path_of
 from dtmx.client.workflow._record import (
     custom_data,
     decode,
@@ -17,7 +18,6 @@ from dtmx.client.workflow._record import (
     submit_extra,
     to_bytes,
 )
-from dtmx.client.workflow._workflow import _path_of
 from dtmx.client.workflow.grpc import decode_workflow_data, encode_workflow_data
 
 
@@ -88,5 +88,5 @@ def test_workflow_data_skips_unknown_fields_and_refuses_garbage() -> None:
 
 
 def test_step_names_use_the_path_not_the_host() -> None:
-    assert _path_of("http://h:1/api/TransIn?x=1") == "/api/TransIn"
-    assert _path_of("h:1/pkg.Svc/Method") == "/pkg.Svc/Method"
+    assert path_of("http://h:1/api/TransIn?x=1") == "/api/TransIn"
+    assert path_of("h:1/pkg.Svc/Method") == "/pkg.Svc/Method"

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dtmx.client.workflow._callback import aiohttp_handler, resume, starlette_endpoint
 from dtmx.client.workflow._record import WorkflowDiverged
 from dtmx.client.workflow._registry import UnknownWorkflow, WorkflowFn, Workflows
-from dtmx.client.workflow._workflow import Branch, Workflow
+from dtmx.client.workflow._steps import Branch
+from dtmx.client.workflow._workflow import Workflow
 
 __all__ = [
     "Branch",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dtmx.client._consts import Status, TransType
 from dtmx.client._errors import DtmError, Failure, Ongoing, Rejected
+from dtmx.client.barrier import DEFAULT_TABLE
 from dtmx.client.workflow._record import custom_data, parse_progress, submit_extra, to_bytes
 from dtmx.client.workflow._workflow import Workflow, WorkflowTrans, current_workflow
 
@@ -76,13 +77,16 @@ class Workflows:
         await workflows.execute("transfer", gid, b'{"amount": 30}')
     """
 
-    def __init__(self, client: DtmClient, callback: str) -> None:
+    def __init__(self, client: DtmClient, callback: str, *, barrier_table: str = DEFAULT_TABLE
+                 ) -> None:
         if not callback:
             raise ValueError("give the URL where the server calls the workflows back")
         self.client = client
         self.callback = callback
         #: "http" or "grpc": how the server calls `callback`.
         self.protocol = "http" if callback.startswith(_HTTP_SCHEMES) else "grpc"
+        #: The barrier table the steps' and callbacks' barriers use (`schema.name` or `name`).
+        self.barrier_table = barrier_table
         self._entries: dict[str, _Entry] = {}
         self._running: dict[str, _Slot] = {}
 
@@ -166,6 +170,7 @@ class Workflows:
         wf = Workflow(
             self.client, trans, name, input_, progress.steps,
             compensate_error_branch=entry.compensate_error_branch,
+            barrier_table=self.barrier_table,
         )
         token = current_workflow.set(wf)
         failure: Failure | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -12,16 +11,20 @@ from dtmx.client._base import BranchIdGen, Payload, TransBase, payload_text
 from dtmx.client._consts import Op, Status, TransType
 from dtmx.client._errors import DtmError, Failure, error_for_response
 from dtmx.client._http import BranchResponse
-from dtmx.client.barrier import BranchBarrier
-from dtmx.client.workflow._record import Recorded, WorkflowDiverged, encode, to_bytes
+from dtmx.client.barrier import DEFAULT_TABLE, BranchBarrier
+from dtmx.client.workflow._outcome import (
+    Outcome,
+    Phase2,
+    maybe_await,
+    name_of,
+    outcome_of_error,
+    path_of,
+)
+from dtmx.client.workflow._record import Recorded, WorkflowDiverged, encode
+from dtmx.client.workflow._steps import Branch
 
 if TYPE_CHECKING:
     from dtmx.client._client import DtmClient
-
-#: A commit or rollback callback: gets the barrier of its branch and op.
-Phase2 = Callable[[BranchBarrier], Awaitable[None] | None]
-#: A local step: gets the barrier of its branch; returns the step's result.
-LocalStep = Callable[[BranchBarrier], Awaitable[Any] | Any]
 
 #: The workflow running in this task, for the gRPC client interceptor.
 current_workflow: ContextVar[Workflow | None] = ContextVar("dtmx_workflow", default=None)
@@ -48,35 +51,11 @@ class WorkflowTrans(TransBase):
         return body
 
 
-@dataclass(slots=True)
-class _Outcome:
-    """What a step did: its status to record (None: nothing, it is retried), its data,
-    and the error to raise (Failure, Ongoing, or any other)."""
-
-    status: Status | None
-    data: bytes = b""
-    error: BaseException | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Phase2Item:
     branch_id: str
     step: str
     fn: Phase2
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
-
-
-def _outcome_of_error(e: BaseException) -> _Outcome:
-    if isinstance(e, Failure):
-        return _Outcome(Status.FAILED, e.message.encode(), e)
-    return _Outcome(None, b"", e)  # Ongoing or an error: not recorded, the step runs again
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class Workflow:
@@ -97,6 +76,7 @@ class Workflow:
         steps: Mapping[tuple[str, str], Recorded],
         *,
         compensate_error_branch: bool = False,
+        barrier_table: str = DEFAULT_TABLE,
     ) -> None:
         self.client = client
         #: The workflow's name, gid and input.
@@ -106,6 +86,7 @@ class Workflow:
         self.trans = trans
         #: Roll back a branch whose own action failed too (DTM's CompensateErrorBranch).
         self.compensate_error_branch = compensate_error_branch
+        self.barrier_table = barrier_table
         self._steps = steps
         self._ids = BranchIdGen()
         self._branch = ""
@@ -137,13 +118,14 @@ class Workflow:
         """The barrier of the current branch and op (what the server's calls would carry)."""
         if not self._branch:
             raise DtmError("no branch yet: call wf.new_branch() first")
-        return BranchBarrier(TransType.WORKFLOW.value, self.gid, self._branch, self._op.value)
+        return BranchBarrier(TransType.WORKFLOW.value, self.gid, self._branch, self._op.value,
+                             table=self.barrier_table)
 
     # --- recording --------------------------------------------------------------------
 
     async def _recorded(
-        self, step: str, run: Callable[[BranchBarrier], Awaitable[_Outcome]]
-    ) -> _Outcome:
+        self, step: str, run: Callable[[BranchBarrier], Awaitable[Outcome]]
+    ) -> Outcome:
         """Replay the recorded outcome of the current branch and op, or run and record it."""
         bb = self.barrier()
         if self._op is Op.ACTION:
@@ -164,8 +146,8 @@ class Workflow:
                     op=self._op.value,
                 )
             if rec.status is Status.FAILED:
-                return _Outcome(rec.status, rec.data, Failure(rec.data.decode(errors="replace")))
-            return _Outcome(rec.status, rec.data)
+                return Outcome(rec.status, rec.data, Failure(rec.data.decode(errors="replace")))
+            return Outcome(rec.status, rec.data)
         out = await run(bb)
         if out.status is not None:
             await self._register(out.status, encode(step, out.data))
@@ -189,14 +171,14 @@ class Workflow:
                 f"recording branch {self._branch} {self._op.value} of {self.gid}: {e.message}"
             ) from e
 
-    def _after_action(self, out: _Outcome) -> None:
+    def _after_action(self, out: Outcome) -> None:
         # DTM's rule: a branch whose own action failed is not rolled back, unless asked.
         failed = out.status is Status.FAILED and not self.compensate_error_branch
         if failed and self._rollbacks and self._rollbacks[-1].branch_id == self._branch:
             self._rollbacks.pop()
 
     async def run_step(
-        self, step: str, run: Callable[[BranchBarrier], Awaitable[_Outcome]]
+        self, step: str, run: Callable[[BranchBarrier], Awaitable[Outcome]]
     ) -> bytes:
         """Run (or replay) one recorded step of the current branch; raise its error."""
         out = await self._recorded(step, run)
@@ -214,19 +196,19 @@ class Workflow:
         url: str,
         data: str | bytes | None,
         headers: Mapping[str, str] | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         try:
             resp = await self.client.request_branch(
                 method, url, self.trans, branch_id=self._branch, op=self._op, data=data,
                 headers=headers,
             )
         except DtmError as e:  # gRPC branches raise their mapped status; HTTP: unreachable
-            return _outcome_of_error(e)
+            return outcome_of_error(e)
         # DTM's workflow judges an HTTP answer by its status only: 409, 425, other, 200.
         err = error_for_response(resp.status, resp.text, check_body=False)
         if err is not None:
-            return _outcome_of_error(err)
-        return _Outcome(Status.SUCCEED, resp.body)
+            return outcome_of_error(err)
+        return Outcome(Status.SUCCEED, resp.body)
 
     async def request(
         self,
@@ -251,9 +233,9 @@ class Workflow:
             if out.error is not None:
                 raise out.error
             return BranchResponse(200, out.data)
-        step = f"{'grpc' if '://' not in url else 'http'} {method} {_path_of(url)}"
+        step = f"{'grpc' if '://' not in url else 'http'} {method} {path_of(url)}"
 
-        async def run(_: BranchBarrier) -> _Outcome:
+        async def run(_: BranchBarrier) -> Outcome:
             return await self._call(method, url, body, headers)
 
         return BranchResponse(200, await self.run_step(step, run))
@@ -264,7 +246,7 @@ class Workflow:
         items = self._commits if op is Op.COMMIT else self._rollbacks
         if any(i.branch_id == self._branch for i in items):
             raise DtmError(f"branch {self._branch} already has a {op.value} callback")
-        items.append(_Phase2Item(self._branch, f"{op.value} {_name_of(fn)}", fn))
+        items.append(_Phase2Item(self._branch, f"{op.value} {name_of(fn)}", fn))
 
     async def finish(self, failure: Failure | None) -> None:
         """Run the commit callbacks (no failure) or the rollback ones, newest first."""
@@ -273,18 +255,18 @@ class Workflow:
         for item in reversed(items):
             self._branch = item.branch_id
 
-            async def run(bb: BranchBarrier, fn: Phase2 = item.fn) -> _Outcome:
+            async def run(bb: BranchBarrier, fn: Phase2 = item.fn) -> Outcome:
                 try:
-                    await _maybe_await(fn(bb))
+                    await maybe_await(fn(bb))
                 except Failure as e:
                     # A second phase must end in success; a Failure here is a bug.
-                    return _Outcome(None, b"", DtmError(
+                    return Outcome(None, b"", DtmError(
                         f"a {self._op.value} callback must not fail for good "
                         f"(branch {bb.branch_id}): {e.message}"
                     ))
                 except Exception as e:  # any error: the resume retries it
-                    return _Outcome(None, b"", e)
-                return _Outcome(Status.SUCCEED)
+                    return Outcome(None, b"", e)
+                return Outcome(Status.SUCCEED)
 
             await self.run_step(item.step, run)
 
@@ -300,114 +282,3 @@ class Workflow:
                     branch_id=branch_id,
                     op=op,
                 )
-
-
-def _path_of(url: str) -> str:
-    """The part of a branch URL that names the step: the path (the host may move)."""
-    if "://" in url:
-        rest = url.split("://", 1)[1]
-        path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-        return path.split("?", 1)[0]
-    return "/" + url.split("/", 1)[1] if "/" in url else url
-
-
-class Branch:
-    """One branch of a workflow: optional commit/rollback callbacks, then its action.
-
-    Callbacks are registered before the action runs, as in DTM, so a rollback registered
-    for a branch whose action then fails is dropped (unless `compensate_error_branch`).
-    """
-
-    def __init__(self, wf: Workflow, branch_id: str) -> None:
-        self.wf = wf
-        #: This branch's id.
-        self.branch_id = branch_id
-
-    def _check_current(self) -> None:
-        if self.wf.branch_id != self.branch_id:
-            raise DtmError(f"branch {self.branch_id} is no longer the current branch")
-
-    def on_commit(self, fn: Phase2) -> Branch:
-        """Call `fn(barrier)` when the workflow succeeds (TCC confirm, XA commit...)."""
-        self._check_current()
-        self.wf._add_phase2(Op.COMMIT, fn)
-        return self
-
-    def on_rollback(self, fn: Phase2) -> Branch:
-        """Call `fn(barrier)` when the workflow fails (saga compensation, TCC cancel...)."""
-        self._check_current()
-        self.wf._add_phase2(Op.ROLLBACK, fn)
-        return self
-
-    def on_finish(self, fn: Callable[[BranchBarrier, bool], Awaitable[None] | None]) -> Branch:
-        """Call `fn(barrier, is_rollback)` at the end either way."""
-
-        async def commit(bb: BranchBarrier) -> None:
-            await _maybe_await(fn(bb, False))
-
-        async def rollback(bb: BranchBarrier) -> None:
-            await _maybe_await(fn(bb, True))
-
-        commit.__qualname__ = rollback.__qualname__ = _name_of(fn)
-        return self.on_commit(commit).on_rollback(rollback)
-
-    async def do(self, fn: LocalStep, *, name: str | None = None) -> bytes:
-        """Run local code as this branch's action: `fn(barrier)` returns the result (bytes,
-        str, JSON-able or None), recorded and returned as bytes (on replay too).
-
-        Raise `Failure` in `fn` to roll the workflow back, anything else to stop it and
-        run it again later. Guard database writes with ``await barrier.call(conn, ...)``:
-        a crash between the commit and the record runs `fn` again.
-        """
-        self._check_current()
-
-        async def run(bb: BranchBarrier) -> _Outcome:
-            try:
-                return _Outcome(Status.SUCCEED, to_bytes(await _maybe_await(fn(bb))))
-            except Exception as e:  # mapped to the step's outcome
-                return _outcome_of_error(e)
-
-        return await self.wf.run_step(f"local {name or _name_of(fn)}", run)
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Payload = None,
-        data: str | bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> BranchResponse:
-        """This branch's action is a call: see `Workflow.request`."""
-        self._check_current()
-        return await self.wf.request(method, url, json=json, data=data, headers=headers)
-
-    async def post(self, url: str, json: Payload = None) -> BranchResponse:
-        """`request("POST", url, json=json)`."""
-        return await self.request("POST", url, json=json)
-
-    async def grpc(self, url: str, request: Any, reply_type: Any = None) -> Any:
-        """This branch's action is a gRPC call to ``host:port/pkg.Service/Method``:
-        `request` is a protobuf message (or its bytes); the reply is parsed with
-        `reply_type.FromString` when given, else returned as bytes."""
-        resp = await self.request("POST", url, data=to_bytes(request))
-        return reply_type.FromString(resp.body) if reply_type is not None else resp.body
-
-    async def tcc(
-        self, try_url: str, confirm_url: str, cancel_url: str, payload: Payload = None
-    ) -> BranchResponse:
-        """A TCC branch: confirm on commit, cancel on rollback, then call try (all POST
-        with the same payload)."""
-        body = payload if isinstance(payload, bytes) else payload_text(payload)
-        wf = self.wf
-
-        async def confirm(_: BranchBarrier) -> None:
-            await wf.request("POST", confirm_url, data=body)
-
-        async def cancel(_: BranchBarrier) -> None:
-            await wf.request("POST", cancel_url, data=body)
-
-        confirm.__qualname__ = f"confirm {_path_of(confirm_url)}"
-        cancel.__qualname__ = f"cancel {_path_of(cancel_url)}"
-        self.on_rollback(cancel).on_commit(confirm)
-        return await self.request("POST", try_url, data=body)

@@ -29,7 +29,8 @@ from google.protobuf import descriptor_pool, message_factory
 from dtmx.client._consts import Op, Status, TransType
 from dtmx.client._errors import DtmError
 from dtmx.client.grpc import error_from_rpc, grpc_status_for
-from dtmx.client.workflow._workflow import _Outcome, _outcome_of_error, current_workflow
+from dtmx.client.workflow._outcome import Outcome, outcome_of_error
+from dtmx.client.workflow._workflow import current_workflow
 
 if TYPE_CHECKING:
     from dtmx.client.barrier import BranchBarrier
@@ -139,12 +140,12 @@ class WorkflowInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         if wf.op is not Op.ACTION:
             return await invoke()  # inside a callback: the callback is what is recorded
 
-        async def run(_: BranchBarrier) -> _Outcome:
+        async def run(_: BranchBarrier) -> Outcome:
             try:
                 reply = await invoke()
             except DtmError as e:
-                return _outcome_of_error(e)
-            return _Outcome(Status.SUCCEED, reply.SerializeToString())
+                return outcome_of_error(e)
+            return Outcome(Status.SUCCEED, reply.SerializeToString())
 
         data = await wf.run_step(f"grpc {method}", run)
         return _reply_class(method)(data)
