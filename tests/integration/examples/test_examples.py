@@ -25,7 +25,7 @@ RUN_TIMEOUT = 60.0
 AFTER = re.compile(r"^balances after: 1=(\d+) 2=(\d+)", re.MULTILINE)
 BEFORE = re.compile(r"^balances before: 1=(\d+) 2=(\d+)", re.MULTILINE)
 FROZEN_AFTER = re.compile(r"^balances after: .*\(frozen: 1=(\d+) 2=(\d+)\)", re.MULTILINE)
-GID = re.compile(r"^(?:saga|tcc|msg) (\S+):", re.MULTILINE)
+GID = re.compile(r"^(?:saga|tcc|msg|workflow) (\S+):", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,16 @@ def gid_of(out: str) -> str:
         ("msg.py", (), (70, 130), "succeed"),
         ("msg.py", ("--amount", "500"), (100, 100), "failed"),
         ("msg.py", ("--skip-submit",), (70, 130), "succeed"),
+        ("fastapi_workflow.py", (), (70, 130), "succeed"),
+        ("fastapi_workflow.py", ("--refuse-in",), (100, 100), "failed"),
+        ("fastapi_workflow.py", ("--amount", "500"), (100, 100), "failed"),
+        ("fastapi_workflow.py", ("--interrupt",), (70, 130), "succeed"),
     ],
     ids=[
         "saga", "saga-refuse-in", "saga-insufficient",
         "tcc", "tcc-refuse-in", "tcc-insufficient",
         "msg", "msg-local-refusal", "msg-query-prepared",
+        "workflow", "workflow-refuse-in", "workflow-insufficient", "workflow-resumed",
     ],
 )
 def test_example(

@@ -90,3 +90,21 @@ def test_workflow_data_skips_unknown_fields_and_refuses_garbage() -> None:
 def test_step_names_use_the_path_not_the_host() -> None:
     assert path_of("http://h:1/api/TransIn?x=1") == "/api/TransIn"
     assert path_of("h:1/pkg.Svc/Method") == "/pkg.Svc/Method"
+
+
+def test_resume_endpoint_in_fastapi_refuses_bad_calls_with_4xx() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from dtmx.client import DtmClient
+    from dtmx.client.workflow import Workflows, starlette_endpoint
+
+    # no server needed: both calls are refused before the workflow would prepare
+    wfs = Workflows(DtmClient("http://127.0.0.1:9/api/dtmsvr"), "http://127.0.0.1:9/cb")
+    app = FastAPI()
+    app.add_api_route("/cb", starlette_endpoint(wfs), methods=["POST"])
+    with TestClient(app) as http:
+        r = http.post("/cb")
+        assert r.status_code == 400 and "gid" in r.json()["message"]
+        r = http.post("/cb", params={"gid": "g", "op": "nope", "trans_type": "workflow"})
+        assert r.status_code == 404 and "'nope' is not registered" in r.json()["message"]

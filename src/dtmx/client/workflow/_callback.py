@@ -44,12 +44,16 @@ def starlette_endpoint(workflows: Workflows) -> Callable[[Request], Awaitable[Re
     """A Starlette/FastAPI endpoint for the resume URL:
     ``app.add_api_route("/workflow/resume", starlette_endpoint(wfs), methods=["POST"])``."""
 
-    async def endpoint(request: Request) -> Response:
-        from starlette.responses import JSONResponse
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
 
+    async def endpoint(request: Request) -> Response:
         status, body = await resume(workflows, request.query_params, await request.body())
         return JSONResponse(body, status_code=status)
 
+    # FastAPI reads the parameter's type to inject the request: give it the class itself,
+    # not the postponed annotation's string.
+    endpoint.__annotations__ = {"request": Request, "return": Response}
     return endpoint
 
 

@@ -1,0 +1,169 @@
+"""A workflow in a FastAPI service on SQLite: a local step and an HTTP step.
+
+The `transfer` workflow takes `amount` from account 1 with local code (branch 01), then
+calls TransIn over HTTP to give it to account 2 (branch 02). The dtmx server records each
+finished step; if TransIn refuses, the workflow's `Failure` runs the rollback callback of
+branch 01, which gives the money back. Both accounts change inside `BranchBarrier.call`, so
+a step that runs again (after a crash, on a resume) changes nothing twice.
+
+Run it from the repository root, with a dtmx server in another terminal:
+
+    .venv/bin/dtmx serve                                         # HTTP :36789
+    .venv/bin/python examples/fastapi_workflow.py                # 1=100 2=100 -> 1=70 2=130
+    .venv/bin/python examples/fastapi_workflow.py --refuse-in    # rolled back: 1=100 2=100
+    .venv/bin/python examples/fastapi_workflow.py --interrupt    # resumed by the server
+
+With --interrupt the workflow stops after its first step (it raises `Ongoing`, as code
+waiting for something would); the server calls the resume endpoint later, the workflow runs
+again, branch 01 answers from its record and branch 02 runs. The script serves on --port
+(default 8082), resets the balances to 100, runs one workflow through the server at
+$DTMX_SERVER (default http://127.0.0.1:36789/api/dtmsvr), waits for its end and prints the
+balances before and after. The server must be able to reach 127.0.0.1:--port.
+"""
+
+import argparse
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiosqlite
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+
+from dtmx.client import BranchBarrier, DtmClient, Failure, Ongoing
+from dtmx.client.barrier import ensure_table
+from dtmx.client.starlette import dtm_endpoint
+from dtmx.client.workflow import Workflow, Workflows, starlette_endpoint
+
+DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
+BARRIER_TABLE = "barrier"  # next to the accounts: the barrier row commits with the change
+
+app = FastAPI()
+client = DtmClient(DTMX_SERVER)
+
+
+async def adjust(bb: BranchBarrier, user_id: int, delta: int) -> None:
+    """Add `delta` to an account at most once for this branch and op, or raise `Failure`."""
+
+    async def business(conn: aiosqlite.Connection) -> None:
+        cur = await conn.execute(
+            "UPDATE account SET balance = balance + ? WHERE user_id = ? AND balance + ? >= 0",
+            (delta, user_id, delta),
+        )
+        if cur.rowcount != 1:
+            raise Failure(f"account {user_id}: insufficient balance")
+
+    async with aiosqlite.connect(app.state.db) as conn:
+        await bb.call(conn, business)
+
+
+@app.post("/api/TransIn")
+@dtm_endpoint  # None -> 200, Failure -> 409: the workflow's step sees the same
+async def trans_in(request: Request) -> None:
+    if app.state.refuse_in:
+        raise Failure("TransIn refused")
+    amount = orjson.loads(await request.body())["amount"]
+    barrier = BranchBarrier.from_query(request.query_params, table=BARRIER_TABLE)
+    await adjust(barrier, 2, amount)
+
+
+def make_workflows(port: int) -> Workflows:
+    workflows = Workflows(
+        client, f"http://127.0.0.1:{port}/workflow/resume", barrier_table=BARRIER_TABLE
+    )
+
+    @workflows.register("transfer")
+    async def transfer(wf: Workflow, data: bytes) -> bytes:
+        amount = orjson.loads(data)["amount"]
+
+        async def give_back(bb: BranchBarrier) -> None:
+            await adjust(bb, 1, amount)
+
+        async def take(bb: BranchBarrier) -> None:
+            await adjust(bb, 1, -amount)
+
+        await wf.new_branch().on_rollback(give_back).do(take)
+        if app.state.interrupt:
+            app.state.interrupt = False
+            raise Ongoing("waiting for something")
+        await wf.new_branch().post(f"http://127.0.0.1:{port}/api/TransIn", data)
+        return b"transferred"
+
+    # The server calls this URL to resume an unfinished workflow.
+    app.add_api_route("/workflow/resume", starlette_endpoint(workflows), methods=["POST"])
+    return workflows
+
+
+async def setup_db(path: str) -> None:
+    """Create the account and barrier tables; reset both accounts to 100."""
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS account (user_id INTEGER PRIMARY KEY, balance INTEGER)"
+        )
+        await conn.execute("INSERT OR REPLACE INTO account VALUES (1, 100), (2, 100)")
+        await conn.commit()
+        await ensure_table(conn, BARRIER_TABLE)
+
+
+async def balances(path: str) -> str:
+    async with aiosqlite.connect(path) as conn:
+        rows = await conn.execute_fetchall("SELECT user_id, balance FROM account ORDER BY 1")
+    return " ".join(f"{uid}={bal}" for uid, bal in rows)
+
+
+@asynccontextmanager
+async def serving(port: int) -> AsyncIterator[None]:
+    """Run the FastAPI app with uvicorn in this event loop while the block runs."""
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def wait_finished(gid: str) -> str:
+    """Poll the server until the workflow has finished; its final status."""
+    while True:
+        state = await client.query(gid)
+        if state is not None and state.status.finished:
+            return state.status.value
+        await asyncio.sleep(0.1)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8082, help="port of this service")
+    parser.add_argument("--db", default=os.path.join(tempfile.gettempdir(), "dtmx_wf.db"))
+    parser.add_argument("--amount", type=int, default=30)
+    parser.add_argument("--refuse-in", action="store_true", help="TransIn answers FAILURE")
+    parser.add_argument("--interrupt", action="store_true", help="stop after step 1 once")
+    args = parser.parse_args()
+    app.state.db, app.state.refuse_in = args.db, args.refuse_in
+    app.state.interrupt = args.interrupt
+    await setup_db(args.db)
+    workflows = make_workflows(args.port)
+
+    async with serving(args.port):
+        print("balances before:", await balances(args.db))
+        gid = await client.new_gid()
+        try:
+            result = await workflows.execute("transfer", gid, {"amount": args.amount})
+            print(f"workflow {gid}: succeeded ({result.decode()})")
+        except Failure as e:
+            print(f"workflow {gid}: rolled back ({e.message})")
+        except Ongoing:
+            print(f"workflow {gid}: not finished, the server resumes it")
+            print(f"workflow {gid}: {await wait_finished(gid)} after resume")
+        print("balances after:", await balances(args.db))
+    await client.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
