@@ -189,3 +189,15 @@ async def test_interceptor_outside_saga(gbusi: GrpcBusi, stub: busi_pb2_grpc.Bus
     reply = await stub.TransOut(REQ)
     assert reply.Message == "SUCCESS"
     assert "dtm-gid" not in gbusi.calls_of("TransOut")[0].metadata
+
+
+async def test_interceptor_inside_a_workflow_needs_a_branch(
+    app: WfApp, gbusi: GrpcBusi, stub: busi_pb2_grpc.BusiStub, gid: str
+) -> None:
+    @app.grpc_workflows.register(gid)
+    async def wf_fn(wf: Workflow, data: bytes) -> None:
+        await stub.TransOut(REQ)  # no wf.new_branch(): it could not be replayed
+
+    with pytest.raises(DtmError, match="before any wf.new_branch"):
+        await app.grpc_workflows.execute(gid, gid, REQ)
+    assert gbusi.calls_of("TransOut") == []

@@ -115,9 +115,13 @@ class WorkflowInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
     ) -> Any:
         """Pass through outside a workflow; else add dtm-* metadata and record the reply."""
         wf = current_workflow.get()
-        if wf is None or not wf.branch_id:
+        if wf is None:
             return await continuation(client_call_details, request)
         method = _method_of(client_call_details)
+        if not wf.branch_id:
+            # Unrecorded, it would run again on every replay: refuse rather than guess.
+            raise DtmError(f"{method} inside workflow {wf.name!r} before any "
+                           "wf.new_branch(): start a branch for each call")
         md = list(client_call_details.metadata or ())
         md += [
             ("dtm-gid", wf.gid),
