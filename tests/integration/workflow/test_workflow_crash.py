@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dtmx.client import Ongoing
+from dtmx.client import DtmError, Ongoing
 from dtmx.client.workflow import Workflow, WorkflowDiverged
 from tests.integration.workflow.conftest import WfApp, wait_status
 from tests.integration.workflow.crash_app import POINTS
@@ -155,3 +155,39 @@ async def _resume(app: WfApp, gid: str) -> tuple[int, dict[str, str]]:
     from dtmx.client.workflow import resume
 
     return await resume(app.workflows, {"gid": gid, "op": gid, "trans_type": "workflow"}, b"")
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "postgres"])
+async def test_server_kill9_mid_run(
+    busi: BusiServer, tmp_path: Path, gid: str, driver: str
+) -> None:
+    # The server dies while branch 02 is being called: recording it fails, the workflow
+    # stops; the restarted server resumes it, branch 01 answers from its record.
+    store = store_block(driver, f"dtmx_wfk_{uuid.uuid4().hex[:8]}", str(tmp_path))
+    own = ServerProcess(store=store, workdir=str(tmp_path)).start()
+    app = await WfApp(own).start()
+    ledger = await Ledger(tmp_path / "bank.db").setup()
+    busi.state.set("TransIn", "SLEEP:0.5", "SUCCESS")
+    try:
+        @app.workflows.register("transfer")
+        async def transfer(wf: Workflow, data: bytes) -> None:
+            await wf.new_branch().do(lambda bb: ledger.adjust(bb, 1, -30))
+            await wf.new_branch().post(f"{busi.url}/TransIn", data)
+            await wf.new_branch().do(lambda bb: ledger.adjust(bb, 2, 30))
+
+        run = asyncio.create_task(app.workflows.execute("transfer", gid, b'{"amount":30}'))
+
+        async def in_flight() -> bool:
+            return busi.state.count("TransIn", gid) == 1
+
+        await aeventually(in_flight)
+        await asyncio.to_thread(own.kill)
+        with pytest.raises(DtmError):
+            await run
+        await asyncio.to_thread(own.start)
+        await wait_status(own, gid, "succeed")
+        assert await ledger.balances() == (70, 130)
+        assert busi.state.applied_count("TransIn", gid) == 1
+    finally:
+        await app.stop()
+        own.stop()

@@ -198,6 +198,6 @@ async def test_interceptor_inside_a_workflow_needs_a_branch(
     async def wf_fn(wf: Workflow, data: bytes) -> None:
         await stub.TransOut(REQ)  # no wf.new_branch(): it could not be replayed
 
-    with pytest.raises(DtmError, match="before any wf.new_branch"):
+    with pytest.raises(DtmError, match=r"before any wf\.new_branch"):
         await app.grpc_workflows.execute(gid, gid, REQ)
     assert gbusi.calls_of("TransOut") == []
