@@ -51,7 +51,11 @@ def test_parse_progress_reads_dtmx_and_protojson_shapes() -> None:
         "transaction": {"gid": "g", "status": "prepared", "rollbackReason": ""},
         "progresses": [{"branchID": "01", "op": "action", "status": "succeed", "binData": rec}],
     }
-    for reply in (snake, camel):
+    go_json = {  # DTM's own server: Go's encoding/json of the protobuf struct
+        "Transaction": {"Gid": "g", "Status": "prepared", "RollbackReason": ""},
+        "Progresses": [{"BranchID": "01", "Op": "action", "Status": "succeed", "BinData": rec}],
+    }
+    for reply in (snake, camel, go_json):
         p = parse_progress(reply)
         assert p.status is Status.PREPARED
         r = p.steps[("01", "action")]
