@@ -41,17 +41,22 @@ class Transport(Protocol):
         """Register a branch (tcc: data, confirm, cancel) with a prepared transaction."""
         ...
 
-    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Store a workflow as prepared (or find it): ``{"transaction": ..., "progresses": [...]}``
-        with each progress's `bin_data` as base64 text."""
-        ...
-
     async def query(self, gid: str) -> dict[str, Any]:
         """`{"transaction": ... or None, "branches": [...]}` for `gid`."""
         ...
 
     async def close(self) -> None:
         """Release connections; the transport may be used again afterwards."""
+        ...
+
+
+@runtime_checkable
+class WorkflowTransport(Transport, Protocol):
+    """A transport that can also run workflows (HTTP and gRPC do)."""
+
+    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a workflow as prepared (or find it): ``{"transaction": ..., "progresses": [...]}``
+        with each progress's `bin_data` as base64 text."""
         ...
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dtmx.client._consts import Status, TransType
 from dtmx.client._errors import DtmError, Failure, Ongoing, Rejected
+from dtmx.client._transport import WorkflowTransport
 from dtmx.client.barrier import DEFAULT_TABLE
 from dtmx.client.workflow._record import custom_data, parse_progress, submit_extra, to_bytes
 from dtmx.client.workflow._workflow import Workflow, WorkflowTrans, current_workflow
@@ -81,7 +82,12 @@ class Workflows:
                  ) -> None:
         if not callback:
             raise ValueError("give the URL where the server calls the workflows back")
+        if not isinstance(client.transport, WorkflowTransport):
+            raise TypeError(
+                f"{type(client.transport).__name__} cannot run workflows (no prepare_workflow)"
+            )
         self.client = client
+        self._transport: WorkflowTransport = client.transport
         self.callback = callback
         #: "http" or "grpc": how the server calls `callback`.
         self.protocol = "http" if callback.startswith(_HTTP_SCHEMES) else "grpc"
@@ -162,7 +168,7 @@ class Workflows:
         trans = WorkflowTrans(self.client, gid, custom_data(name, input_), self.callback)
         trans.protocol = self.protocol
         trans.set_options(**entry.options)
-        progress = parse_progress(await self.client.transport.prepare_workflow(trans.to_body()))
+        progress = parse_progress(await self._transport.prepare_workflow(trans.to_body()))
         if progress.status is Status.SUCCEED:
             return progress.result
         if progress.status is Status.FAILED:
