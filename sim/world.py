@@ -11,33 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from dtmx.core.limits import Limits
-from dtmx.core.models import Op, Outcome, Status, Transaction, TransType
-from dtmx.core.request import (
-    TransRequest,
-    Verb,
-    check_trans,
-    parse_registration,
-    parse_trans_body,
-)
+from dtmx.core.models import Status, Transaction
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
-from dtmx.errors import DtmxError, StoreUnavailable
+from dtmx.errors import StoreUnavailable
 from dtmx.invoke.base import BranchCall, CallResult
 from dtmx.metrics import Metrics
 from dtmx.poller import Poller
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 from sim import check
+from sim.clients import LIMITS, Client
 from sim.config import Config, TxSpec
 from sim.loop import VirtualLoop
-from sim.net import QUERY_URL, Bank, Faults, Network, current_owner
+from sim.net import Bank, Faults, Network, current_owner
 from sim.store import MemoryStore
 
 T0 = 1_800_000_000.0
@@ -46,10 +38,7 @@ TIMING = Timing(retry_interval=1.0, max_retry_interval=8.0, request_timeout=2.0,
 #: faults and crashes stop here; then every node runs and everything must finish
 FAULTS_UNTIL = 60.0
 HORIZON = 600.0
-CLIENT_TIMEOUT = 5.0
-URL = "sim://bank/"
 _METRICS = Metrics()  # one registry for every run: building one per node costs more than a run
-_LIMITS = Limits()
 
 
 class SimObserver(Observer):
@@ -70,7 +59,7 @@ class Node:
         self.name = f"n{index}.{incarnation}"
         clock = NodeClock(self)
         self.engine = Engine(store=cast(Store, NodeStore(self)), invoker=NodeInvoker(self),
-                             clock=clock, timing=TIMING, limits=_LIMITS, owner_prefix=self.name,
+                             clock=clock, timing=TIMING, limits=LIMITS, owner_prefix=self.name,
                              observer=SimObserver(clock=clock, metrics=_METRICS))
         self.poller = Poller(self.engine, interval=1.0, batch=4, concurrency=8)
         world.tasks.append(asyncio.get_running_loop().create_task(self.poller.run()))
@@ -175,6 +164,7 @@ class World:
         # crashed node's tasks wait forever, and must not be collected mid-run
         self.tasks: list[asyncio.Task[None]] = []
         self.graveyard: list[Node] = []
+        self.clients = Client(self)
 
     def now(self) -> float:
         return T0 + asyncio.get_running_loop().time()
@@ -237,145 +227,6 @@ class World:
         if asyncio.get_running_loop().time() < FAULTS_UNTIL and self.nodes[i].dead:
             self.start_node(i)
 
-    # ---- clients --------------------------------------------------------------------
-    async def api(self, rng: random.Random, verb: Callable[[Engine], Awaitable[None]]) -> str:
-        """One request to a live node: 'ok', 'error', or 'lost' (no answer)."""
-        while True:
-            alive = [n for n in self.nodes if not n.dead]
-            if alive:
-                break
-            await asyncio.sleep(0.5)
-        node = alive[rng.randrange(len(alive))]
-        task = asyncio.ensure_future(verb(node.engine))
-        task.add_done_callback(self._server_error)
-        done, _ = await asyncio.wait({task}, timeout=CLIENT_TIMEOUT)
-        if not done:
-            return "lost"
-        if task.exception() is not None:
-            return "error"
-        if rng.random() < self.faults.lose_reply:
-            return "lost"
-        return "ok"
-
-    def _server_error(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
-            return
-        e = task.exception()
-        if e is not None and not isinstance(e, DtmxError):
-            self.violations.append(f"the engine raised {type(e).__name__}: {e} (a 500)")
-
-    async def client(self, idx: int, spec: TxSpec) -> None:
-        await asyncio.sleep(spec.start)
-        gid = f"{spec.kind[0]}{spec.seed % 10**6}"  # stable when others are removed
-        self.out.kinds[gid] = spec
-        try:
-            await self._client(gid, spec)
-        except Exception as e:  # the simulation's own bug, or an API it no longer matches
-            self.violations.append(f"client {gid} crashed: {type(e).__name__}: {e}")
-        finally:
-            self.clients_done += 1
-
-    async def _client(self, gid: str, spec: TxSpec) -> None:
-        rng = random.Random(spec.seed)
-        if spec.kind == "saga":
-            await self._saga(gid, spec, rng)
-        elif spec.kind in ("tcc", "xa"):
-            await self._registered(gid, spec, rng)
-        else:
-            await self._msg(gid, spec, rng)
-
-    def _request(self, gid: str, spec: TxSpec, verb: Verb) -> TransRequest:
-        body: dict[str, Any] = {"gid": gid, "trans_type": spec.kind,
-                                "timeout_to_fail": spec.timeout_to_fail,
-                                "retry_limit": spec.retry_limit,
-                                "wait_result": spec.wait_result,
-                                "concurrent": spec.concurrent}
-        if spec.kind == "saga":
-            body["steps"] = [{"action": URL + "action", "compensate": URL + "compensate"}
-                             for _ in range(spec.steps)]
-        elif spec.kind == "msg":
-            body["steps"] = [{"action": URL + "action"} for _ in range(spec.steps)]
-            body["query_prepared"] = QUERY_URL
-        if "steps" in body:
-            body["payloads"] = ["{}"] * spec.steps
-        if spec.orders:
-            body["custom_data"] = json.dumps({"concurrent": True, "orders": spec.orders})
-        return check_trans(parse_trans_body(body), verb, _LIMITS)
-
-    async def _until_ok(self, rng: random.Random, gid: str, spec: TxSpec, verb: Verb,
-                        tries: int = 3) -> bool:
-        for _ in range(tries):
-            req = self._request(gid, spec, verb)  # a fresh request, as parsed from the wire
-            fn = {Verb.PREPARE: Engine.prepare, Verb.SUBMIT: Engine.submit,
-                  Verb.ABORT: Engine.abort}[verb]
-            res = await self.api(rng, lambda e, fn=fn, req=req: fn(e, req))  # type: ignore[misc]
-            self.trace.append(f"{self.t()} client {gid} {verb} {res}")
-            if res == "ok":
-                if spec.repeat:  # as after an answer lost on the way back
-                    again = self._request(gid, spec, verb)
-                    res = await self.api(rng, lambda e, fn=fn, req=again: fn(e, req))  # type: ignore[misc]
-                    self.trace.append(f"{self.t()} client {gid} {verb} again {res}")
-                return True
-            await asyncio.sleep(rng.uniform(0.2, 2.0))
-        return False
-
-    async def _saga(self, gid: str, spec: TxSpec, rng: random.Random) -> None:
-        for i in spec.failing:
-            self.bank.failing.add((gid, f"{i + 1:02d}"))
-        if spec.crash_at == 0:
-            return
-        if await self._until_ok(rng, gid, spec, Verb.SUBMIT):
-            self.out.acked.add(gid)
-
-    async def _registered(self, gid: str, spec: TxSpec, rng: random.Random) -> None:
-        """TCC: register, then try; XA: register, then the branch's local prepare (its
-        ACTION here); submit if every first phase succeeded, else abort."""
-        tt = TransType(spec.kind)
-        urls = ({"cancel": URL + "cancel", "confirm": URL + "confirm"} if tt is TransType.TCC
-                else {"url": URL + "xa"})
-        first = Op.TRY if tt is TransType.TCC else Op.ACTION
-        for i in spec.failing:
-            self.bank.failing.add((gid, f"{i + 1:02d}"))
-        if not await self._until_ok(rng, gid, spec, Verb.PREPARE):
-            return
-        self.out.acked.add(gid)
-        registered = self.out.registered.setdefault(gid, [])
-        ok = True
-        for i in range(spec.steps):
-            await asyncio.sleep(rng.uniform(0.0, 2.5))  # near the timeout, on purpose
-            if spec.crash_at == i:
-                return
-            bid = f"{i + 1:02d}"
-            reg = parse_registration({"gid": gid, "trans_type": spec.kind, "branch_id": bid,
-                                      "data": "{}", **urls})
-            res = await self.api(rng, lambda e, reg=reg: e.register_branch(reg))  # type: ignore[misc]
-            self.trace.append(f"{self.t()} client {gid} register {bid} {res}")
-            if res != "ok":
-                ok = False
-                break
-            registered.append(bid)
-            tried = await self.net.call(BranchCall(URL + "try", gid, tt, bid, first, b"{}",
-                                                   timeout=2.0))
-            self.trace.append(f"{self.t()} client {gid} try {bid} {tried.outcome}")
-            if tried.outcome is not Outcome.SUCCESS:
-                ok = False
-                break
-        if spec.crash_at == spec.steps:
-            return
-        await self._until_ok(rng, gid, spec, Verb.SUBMIT if ok else Verb.ABORT)
-
-    async def _msg(self, gid: str, spec: TxSpec, rng: random.Random) -> None:
-        if not await self._until_ok(rng, gid, spec, Verb.PREPARE):
-            return
-        self.out.acked.add(gid)
-        await asyncio.sleep(rng.uniform(0.0, 8.0))  # near the timeout, on purpose
-        if spec.crash_at == 0:
-            return
-        committed = rng.random() < 0.8 and self.bank.msg_commit(gid)
-        if spec.crash_at == 1:
-            return
-        await self._until_ok(rng, gid, spec, Verb.SUBMIT if committed else Verb.ABORT)
-
     # ---- the run --------------------------------------------------------------------
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -387,8 +238,8 @@ class World:
             self.start_node(i)
         for c in cfg.crashes:
             self.tasks.append(loop.create_task(self._crash_later(c.at, c.node, c.down)))
-        for i, spec in enumerate(cfg.txs):
-            self.tasks.append(loop.create_task(self.client(i, spec)))
+        for spec in cfg.txs:
+            self.tasks.append(loop.create_task(self.clients.run(spec)))
         await asyncio.sleep(FAULTS_UNTIL)
         for k in Faults.__dataclass_fields__:
             setattr(self.faults, k, 0.0)

@@ -28,7 +28,7 @@ from sim.world import run
 
 ROOT = Path(__file__).resolve().parents[2]
 #: seeds the test command explores (the separate command explores many more)
-BUDGET = range(int(os.environ.get("DTMX_SIM_SEEDS", "500")))
+BUDGET = range(int(os.environ.get("DTMX_SIM_SEEDS", "300")))
 
 
 @pytest.fixture(autouse=True)
