@@ -93,7 +93,7 @@ def make_workflows(port: int) -> Workflows:
         return b"transferred"
 
     # The server calls this URL to resume an unfinished workflow.
-    app.add_api_route("/workflow/resume", starlette_endpoint(workflows), methods=["POST"])
+    app.add_api_route("/workflow/resume", starlette_endpoint(workflows), methods=["GET", "POST"])
     return workflows
 
 

@@ -67,7 +67,7 @@ class WfApp:
 
     async def start(self) -> WfApp:
         app = web.Application()
-        app.router.add_post("/workflow/resume", aiohttp_handler(self.workflows))
+        app.router.add_route("*", "/workflow/resume", aiohttp_handler(self.workflows))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.http_port).start()

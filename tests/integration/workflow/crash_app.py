@@ -62,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
         return b"done"
 
     app = web.Application()
-    app.router.add_post("/resume", aiohttp_handler(workflows))
+    app.router.add_route("*", "/resume", aiohttp_handler(workflows))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", args.port).start()

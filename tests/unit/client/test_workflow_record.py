@@ -106,7 +106,7 @@ def test_resume_endpoint_in_fastapi_refuses_bad_calls_with_4xx() -> None:
     # no server needed: both calls are refused before the workflow would prepare
     wfs = Workflows(DtmClient("http://127.0.0.1:9/api/dtmsvr"), "http://127.0.0.1:9/cb")
     app = FastAPI()
-    app.add_api_route("/cb", starlette_endpoint(wfs), methods=["POST"])
+    app.add_api_route("/cb", starlette_endpoint(wfs), methods=["GET", "POST"])
     with TestClient(app) as http:
         r = http.post("/cb")
         assert r.status_code == 400 and "gid" in r.json()["message"]

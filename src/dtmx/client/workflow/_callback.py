@@ -1,8 +1,9 @@
 """The resume endpoint: the server calls it for an unfinished workflow, and it runs again.
 
 The server POSTs ``callback?gid=..&trans_type=workflow&branch_id=00&op=<name>`` with the
-workflow's input as body; the answer is 200 when the workflow has finished, 409 when it
-failed, 425 when it is still ongoing, and another status (retried with backoff) on error.
+workflow's input as body (a GET when the input is empty, as DTM's server does: serve
+both); the answer is 200 when the workflow has finished, 409 when it failed, 425 when it
+is still ongoing, and another status (retried with backoff) on error.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ async def resume(workflows: Workflows, query: Mapping[str, str], body: bytes) ->
 
 def starlette_endpoint(workflows: Workflows) -> Callable[[Request], Awaitable[Response]]:
     """A Starlette/FastAPI endpoint for the resume URL:
-    ``app.add_api_route("/workflow/resume", starlette_endpoint(wfs), methods=["POST"])``."""
+    ``app.add_api_route("/workflow/resume", starlette_endpoint(wfs), methods=["GET", "POST"])``
+    (GET: the server's call for a workflow whose input is empty)."""
 
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -59,7 +61,7 @@ def starlette_endpoint(workflows: Workflows) -> Callable[[Request], Awaitable[Re
 
 def aiohttp_handler(workflows: Workflows) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp.web handler for the resume URL:
-    ``app.router.add_post("/workflow/resume", aiohttp_handler(wfs))``."""
+    ``app.router.add_route("*", "/workflow/resume", aiohttp_handler(wfs))`` (GET and POST)."""
 
     async def handler(request: web.Request) -> web.Response:
         from aiohttp import web

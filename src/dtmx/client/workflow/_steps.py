@@ -20,9 +20,11 @@ from dtmx.client.workflow._outcome import (
     path_of,
 )
 from dtmx.client.workflow._record import to_bytes
+from dtmx.client.workflow._xa_step import Connect, XaWork, xa_step
 
 if TYPE_CHECKING:
     from dtmx.client.workflow._workflow import Workflow
+
 
 
 class Branch:
@@ -106,6 +108,15 @@ class Branch:
         `reply_type.FromString` when given, else returned as bytes."""
         resp = await self.request("POST", url, data=to_bytes(request))
         return reply_type.FromString(resp.body) if reply_type is not None else resp.body
+
+    async def xa(self, connect: Connect, work: XaWork, *, name: str | None = None) -> bytes:
+        """An XA branch: `work(conn)` runs inside an XA transaction on a connection from
+        `connect()` (asyncmy or asyncpg, autocommit), which is prepared as this branch's
+        action and committed when the workflow succeeds, rolled back when it fails. The
+        result is recorded as for `do`. MySQL/MariaDB or PostgreSQL (with
+        max_prepared_transactions > 0)."""
+        self._check_current()
+        return await xa_step(self, connect, work, name)
 
     async def tcc(
         self, try_url: str, confirm_url: str, cancel_url: str, payload: Payload = None
