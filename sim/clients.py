@@ -42,7 +42,7 @@ class Client:
     async def api(self, rng: random.Random, verb: Callable[[Engine], Awaitable[None]]) -> str:
         """One request to a live node: 'ok', 'error', or 'lost' (no answer)."""
         while True:
-            alive = [n for n in self.w.nodes if not n.dead]
+            alive = [n for n in self.w.nodes if not (n.dead or n.stopping)]
             if alive:
                 break
             await asyncio.sleep(0.5)

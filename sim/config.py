@@ -40,11 +40,14 @@ class TxSpec:
 
 @dataclass(slots=True)
 class Crash:
-    """Node `node` dies at `at` and a fresh one starts on the same store `down` later."""
+    """Node `node` dies at `at` and a fresh one starts on the same store `down` later.
+    `graceful`: it is stopped as on SIGTERM (poller stopped, runs cancelled, which hand
+    their claims back) instead of killed."""
 
     at: float
     node: int
     down: float
+    graceful: bool = False
 
 
 @dataclass(slots=True)
@@ -70,7 +73,7 @@ class Config:
         # now and then a crowd: more claims per batch, more contention on the pollers
         txs = [_tx(r) for _ in range(r.randint(1, 8) if r.random() < 0.9 else r.randint(9, 24))]
         crashes = [Crash(round(r.uniform(0, 50), 3), r.randrange(nodes),
-                         round(r.uniform(0.5, 15), 3))
+                         round(r.uniform(0.5, 15), 3), r.random() < 0.3)
                    for _ in range(r.choice((0, 0, 1, 2, 4)))]
         faults = Faults(
             refuse=r.choice((0.0, 0.05)),

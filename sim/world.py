@@ -55,6 +55,7 @@ class Node:
     def __init__(self, world: World, index: int, incarnation: int) -> None:
         self.world = world
         self.dead = False
+        self.stopping = False  # no new requests: the API is closed first
         self.index = index
         self.name = f"n{index}.{incarnation}"
         clock = NodeClock(self)
@@ -218,11 +219,23 @@ class World:
             node.dead = True
             self.trace.append(f"{self.t()} crash {node.name}")
 
-    async def _crash_later(self, at: float, i: int, down: float) -> None:
-        await asyncio.sleep(at)
-        if i >= len(self.nodes) or self.nodes[i].dead:
-            return
+    async def stop(self, i: int) -> None:
+        """A graceful stop, as the server does on SIGTERM; then the process is gone."""
+        node = self.nodes[i]
+        node.stopping = True
+        self.trace.append(f"{self.t()} stop {node.name}")
+        await node.poller.stop()
+        await node.engine.close()
         self.crash(i)
+
+    async def _crash_later(self, at: float, i: int, down: float, graceful: bool) -> None:
+        await asyncio.sleep(at)
+        if i >= len(self.nodes) or self.nodes[i].dead or self.nodes[i].stopping:
+            return
+        if graceful:
+            await self.stop(i)
+        else:
+            self.crash(i)
         await asyncio.sleep(down)
         if asyncio.get_running_loop().time() < FAULTS_UNTIL and self.nodes[i].dead:
             self.start_node(i)
@@ -237,7 +250,8 @@ class World:
             self.nodes.append(None)  # type: ignore[arg-type]
             self.start_node(i)
         for c in cfg.crashes:
-            self.tasks.append(loop.create_task(self._crash_later(c.at, c.node, c.down)))
+            self.tasks.append(loop.create_task(
+                self._crash_later(c.at, c.node, c.down, c.graceful)))
         for spec in cfg.txs:
             self.tasks.append(loop.create_task(self.clients.run(spec)))
         await asyncio.sleep(FAULTS_UNTIL)
