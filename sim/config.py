@@ -63,6 +63,11 @@ class Config:
     #: each node's clock error (seconds, +-1 at most: well inside half a lease, the margin
     #: the lease rules keep; a larger one lets two nodes hold one claim, by design)
     skews: list[float] = field(default_factory=list)
+    #: (at, node, seconds): that node's clock jumps (forward or back) by more than the
+    #: lease margin. Two nodes may then hold one claim, by design of any lease; the
+    #: per-call ownership checks are waived for such a run, and what must still hold is
+    #: that the compare-and-set writes and the barrier keep every effect and outcome right.
+    jumps: list[tuple[float, int, float]] = field(default_factory=list)
 
     @classmethod
     def generate(cls, seed: int) -> Config:
@@ -87,7 +92,9 @@ class Config:
         outages = [(round(r.uniform(0, 50), 3), round(r.uniform(0.2, 8), 3))
                    for _ in range(r.choice((0, 0, 0, 1, 2)))]
         skews = [round(r.uniform(-1, 1), 3) if r.random() < 0.3 else 0.0 for _ in range(nodes)]
-        return cls(seed, nodes, r.getrandbits(32), txs, crashes, faults, outages, skews)
+        jumps = [(round(r.uniform(0, 50), 3), r.randrange(nodes), r.choice((-1, 1)) *
+                  round(r.uniform(5, 40), 3)) for _ in range(1 if r.random() < 0.1 else 0)]
+        return cls(seed, nodes, r.getrandbits(32), txs, crashes, faults, outages, skews, jumps)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -102,6 +109,7 @@ class Config:
             faults=Faults(**d["faults"]),
             outages=[(a, b) for a, b in d["outages"]],
             skews=d.get("skews", []),
+            jumps=[(a, n, j) for a, n, j in d.get("jumps", [])],
         )
 
 

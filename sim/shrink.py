@@ -20,6 +20,8 @@ def _smaller(c: Config) -> Iterator[Config]:
         yield replace(c, nodes=c.nodes - 1, crashes=[k for k in c.crashes if k.node < c.nodes - 1])
     if any(c.skews):
         yield replace(c, skews=[])
+    if c.jumps:
+        yield replace(c, jumps=[])
     for i in range(len(c.outages)):
         yield replace(c, outages=c.outages[:i] + c.outages[i + 1:])
     for f in fields(Faults):
