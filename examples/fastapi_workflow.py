@@ -1,10 +1,15 @@
-"""A workflow in a FastAPI service on SQLite: a local step and an HTTP step.
+"""A workflow in a FastAPI service on SQLite: a local step, an HTTP step, and an XA step.
 
 The `transfer` workflow takes `amount` from account 1 with local code (branch 01), then
 calls TransIn over HTTP to give it to account 2 (branch 02). The dtmx server records each
 finished step; if TransIn refuses, the workflow's `Failure` runs the rollback callback of
 branch 01, which gives the money back. Both accounts change inside `BranchBarrier.call`, so
 a step that runs again (after a crash, on a resume) changes nothing twice.
+
+With --xa-pg DSN (a PostgreSQL with max_prepared_transactions > 0), a step between the two
+writes the transfer to a log table there as an XA transaction: prepared as the step,
+committed when the workflow succeeds, rolled back when it fails (--xa-refuse: the log
+refuses, and the transfer rolls back; --refuse-in: the prepared log row is rolled back).
 
 Run it from the repository root, with a dtmx server in another terminal:
 
@@ -29,6 +34,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiosqlite
+import asyncpg
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request
@@ -40,6 +46,9 @@ from dtmx.client.workflow import Workflow, Workflows, starlette_endpoint
 
 DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
 BARRIER_TABLE = "barrier"  # next to the accounts: the barrier row commits with the change
+# The XA step's schema in PostgreSQL: the log table and a barrier table of the same name,
+# found through the connection's search_path.
+XA_SCHEMA = "dtmx_wf_example"
 
 app = FastAPI()
 client = DtmClient(DTMX_SERVER)
@@ -89,12 +98,52 @@ def make_workflows(port: int) -> Workflows:
         if app.state.interrupt:
             app.state.interrupt = False
             raise Ongoing("waiting for something")
+        if app.state.xa_pg:
+            await wf.new_branch().xa(xa_connect, lambda conn: log_transfer(conn, wf.gid, amount))
         await wf.new_branch().post(f"http://127.0.0.1:{port}/api/TransIn", data)
         return b"transferred"
 
     # The server calls this URL to resume an unfinished workflow.
     app.add_api_route("/workflow/resume", starlette_endpoint(workflows), methods=["GET", "POST"])
     return workflows
+
+
+@asynccontextmanager
+async def xa_connect() -> AsyncIterator[asyncpg.Connection]:
+    """A connection for the XA step (asyncpg is always in autocommit mode)."""
+    conn = await asyncpg.connect(app.state.xa_pg, server_settings={"search_path": XA_SCHEMA})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def log_transfer(conn: asyncpg.Connection, gid: str, amount: int) -> None:
+    """The XA step's work: one row in the log, inside the step's XA transaction."""
+    await conn.execute("INSERT INTO transfer_log (gid, amount) VALUES ($1, $2)", gid, amount)
+    if app.state.xa_refuse:
+        raise Failure("the transfer log refused")
+
+
+async def setup_xa(dsn: str) -> None:
+    """Create the log table and the barrier table in their schema."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {XA_SCHEMA}")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {XA_SCHEMA}.transfer_log "
+                           "(gid VARCHAR(128) PRIMARY KEY, amount INT NOT NULL)")
+        await ensure_table(conn, f"{XA_SCHEMA}.{BARRIER_TABLE}")
+    finally:
+        await conn.close()
+
+
+async def logged(dsn: str, gid: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(
+            f"SELECT count(*) FROM {XA_SCHEMA}.transfer_log WHERE gid = $1", gid))
+    finally:
+        await conn.close()
 
 
 async def setup_db(path: str) -> None:
@@ -132,8 +181,8 @@ async def wait_finished(gid: str) -> str:
     """Poll the server until the workflow has finished; its final status."""
     while True:
         state = await client.query(gid)
-        if state is not None and state.status.finished:
-            return state.status.value
+        if state is not None and state.finished:
+            return str(state.status)
         await asyncio.sleep(0.1)
 
 
@@ -144,10 +193,15 @@ async def main() -> None:
     parser.add_argument("--amount", type=int, default=30)
     parser.add_argument("--refuse-in", action="store_true", help="TransIn answers FAILURE")
     parser.add_argument("--interrupt", action="store_true", help="stop after step 1 once")
+    parser.add_argument("--xa-pg", default="", help="PostgreSQL DSN: add the XA step")
+    parser.add_argument("--xa-refuse", action="store_true", help="the XA step refuses")
     args = parser.parse_args()
     app.state.db, app.state.refuse_in = args.db, args.refuse_in
     app.state.interrupt = args.interrupt
+    app.state.xa_pg, app.state.xa_refuse = args.xa_pg, args.xa_refuse
     await setup_db(args.db)
+    if args.xa_pg:
+        await setup_xa(args.xa_pg)
     workflows = make_workflows(args.port)
 
     async with serving(args.port):
@@ -162,6 +216,8 @@ async def main() -> None:
             print(f"workflow {gid}: not finished, the server resumes it")
             print(f"workflow {gid}: {await wait_finished(gid)} after resume")
         print("balances after:", await balances(args.db))
+        if args.xa_pg:
+            print("transfer log rows:", await logged(args.xa_pg, gid))
     await client.aclose()
 
 

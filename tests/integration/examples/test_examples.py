@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import ServerProcess
+from tests.support.services import pg_dsn
 from tests.support.util import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -118,3 +119,21 @@ def test_rerun_on_same_database(dtm_server: ServerProcess, tmp_path: Path) -> No
     for _ in range(2):
         out = run_example(dtm_server, tmp_path, "fastapi_saga.py")
         assert balances(AFTER, out) == (70, 130), out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected", "status", "logged"),
+    [((), (70, 130), "succeed", 1), (("--xa-refuse",), (100, 100), "failed", 0),
+     (("--refuse-in",), (100, 100), "failed", 0)],
+    ids=["committed", "refused", "rolled-back-after-prepare"],
+)
+def test_workflow_with_xa_step(
+    dtm_server: ServerProcess, tmp_path: Path, args: tuple[str, ...],
+    expected: tuple[int, int], status: str, logged: int,
+) -> None:
+    # The XA step writes the transfer log in PostgreSQL: committed with the workflow, or
+    # (when it refuses) rolled back with the transfer, as the local and HTTP steps are.
+    out = run_example(dtm_server, tmp_path, "fastapi_workflow.py", "--xa-pg", pg_dsn(), *args)
+    assert balances(AFTER, out) == expected, out
+    assert dtm_server.status(gid_of(out)) == status, out
+    assert f"transfer log rows: {logged}" in out, out
