@@ -195,6 +195,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=1.5)
+    p.add_argument("--rounds", type=int, default=2)
     a = p.parse_args()
     if a.contender:
         contender(a)
@@ -204,20 +205,26 @@ def main() -> None:
                                "clients": a.clients, "seconds": a.seconds,
                                "loadavg_start": os.getloadavg()[0],
                                "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        for who in ("dtmx", "dbos"):
-            reset(store)
-            with tempfile.TemporaryDirectory(prefix="bench-embed-") as wd:
-                r = subprocess.run(
-                    [sys.executable, "-m", "bench.embedded", "--contender", who, "--store",
-                     store, "--workdir", wd, "--clients", str(a.clients), "--seconds",
-                     str(a.seconds), "--warmup", str(a.warmup)],
-                    cwd=HERE.parent, capture_output=True, text=True, timeout=300)
-            if r.returncode != 0:
-                raise SystemExit(f"{who} on {store} failed:\n{r.stderr[-3000:]}")
-            out[who] = json.loads(r.stdout.strip().splitlines()[-1])
+        rounds = []
+        for _ in range(a.rounds):  # interleaved, so a change of the machine's load hits both
+            one_round: dict[str, Any] = {}
+            for who in ("dtmx", "dbos"):
+                reset(store)
+                with tempfile.TemporaryDirectory(prefix="bench-embed-") as wd:
+                    r = subprocess.run(
+                        [sys.executable, "-m", "bench.embedded", "--contender", who,
+                         "--store", store, "--workdir", wd, "--clients", str(a.clients),
+                         "--seconds", str(a.seconds), "--warmup", str(a.warmup)],
+                        cwd=HERE.parent, capture_output=True, text=True, timeout=300)
+                if r.returncode != 0:
+                    raise SystemExit(f"{who} on {store} failed:\n{r.stderr[-3000:]}")
+                one_round[who] = json.loads(r.stdout.strip().splitlines()[-1])
+            one_round["tps_ratio"] = one_round["dtmx"]["tps"] / one_round["dbos"]["tps"]
+            one_round["cpu_ratio"] = (one_round["dtmx"]["cpu_ms_per_tx"]
+                                      / one_round["dbos"]["cpu_ms_per_tx"])
+            rounds.append(one_round)
+        out["rounds"] = rounds
         out["loadavg_end"] = os.getloadavg()[0]
-        out["tps_ratio"] = out["dtmx"]["tps"] / out["dbos"]["tps"]
-        out["cpu_ratio"] = out["dtmx"]["cpu_ms_per_tx"] / out["dbos"]["cpu_ms_per_tx"]
         (HERE / "results" / f"embedded-{store}.json").write_text(json.dumps(out, indent=1))
         print(json.dumps(out), flush=True)
 

@@ -138,7 +138,7 @@ def test_serve_sees_and_never_fails_embedded_work(store: StoreSettings, tmp_path
         gid = a.acked[0]
         eventually(lambda: query(server, gid)["transaction"]["status"] == "submitted", 5)
         stop = threading.Event()
-        stop.wait(2)
+        stop.wait(1)
         for g in a.acked:
             q = query(server, g)
             assert q["transaction"]["status"] == "submitted", q
