@@ -26,6 +26,7 @@ from dtmx.core.models import (
     Change,
     Op,
     Outcome,
+    Protocol,
     Status,
     Transaction,
     TransType,
@@ -195,6 +196,7 @@ class Run:
             headers=t.options.branch_headers,
             timeout=request_timeout(t, self.timing),
             force_post=t.trans_type is TransType.XA,
+            json_rpc=t.protocol is Protocol.JSON_RPC,
         )
 
     async def _call(self, step: Call, now: float) -> bool:
@@ -272,6 +274,7 @@ class Run:
                 payload=b"",
                 headers=t.options.branch_headers,
                 timeout=request_timeout(t, self.timing),
+                json_rpc=t.protocol is Protocol.JSON_RPC,
             )
         )
         if res.outcome is Outcome.SUCCESS:

@@ -48,6 +48,7 @@ class Server:
     service: Service | None = None
     poller: Poller | None = None
     _http: HttpServer | None = None
+    _json_rpc: HttpServer | None = None
     _grpc: Any = None
     _poll_task: asyncio.Task[None] | None = None
     auth: Authenticator | None = None
@@ -107,16 +108,21 @@ class Server:
         api = HttpApi(self.service, tel.metrics, timeout_to_fail=s.TimeoutToFail,
                       guard=guard, observer=tel.api, limits=s.Limits)
         api.health = self._healthy
-        self._http = api.server(ServerLimits(
+        limits = ServerLimits(
             max_body=s.Limits.MaxBodyBytes,
             max_header=s.Limits.MaxHeaderBytes,
             max_pipelined=s.Limits.MaxPipelinedRequests,
             max_buffered=s.Limits.MaxBufferedAnswerBytes,
-        ))
+        )
+        self._http = api.server(limits)
         mount_admin(self._http.routes, base_path=s.AdminBasePath, store=store, clock=self.clock,
                     guard=guard)
         await self._http.start(s.Host, s.HttpPort, reuse_port=reuse_port,
                                ssl=tls.server_context(s.Tls))
+        if s.JsonRpcPort:  # same guard, observer and limits as the HTTP port's route
+            self._json_rpc = api.server(limits, json_rpc_only=True)
+            await self._json_rpc.start(s.Host, s.JsonRpcPort, reuse_port=reuse_port,
+                                       ssl=tls.server_context(s.Tls))
         self._grpc = await _start_grpc(
             self.service, s, reuse_port,
             # observed outside the guard: refused calls count and are logged too
@@ -131,9 +137,10 @@ class Server:
         )
         self._heartbeat.start()
         log.info(
-            "dtmx %s started: store %s, http %s:%d, grpc %s, pid %d, workers %d, tracing %s,"
-            " alerts %s", __version__, describe_store(s), s.Host, s.HttpPort,
-            s.GrpcPort if self._grpc else "off", os.getpid(), s.Workers,
+            "dtmx %s started: store %s, http %s:%d, grpc %s, json-rpc port %s, pid %d,"
+            " workers %d, tracing %s, alerts %s", __version__, describe_store(s), s.Host,
+            s.HttpPort, s.GrpcPort if self._grpc else "off", s.JsonRpcPort or "off",
+            os.getpid(), s.Workers,
             "on" if tel.tracing else "off", "on" if tel.alerts else "off",
         )
 
@@ -174,6 +181,8 @@ class Server:
             await self._grpc.stop(grace=1)
         if self._http:
             await self._http.stop()
+        if self._json_rpc:
+            await self._json_rpc.stop()
         if self.service:
             await self.service.close()
             await self.service.engine.invoker.close()

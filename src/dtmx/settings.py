@@ -91,6 +91,9 @@ class Settings:
     Host: str = "0.0.0.0"
     HttpPort: int = 36789
     GrpcPort: int = 36790
+    #: a listener of its own for DTM's JSON-RPC API (`POST /api/json-rpc`), which the HTTP
+    #: port serves too; 0 = none. DTM reads its JsonRpcPort (36791) but never listens on it.
+    JsonRpcPort: int = 0
     TransCronInterval: float = 3.0
     TimeoutToFail: float = 35.0
     RetryInterval: float = 10.0
@@ -107,7 +110,7 @@ class Settings:
 
 # DTM keys we accept without using them, so a DTM config file loads without noise.
 IGNORED = {
-    "JsonRpcPort", "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
+    "HttpMicroService", "UpdateBranchSync", "UpdateBranchAsyncGoroutineNum",
     "Log.RotationEnable", "Log.RotationConfigJSON", "TimeZoneOffset", "ConfigUpdateInterval",
     "GrpcServiceConfig", "Store.MaxIdleConns", "Store.ConnMaxLifeTime",
 }
@@ -214,7 +217,7 @@ def validate(s: Settings) -> None:
     """Raise ConfigError naming the first setting out of its range."""
     if s.Store.Url:
         store_target(s.Store)  # an unknown scheme or a bad port is a ConfigError
-    for name in ("HttpPort", "GrpcPort"):
+    for name in ("HttpPort", "GrpcPort", "JsonRpcPort"):
         port = getattr(s, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be a port number, not {port}")

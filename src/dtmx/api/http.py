@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 
 from dtmx import __version__
+from dtmx.api.json_rpc import PATH as JSON_RPC_PATH
+from dtmx.api.json_rpc import JsonRpcApi
 from dtmx.api.serialize import branch_json, kv_json, query_json, trans_json
 from dtmx.core.limits import Limits
 from dtmx.core.models import ScanFilter, Status
@@ -120,6 +122,7 @@ class HttpApi:
         self.limits = limits or Limits()
         self.health: Callable[[], Awaitable[bool]] | None = None
         self._openapi: bytes | None = None
+        self._json_rpc = JsonRpcApi(self)
 
     def routes(self) -> list[Route]:
         """(method, path, handler) of every route; a `{name}` last segment is a parameter."""
@@ -148,12 +151,18 @@ class HttpApi:
             ("GET", "/api/health", self.healthz),
             ("GET", "/api/metrics", self.prometheus),
             ("GET", "/api/openapi.json", self.openapi),
+            ("POST", JSON_RPC_PATH, self.json_rpc),
         ]
 
-    def server(self, limits: ServerLimits | None = None) -> HttpServer:
-        """The HTTP server of these routes, holding at most `limits` per connection."""
+    def server(self, limits: ServerLimits | None = None, *, json_rpc_only: bool = False
+               ) -> HttpServer:
+        """The HTTP server of these routes, holding at most `limits` per connection; with
+        `json_rpc_only`, of the JSON-RPC route alone (the JsonRpcPort listener)."""
         table = Routes()
-        for method, path, fn in self.routes():
+        routes = self.routes()
+        if json_rpc_only:
+            routes = [r for r in routes if r[1] == JSON_RPC_PATH]
+        for method, path, fn in routes:
             handler = _wrap(fn)
             # every route behind the role it needs (security.roles), when a guard is given
             if self.guard:
@@ -274,6 +283,9 @@ class HttpApi:
 
     async def prometheus(self, r: Request) -> Any:
         return Response(await self.metrics.render(), content_type=PROMETHEUS_TEXT)
+
+    async def json_rpc(self, r: Request) -> Any:
+        return await self._json_rpc.handle(r)
 
     async def openapi(self, r: Request) -> Any:
         if self._openapi is None:

@@ -23,6 +23,8 @@ class BranchCall:
     timeout: float = 3.0
     # xa branches are always POSTed; others use GET when the payload is empty (DTM's rule)
     force_post: bool = False
+    #: the transaction's protocol is json-rpc: a URL with a `method` is called with JSON-RPC
+    json_rpc: bool = False
 
 
 @dataclass(slots=True, frozen=True)

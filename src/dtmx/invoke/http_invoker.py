@@ -11,7 +11,9 @@ import ssl
 
 from dtmx.core.local import is_local
 from dtmx.core.models import Outcome
+from dtmx.invoke import json_rpc
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
+from dtmx.invoke.json_rpc import json_rpc_method
 from dtmx.net.branch_client import BranchClient, HostGuard
 from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, HeaderError, HttpProtocolError
 
@@ -48,19 +50,28 @@ class HttpInvoker:
         """Call an HTTP branch as DTM does, its answer mapped to an outcome; "" succeeds."""
         if not call.url:  # DTM: an empty URL is a branch with nothing to do
             return CallResult(Outcome.SUCCESS)
-        query = {
-            "gid": call.gid,
-            "trans_type": call.trans_type,
-            "branch_id": call.branch_id,
-            "op": call.op,
-        }
+        method = json_rpc_method(call.url) if call.json_rpc else ""
+        if method:  # DTM: a json-rpc transaction's URL naming a method is called with JSON-RPC
+            try:
+                payload = json_rpc.request_body(call, method)
+            except ValueError as e:
+                return CallResult(Outcome.ERROR, str(e))
+            post, query = True, {}
+        else:
+            payload, post = call.payload, bool(call.payload) or call.force_post
+            query = {
+                "gid": call.gid,
+                "trans_type": call.trans_type,
+                "branch_id": call.branch_id,
+                "op": call.op,
+            }
         try:
             answer = await self.client.request(
                 call.url,
-                post=bool(call.payload) or call.force_post,
+                post=post,
                 query=query,
                 headers=call.headers,
-                body=call.payload,
+                body=payload,
                 timeout=call.timeout,
             )
         except TimeoutError:
@@ -74,6 +85,8 @@ class HttpInvoker:
             return CallResult(Outcome.ERROR, f"{type(e).__name__}: {e}")
         body = answer.body.decode("utf-8", "replace")
         outcome = classify(answer.status, body)
+        if method:
+            return json_rpc.classify(outcome, answer.status, answer.body)
         if outcome is Outcome.SUCCESS:
             return CallResult(outcome)
         return CallResult(outcome, f"{answer.status} {body[:_DETAIL_MAX]}")

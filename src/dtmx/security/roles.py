@@ -35,6 +35,7 @@ class Role(IntEnum):
 _CLIENT = (
     "version", "newGid", "prepare", "submit", "abort", "registerBranch",
     "registerTccBranch", "registerXaBranch", "prepareWorkflow", "query",
+    "json-rpc",  # /api/json-rpc: newGid, prepare, submit, abort, registerBranch
 )
 #: What operators do across transactions, topics and the server.
 _OPERATOR = (
