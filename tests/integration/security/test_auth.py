@@ -59,6 +59,7 @@ HTTP: dict[str, tuple[str, str, Any]] = {
     "queryKV": ("GET", "/api/dtmsvr/queryKV?cat=topics", None),
     "metrics": ("GET", "/api/metrics", None),
     "ping": ("GET", "/api/ping", None),
+    "json-rpc": ("POST", "/api/json-rpc", {"jsonrpc": "2.0", "id": 1, "method": "newGid"}),
     "health": ("GET", "/api/health", None),
 }
 
