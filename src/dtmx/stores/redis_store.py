@@ -7,7 +7,7 @@ a transaction's keys and its partition's indexes stay in one slot for the script
 are hashes (the scripts read status, owner and next_cron_time without decoding anything);
 branch data stays bytes end to end. The layout (the number of partitions) is recorded in
 the store at first open and checked at every open; a store in the single-slot layout of
-dtmx <= 0.x is refused with a pointer to `dtmx migrate` (`redis_migrate`).
+earlier dtmx versions is refused with a pointer to `dtmx migrate` (`redis_migrate`).
 
 Polling is divided: each partition has a lease (owner = this store's `node`, until = the
 claim's time + lease); servers register in a shared list, each holds at most its share of
