@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -186,6 +187,7 @@ async def main(a: argparse.Namespace) -> int:
     finally:
         cluster.stop()
         os.kill(single_pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
     best: dict[str, float] = {}
     for o in out:
         best[o["phase"]] = max(best.get(o["phase"], 0.0), o["tps"])
