@@ -14,12 +14,17 @@ import logging
 from dataclasses import replace
 from types import TracebackType
 
+import orjson
+
 from dtmx.client._client import DtmClient
+from dtmx.client._errors import raise_for_response
+from dtmx.client.workflow import Workflows
+from dtmx.client.workflow._callback import resume
 from dtmx.clock import Clock, GidFactory, SystemClock
 from dtmx.core.branch_policy import DEFAULT_SCHEMES, BranchPolicy
-from dtmx.core.local import LOCAL_SCHEME
+from dtmx.core.local import LOCAL_PREFIX, LOCAL_SCHEME
 from dtmx.core.timing import Timing, expire_every
-from dtmx.embedded._functions import Functions, functions
+from dtmx.embedded._functions import Functions, LocalBranch, functions
 from dtmx.embedded._transport import EmbeddedTransport
 from dtmx.engine import Engine
 from dtmx.heartbeat import Heartbeat
@@ -102,6 +107,21 @@ class Embedded:
         if self._client is None:
             raise RuntimeError("Embedded is not started: use `async with Embedded(...)`")
         return self._client
+
+    def workflows(self, *, name: str = "dtmx.workflow.resume") -> Workflows:
+        """The workflow SDK (`dtmx.client.workflow.Workflows`) over this engine, resumed
+        through a local function (`local://<name>`, registered here) instead of an HTTP
+        or gRPC endpoint: register workflows on it and `execute` them as usual."""
+        wfs = Workflows(self.client, callback=LOCAL_PREFIX + name)
+        wfs.protocol = "http"  # the callback gets the workflow's input as it is
+
+        async def resume_workflow(b: LocalBranch) -> None:
+            query = {"gid": b.gid, "op": b.op, "trans_type": b.trans_type}
+            status, body = await resume(wfs, query, b.payload)
+            raise_for_response(status, orjson.dumps(body).decode())
+
+        self.functions.add(resume_workflow, name)
+        return wfs
 
     async def start(self) -> None:
         """Open the store (creating the schema on first use), start the poller."""

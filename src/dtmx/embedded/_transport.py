@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from dtmx.api.serialize import query_json
+from dtmx.api.serialize import branch_json, query_json, trans_json
 from dtmx.client._errors import DtmError, error_for_response
 from dtmx.client._http import BranchResponse, _text_payloads
 from dtmx.core.limits import Limits
@@ -75,6 +75,12 @@ class EmbeddedTransport:
         """Abort a prepared transaction."""
         req = self._req(body, Verb.ABORT)
         await _mapped(lambda: self.service.abort(req))
+
+    async def prepare_workflow(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a workflow as prepared (or find it), answered as the HTTP API answers."""
+        req = self._req(body, Verb.PREPARE_WORKFLOW)
+        trans, branches = await _mapped(lambda: self.service.prepare_workflow(req))
+        return {"transaction": trans_json(trans), "progresses": [branch_json(b) for b in branches]}
 
     async def register_branch(self, body: Mapping[str, str]) -> None:
         """Register a TCC/XA branch."""

@@ -251,3 +251,29 @@ async def _not_due(e: Embedded, gid: str) -> bool:
     t = await e.engine.store.get(gid=gid)
     assert t is not None
     return t.next_cron_time > e.clock.now() + 0.01
+
+
+async def test_workflow_sdk_over_the_embedded_engine(dtm: Embedded) -> None:
+    """The workflow SDK runs on `Embedded`; the engine resumes an unfinished workflow
+    through its local callback (no endpoint served)."""
+    wfs = dtm.workflows()
+    ran: list[str] = []
+    attempts = [0]
+
+    async def step(bb: object) -> bytes:
+        ran.append("step")
+        return b"stepped"
+
+    @wfs.register("embedded-wf")
+    async def flow(wf: Any, data: bytes) -> bytes:
+        await wf.new_branch().do(step)
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise Ongoing("come back later")
+        return b"done:" + data
+
+    gid = await dtm.client.new_gid()
+    with pytest.raises(Ongoing):
+        await wfs.execute("embedded-wf", gid, b"in")
+    await finished(dtm.client, gid, Status.SUCCEED)  # resumed by the engine, locally
+    assert ran == ["step"] and attempts[0] == 2  # the recorded step was replayed, not re-run
