@@ -32,6 +32,7 @@ from dtmx.invoke.base import Invoker
 from dtmx.invoke.http_invoker import HttpInvoker, Router
 from dtmx.invoke.local import LocalInvoker
 from dtmx.poller import Poller
+from dtmx.security.redact import AnswerCap
 from dtmx.service import Service
 from dtmx.settings import Settings
 from dtmx.store_settings import StoreSettings
@@ -129,7 +130,10 @@ class Embedded:
         await store.open()
         self.store = store
         local = LocalInvoker(self.functions)
-        invoker = Router(HttpInvoker(), _grpc_invoker(), local)
+        # answers (a Failure's message too) end in rollback_reason: capped as the server's
+        answers = self.settings.BranchAnswers
+        invoker = AnswerCap(Router(HttpInvoker(), _grpc_invoker(), local),
+                            max_bytes=answers.MaxBytes, withhold=answers.Withhold)
         engine = Engine(store=store, invoker=invoker, clock=self.clock, timing=self.timing,
                         local_functions=self.functions)
         self._engine = engine

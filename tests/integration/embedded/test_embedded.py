@@ -277,3 +277,22 @@ async def test_workflow_sdk_over_the_embedded_engine(dtm: Embedded) -> None:
         await wfs.execute("embedded-wf", gid, b"in")
     await finished(dtm.client, gid, Status.SUCCEED)  # resumed by the engine, locally
     assert ran == ["step"] and attempts[0] == 2  # the recorded step was replayed, not re-run
+
+
+async def test_a_long_failure_message_is_capped_in_the_reason(store: StoreSettings) -> None:
+    fns = Functions()
+
+    @fns.local("refuse")
+    async def refuse(b: LocalBranch) -> None:
+        raise Failure("x" * 20_000)
+
+    async with Embedded(store, functions=fns, **FAST) as dtm:
+        gid = await dtm.client.new_gid()
+        s = dtm.client.saga(gid).add(refuse.url, "", None)
+        s.wait_result = True
+        with pytest.raises(TransactionFailed):
+            await s.submit()
+        state = await dtm.client.query(gid)
+        assert state is not None and state.status is Status.FAILED
+        reason = state.raw["transaction"]["rollback_reason"]
+        assert "xxx" in reason and len(reason) < 1000
