@@ -34,6 +34,8 @@ class PhaseResult:
     p50_ms: float | None
     p99_ms: float | None
     cpu_ms_per_tx: float | None  # of the processes passed in (the server side)
+    store_cpu_ms_per_tx: float | None  # of the database server's processes (SQL stores)
+    roundtrips_per_tx: float | None  # the served store's round trips, under this load
     client_cpu_ms_per_tx: float | None
     window_s: float
     first_error: str = ""
@@ -54,6 +56,8 @@ async def run_phase(
     seconds: float,
     warmup: float,
     cpu_of: Callable[[], float] | None = None,
+    store_cpu_of: Callable[[], float] | None = None,
+    roundtrips_of: Callable[[], float] | None = None,
 ) -> PhaseResult:
     stop = False
     lats: list[tuple[float, float]] = []  # (done, latency)
@@ -78,9 +82,13 @@ async def run_phase(
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     try:
         await asyncio.sleep(warmup)
+        d0 = store_cpu_of() if store_cpu_of else 0.0
+        r0 = roundtrips_of() if roundtrips_of else 0.0
         w0, c0, s0, e0 = time.monotonic(), cpu_of() if cpu_of else 0.0, self_cpu(), errors
         await asyncio.sleep(seconds)
         w1, c1, s1, e1 = time.monotonic(), cpu_of() if cpu_of else 0.0, self_cpu(), errors
+        d1 = store_cpu_of() if store_cpu_of else 0.0
+        r1 = roundtrips_of() if roundtrips_of else 0.0
         stop = True
         _, pending = await asyncio.wait(tasks, timeout=TX_TIMEOUT + 2)
         for t in pending:
@@ -100,6 +108,8 @@ async def run_phase(
         p50_ms=_ms(pct(inside, 0.5)),
         p99_ms=_ms(pct(inside, 0.99)),
         cpu_ms_per_tx=(c1 - c0) * 1000 / n if n and cpu_of else None,
+        store_cpu_ms_per_tx=(d1 - d0) * 1000 / n if n and store_cpu_of else None,
+        roundtrips_per_tx=(r1 - r0) / n if n and roundtrips_of else None,
         client_cpu_ms_per_tx=(s1 - s0) * 1000 / n if n else None,
         window_s=window,
         first_error=first_error,

@@ -36,6 +36,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+#: The database server's processes, by their /proc comm, per store (PostgreSQL forks one
+#: process per connection; MariaDB is one process).
+_STORE_SERVER_COMM = {"postgres": ("postgres",), "mysql": ("mariadbd", "mysqld")}
+
+
+def store_server_cpu(store: str) -> float:
+    """utime + stime of the database server's processes (0.0 for SQLite and Redis' none).
+
+    Counts every process of that server, so work of other clients of the same server in
+    the window is included: a shared machine makes this an upper bound."""
+    names = _STORE_SERVER_COMM.get(store)
+    if not names:
+        return 0.0
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if (d / "comm").read_text().strip() in names:
+                total += cpu_seconds(int(d.name))
+        except OSError:  # ended meanwhile
+            continue
+    return total
+
+
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system

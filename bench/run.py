@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import aiohttp
+import requests
 
 from bench import inproc
 from bench.load import PhaseResult, Waiter, run_phase
@@ -22,6 +25,7 @@ from bench.procs import (
     free_port,
     reset_store,
     server_conf,
+    store_server_cpu,
     workdir,
 )
 from bench.targets import DIRECT_CALLS, GrpcTarget, HttpTarget, sample_check
@@ -29,6 +33,22 @@ from bench.targets import DIRECT_CALLS, GrpcTarget, HttpTarget, sample_check
 
 def _session(clients: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients * 4 + 8))
+
+
+def _store_cpu_of(store: str) -> Callable[[], float] | None:
+    """The database server's CPU, for the SQL stores that run as a server."""
+    if store not in ("postgres", "mysql"):
+        return None
+    return lambda: store_server_cpu(store)
+
+
+def _roundtrips(srv: DtmxServer) -> float:
+    """The served store's round trip counter (its /api/metrics), under load: with batched
+    writes several transactions share one round trip, which the sequential in-process
+    count never shows."""
+    text = requests.get(f"http://127.0.0.1:{srv.conf['HttpPort']}/api/metrics", timeout=5).text
+    m = re.search(r"^dtmx_store_roundtrips_total (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -80,7 +100,9 @@ async def standard(scenario: str, store: str, clients: int, seconds: float,
                                          seconds=baseline_seconds, warmup=min(1.0, warmup))
                 spy = _py_spy(srv.pid, profile, warmup + seconds) if profile else None
                 res = await run_phase(target.dtmx, clients=clients, seconds=seconds,
-                                      warmup=warmup, cpu_of=srv.cpu)
+                                      warmup=warmup, cpu_of=srv.cpu,
+                                      store_cpu_of=_store_cpu_of(store),
+                                      roundtrips_of=lambda: _roundtrips(srv))
                 if spy is not None:
                     spy.wait(30)
                 out["check"] = await sample_check(s, srv.url, waiter.completed[-5000:])
@@ -92,6 +114,8 @@ async def standard(scenario: str, store: str, clients: int, seconds: float,
         br.stop()
     out.update(tps=_r(res.tps, 1), baseline_tps=_r(direct.tps, 1),
                ratio=_ratio(res.tps, direct.tps), cpu_ms_per_tx=res.cpu_ms_per_tx,
+               store_cpu_ms_per_tx=_r(res.store_cpu_ms_per_tx),
+               loaded_roundtrips_per_tx=_r(res.roundtrips_per_tx),
                p50_ms=res.p50_ms, p99_ms=res.p99_ms,
                baseline_p50_ms=direct.p50_ms, baseline_p99_ms=direct.p99_ms,
                direct_calls_per_tx=DIRECT_CALLS[scenario])
