@@ -153,11 +153,16 @@ class MemoryStore:
         return _copy_trans(row.trans), [replace(b) for b in row.branches]
 
     async def add_branches(self, *, gid: str, now: float, branches: Sequence[Branch],
-                           expect_status: Status) -> bool:
+                           expect_status: Status, expect_type: TransType | None = None,
+                           max_ops: int | None = None) -> bool:
         """See `Store.add_branches`."""
         self.roundtrips += 1
         row = self._rows.get(gid)
         if row is None or row.trans.status is not expect_status:
+            return False
+        if expect_type is not None and row.trans.trans_type is not expect_type:
+            return False
+        if max_ops is not None and len(row.branches) + len(branches) > max_ops:
             return False
         have = {b.key for b in row.branches}
         keys = [b.key for b in branches]

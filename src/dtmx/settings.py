@@ -230,6 +230,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("HeartbeatInterval must be > 0")
     if s.AdminBasePath and (not s.AdminBasePath.startswith("/") or "?" in s.AdminBasePath):
         raise ConfigError(f"AdminBasePath must be a path starting with /, not {s.AdminBasePath!r}")
+    if not 0 <= s.Store.WriteBatchLanes <= 64:
+        raise ConfigError("Store.WriteBatchLanes must be in 0..64")
     if s.Workers < 1:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:

@@ -43,6 +43,9 @@ class StoreSettings:
     RedisPartitions: int = 64
     Url: str = field(default="", repr=False)
     MaxOpenConns: int = 64
+    #: MySQL/PostgreSQL: round trips of compare-and-set updates in flight at once; updates
+    #: ready meanwhile share the next one (0: every update alone)
+    WriteBatchLanes: int = 2
     DataExpire: int = 604800
     FinishedDataExpire: int = 86400
 

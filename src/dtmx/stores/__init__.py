@@ -36,6 +36,7 @@ def make_store(settings: Settings) -> Store:
             return MysqlStore(
                 host=t.host, port=t.port, user=t.user, password=t.password, db=t.db,
                 pool_size=pool, ssl=store_context(settings.Tls),
+                batch_lanes=settings.Store.WriteBatchLanes,
             )
         case StoreDriver.POSTGRES:
             from dtmx.stores.sql.postgres import PostgresStore
@@ -43,4 +44,5 @@ def make_store(settings: Settings) -> Store:
             return PostgresStore(
                 host=t.host, port=t.port, user=t.user, password=t.password, db=t.db,
                 schema=t.schema, pool_size=pool, ssl=store_context(settings.Tls),
+                batch_lanes=settings.Store.WriteBatchLanes,
             )

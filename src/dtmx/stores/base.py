@@ -80,11 +80,21 @@ class Store(Protocol):
         """
 
     async def add_branches(
-        self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
+        self,
+        *,
+        gid: str,
+        now: float,
+        branches: Sequence[Branch],
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        max_ops: int | None = None,
     ) -> bool:
-        """Insert branches only if the global transaction exists with `expect_status`.
+        """Insert branches only if the global transaction exists with `expect_status`,
+        when `expect_type` is not None with that trans_type, and when `max_ops` is not None
+        if it then holds at most `max_ops` branch ops (rows); in one round trip.
 
-        Returns False if it does not; raises DuplicateBranch if a (branch_id, op) exists.
+        Returns False (writing nothing) if it does not; raises DuplicateBranch if a
+        (branch_id, op) exists.
         """
 
     async def claim_due(

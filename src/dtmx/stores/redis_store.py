@@ -158,11 +158,19 @@ class RedisStore(RedisBase):
         return decode_trans(pairs(raw_g)), decode_branches(gid, pairs(raw_b))
 
     async def add_branches(
-        self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
+        self,
+        *,
+        gid: str,
+        now: float,
+        branches: Sequence[Branch],
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        max_ops: int | None = None,
     ) -> bool:
         """See `dtmx.stores.base.Store.add_branches`."""
         check_unique(branches)
-        args: list[Any] = [expect_status.value]
+        args: list[Any] = [expect_status.value, expect_type.value if expect_type else "",
+                           "" if max_ops is None else max_ops]
         for b in branches:
             args += encode_branch(b)
         res = await self._run("add_branches", [self._g(gid), self._b(gid)], args)

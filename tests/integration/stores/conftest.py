@@ -1,7 +1,8 @@
 """A fresh store per test, on every backend, against the real servers (no mocks).
 
 sqlite: a file in tmp_path; mysql: database `dtmx_test_store`; postgres: database `postgres`,
-schema `dtmx_test_store` (both ours, emptied at fixture start); redis: a unique key prefix,
+schema `dtmx_test_store` (both ours, emptied at fixture start), with the server's default
+of two batch lanes (concurrent writes share round trips); redis: a unique key prefix,
 deleted afterwards; memory: `sim.store.MemoryStore`, the simulation's store, held to the
 same contract so that what the simulation proves is about a faithful store.
 """
@@ -30,8 +31,9 @@ def sql_store(kind: str, tmp_path: Path) -> SqlStore:
     if kind == "sqlite":
         return SqliteStore(str(tmp_path / "dtmx.db"))
     if kind == "mysql":
-        return MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=4)
-    return PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=4)
+        return MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=4, batch_lanes=2)
+    return PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=4,
+                         batch_lanes=2)
 
 
 async def empty_tables(s: SqlStore) -> None:

@@ -401,6 +401,28 @@ async def test_concurrent_takes_only_one_wins(store: Store) -> None:
 
 
 # ---- add_branches ------------------------------------------------------------------------
+async def test_add_branches_expect_type(store: Store) -> None:
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.TCC), branches=[])
+    xa = [br(g, "01", Op.COMMIT), br(g, "01", Op.ROLLBACK)]
+    before = store.roundtrips
+    # another type: nothing written
+    assert not await store.add_branches(gid=g, now=T0 + 1, branches=xa,
+                                        expect_status=Status.PREPARED,
+                                        expect_type=TransType.XA)
+    assert await store.get_branches(gid=g) == []
+    tcc = [br(g, "01", Op.CONFIRM), br(g, "01", Op.CANCEL)]
+    assert await store.add_branches(gid=g, now=T0 + 1, branches=tcc,
+                                    expect_status=Status.PREPARED,
+                                    expect_type=TransType.TCC)
+    assert store.roundtrips - before == 3  # each add_branches one round trip
+    assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in tcc]
+    # the type is checked together with the status: a wrong status still fails
+    assert not await store.add_branches(gid=g, now=T0 + 2, branches=[br(g, "02", Op.CONFIRM)],
+                                        expect_status=Status.SUBMITTED,
+                                        expect_type=TransType.TCC)
+
+
 async def test_add_branches(store: Store) -> None:
     g = gid()
     first = [br(g, "01", Op.CONFIRM), br(g, "01", Op.CANCEL)]

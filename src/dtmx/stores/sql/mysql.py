@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
+from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
 from dtmx.stores.sql.conn import Row, Statement, UniqueViolation
 from dtmx.stores.sql.mysql_driver import MysqlBackend
 from dtmx.stores.sql.rows import (
@@ -22,11 +22,13 @@ from dtmx.stores.sql.rows import (
     INSERT_TRANS,
     TRANS_COLS,
     UPDATE_BRANCH,
+    CasUpdate,
     branch_params,
+    cas_update,
     placeholders,
     trans_params,
 )
-from dtmx.stores.sql.store import SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, UNFINISHED_VALUES, SqlStore
 
 _REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
 _IF_MATCHED = "@dtmx_matched > 0"
@@ -40,8 +42,12 @@ _TAKE_BRANCHES = (
     f"SELECT {BRANCH_COLS} FROM trans_branch_op WHERE gid = ? AND {_IF_MATCHED} ORDER BY id"
 )
 #: A no-op UPDATE takes the global row's lock and counts the match (SELECT ... INTO
-#: placement differs between MySQL and MariaDB). Args: gid, status.
-_LOCK_GLOBAL = "UPDATE trans_global SET update_time = update_time WHERE gid = ? AND status = ?"
+#: placement differs between MySQL and MariaDB). Args: gid, status, trans_type or None,
+#: gid, room (see BELOW_ROOM).
+_LOCK_GLOBAL = (
+    "UPDATE trans_global SET update_time = update_time WHERE gid = ? AND status = ?"
+    f" AND trans_type = COALESCE(?, trans_type) AND {BELOW_ROOM}"
+)
 
 
 def _insert_branches(rows: Sequence[Sequence[Any]], *, if_matched: bool = False
@@ -75,12 +81,13 @@ class MysqlStore(SqlStore):
         pool_size: int = 10,
         create: bool = True,
         ssl: SSLContext | None = None,
+        batch_lanes: int = 0,
     ) -> None:
         backend = MysqlBackend(
             host=host, port=port, user=user, password=password, db=db, pool_size=pool_size,
             ssl=ssl,
         )
-        super().__init__(backend, create=create)
+        super().__init__(backend, create=create, batch_lanes=batch_lanes)
         self._my = backend
 
     async def _script(self, statements: Sequence[Statement]) -> list[tuple[int, list[Row]]]:
@@ -101,17 +108,35 @@ class MysqlStore(SqlStore):
             raise
         return True
 
-    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
-                                    branches: Sequence[BranchUpdate]) -> bool:
+    def _cas_script(self, cas: Statement, gid: str, now: float,
+                    branches: Sequence[BranchUpdate]) -> list[Statement]:
+        """The compare-and-set UPDATE, then the branch updates only if it matched."""
         d = self._d
+        if not branches:
+            return [cas]
         rows = [
             [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
              b.branch_id, b.op.value]
             for b in branches
         ]
+        return [cas, _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
+
+    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                    branches: Sequence[BranchUpdate]) -> bool:
         # statement 0's row count says whether the compare-and-set matched
-        script = [cas, _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
-        return (await self._script(script))[0][0] > 0
+        return (await self._script(self._cas_script(cas, gid, now, branches)))[0][0] > 0
+
+    async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
+        """One script, one transaction: each update's statements in turn, each
+        compare-and-set's row count its own outcome."""
+        script: list[Statement] = []
+        at: list[int] = []
+        for u in items:
+            cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
+            at.append(len(script))
+            script += self._cas_script(cas, u.gid, u.now, u.change.branches)
+        results = await self._script(script)
+        return [results[i][0] > 0 for i in at]
 
     async def _take(self, cas: tuple[str, list[Any]], gid: str
                     ) -> tuple[list[Row], list[Row]] | None:
@@ -122,14 +147,35 @@ class MysqlStore(SqlStore):
         return (trows, brows) if trows else None
 
     async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
-                            expect_status: Status) -> bool:
+                            expect_status: Status, expect_type: TransType | None,
+                            room: int) -> bool:
         rows = [branch_params(b, self._d, now) for b in branches]
         results = await self._script([
-            (_LOCK_GLOBAL, [gid, expect_status.value]),
+            (_LOCK_GLOBAL,
+             [gid, expect_status.value, expect_type and expect_type.value, gid, room]),
             _REMEMBER_MATCHED,
             *_insert_branches(rows, if_matched=True),
         ])
         return results[0][0] > 0
+
+    def _claim_pick(self, now: float, limit: int) -> tuple[str, list[Any]]:
+        """The due rows to claim, one index range per unfinished status.
+
+        As one `status IN (...) ORDER BY next_cron_time` query, InnoDB would sort by a
+        filesort after locking every due row it read, so one claimer would hold them all
+        and the others, skipping locked rows, would find none. Each status's range of the
+        (status, next_cron_time) index is read in order and stops after `limit` rows, so a
+        claim locks at most `limit` rows per status and concurrent claimers divide the
+        rest."""
+        parts = " UNION ALL ".join(
+            ["(SELECT id, next_cron_time FROM trans_global WHERE status = ?"
+             " AND next_cron_time <= ? ORDER BY next_cron_time LIMIT ?"
+             f"{self._d.skip_locked})"] * len(UNFINISHED_VALUES))
+        args: list[Any] = []
+        for status in UNFINISHED_VALUES:
+            args += [status, self._d.ts(now), limit]
+        return (f"SELECT id FROM ({parts}) AS due ORDER BY next_cron_time LIMIT ?",
+                [*args, limit])
 
     async def claim_due(
         self, *, now: float, lease: float, owner: str, limit: int

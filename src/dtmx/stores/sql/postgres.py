@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
+from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
 from dtmx.stores.sql.conn import Row
 from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.postgres_driver import PostgresBackend
@@ -21,9 +21,10 @@ from dtmx.stores.sql.rows import (
     BRANCH_INSERT_COLS,
     INSERT_TRANS,
     TRANS_COLS,
+    CasUpdate,
     trans_params,
 )
-from dtmx.stores.sql.store import SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, NO_LIMIT, SqlStore
 
 #: Inserts the branch arrays (args: gid, then the 9 arrays of `_branch_arrays`) if the
 #: CTE `g` has a row.
@@ -43,13 +44,15 @@ CREATE = (
     f" b AS ({_INSERT_BRANCHES})"
     " SELECT count(*) FROM g"
 )
-#: Branches if the global row (args: gid, status) has the status, locked meanwhile so a
+#: Branches if the global row (args: gid, status, trans_type or None for any, gid, room) has
+#: the status (and type) and room for them (BELOW_ROOM), locked meanwhile so a
 #: concurrent status change cannot slip between the check and the insert. The lock is
 #: taken with a no-op UPDATE rather than FOR UPDATE: it gives the row a new version
 #: (xmin), which is how TAKE notices a registration it waited for.
 ADD_BRANCHES = (
     "WITH g AS (UPDATE trans_global SET update_time = update_time"
-    " WHERE gid = ? AND status = ? RETURNING id),"
+    " WHERE gid = ? AND status = ? AND trans_type = COALESCE(?, trans_type)"
+    f" AND {BELOW_ROOM.replace('<= ?', '<= ?::bigint')} RETURNING id),"
     f" b AS ({_INSERT_BRANCHES})"
     " SELECT count(*) FROM g"
 )
@@ -82,6 +85,66 @@ TAKE = (
 )
 
 
+_U = ("gid text, expect_status text, expect_owner text, now timestamptz, status text,"
+      " next_cron_time timestamptz, next_cron_interval float8, owner text,"
+      " rollback_reason text, result text, retry_count bigint")
+#: Several compare-and-set updates (distinct gids) in one statement: one row of the
+#: arrays per update (columns as in `_U`), a column left NULL keeps the stored value as
+#: in `Change`; the branch updates of the rows that matched; the gids that matched.
+UPDATE_MANY = (
+    "WITH u AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[],"
+    " ?::text[], ?::timestamptz[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::bigint[])"
+    f" AS u({', '.join(c.split()[0] for c in _U.split(', '))})),"
+    " g AS (UPDATE trans_global AS t SET update_time = u.now,"
+    " status = COALESCE(u.status, t.status),"
+    f" finish_time = CASE WHEN u.status = '{Status.SUCCEED.value}' THEN u.now"
+    " ELSE t.finish_time END,"
+    f" rollback_time = CASE WHEN u.status = '{Status.FAILED.value}' THEN u.now"
+    " ELSE t.rollback_time END,"
+    " next_cron_time = COALESCE(u.next_cron_time, t.next_cron_time),"
+    " next_cron_interval = COALESCE(u.next_cron_interval, t.next_cron_interval),"
+    " owner = COALESCE(u.owner, t.owner),"
+    " rollback_reason = COALESCE(u.rollback_reason, t.rollback_reason),"
+    " result = COALESCE(u.result, t.result),"
+    " options = CASE WHEN u.retry_count IS NULL THEN t.options ELSE"
+    " (jsonb_set(COALESCE(NULLIF(t.options, ''), '{}')::jsonb, '{retry_count}',"
+    " to_jsonb(u.retry_count)))::text END"
+    " FROM u WHERE t.gid = u.gid AND t.status = u.expect_status"
+    " AND (u.expect_owner IS NULL OR t.owner = u.expect_owner) RETURNING t.gid),"
+    " b AS (UPDATE trans_branch_op AS bt SET status = v.status, update_time = v.now,"
+    " finish_time = COALESCE(v.finish_time, bt.finish_time)"
+    " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
+    " ?::timestamptz[]) AS v(gid, branch_id, op, status, now, finish_time)"
+    " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
+    " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
+    " SELECT gid FROM g"
+)
+
+
+def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
+    """The arguments of UPDATE_MANY."""
+    ts = POSTGRES.ts
+    rows = [
+        (u.gid, u.expect_status.value, u.expect_owner, ts(u.now),
+         c.status and c.status.value, ts(c.next_cron_time), c.next_cron_interval, c.owner,
+         c.rollback_reason, c.result, c.retry_count)
+        for u in items
+        for c in (u.change,)
+    ]
+    branches = [
+        (u.gid, b.branch_id, b.op.value, b.status.value, ts(u.now),
+         ts(u.now) if b.status.finished else None)
+        for u in items
+        for b in u.change.branches
+    ]
+    return [*(list(col) for col in _columns(rows, 11)),
+            *(list(col) for col in _columns(branches, 6))]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
 def _branch_arrays(gid: str, branches: Sequence[Branch], now: float | None) -> list[Any]:
     ts = POSTGRES.ts
     return [
@@ -99,9 +162,11 @@ def _branch_arrays(gid: str, branches: Sequence[Branch], now: float | None) -> l
 
 
 def add_branches_statement(gid: str, now: float, branches: Sequence[Branch],
-                           expect_status: Status) -> tuple[str, list[Any]]:
+                           expect_status: Status, expect_type: TransType | None = None,
+                           room: int = NO_LIMIT) -> tuple[str, list[Any]]:
     """ADD_BRANCHES with its arguments."""
-    return ADD_BRANCHES, [gid, expect_status.value, *_branch_arrays(gid, branches, now)]
+    return ADD_BRANCHES, [gid, expect_status.value, expect_type and expect_type.value, gid,
+                          room, *_branch_arrays(gid, branches, now)]
 
 
 class PostgresStore(SqlStore):
@@ -120,12 +185,13 @@ class PostgresStore(SqlStore):
         pool_size: int = 10,
         create: bool = True,
         ssl: SSLContext | None = None,
+        batch_lanes: int = 0,
     ) -> None:
         backend = PostgresBackend(
             host=host, port=port, user=user, password=password, db=db, schema=schema,
             pool_size=pool_size, ssl=ssl,
         )
-        super().__init__(backend, create=create)
+        super().__init__(backend, create=create, batch_lanes=batch_lanes)
 
     async def _matched(self, sql: str, args: Sequence[Any]) -> bool:
         async with self._session() as ex:
@@ -150,6 +216,12 @@ class PostgresStore(SqlStore):
             gid,
         ])
 
+    async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
+        async with self._session() as ex:
+            rows = await ex.fetch(UPDATE_MANY, update_many_args(items))
+        matched = {r[0] for r in rows}
+        return [u.gid in matched for u in items]
+
     async def _take(self, cas: tuple[str, list[Any]], gid: str
                     ) -> tuple[list[Row], list[Row]] | None:
         async with self._session() as ex:
@@ -161,8 +233,10 @@ class PostgresStore(SqlStore):
         return [rows[0][:n]], [r[n:] for r in rows if r[n] is not None]
 
     async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
-                            expect_status: Status) -> bool:
-        return await self._matched(*add_branches_statement(gid, now, branches, expect_status))
+                            expect_status: Status, expect_type: TransType | None,
+                            room: int) -> bool:
+        return await self._matched(*add_branches_statement(gid, now, branches, expect_status,
+                                                           expect_type, room))
 
     async def claim_due(
         self, *, now: float, lease: float, owner: str, limit: int

@@ -4,6 +4,7 @@ compare-and-set UPDATE. Pure."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -141,6 +142,17 @@ def branch_params(b: Branch, d: Dialect, now: float | None = None) -> list[Any]:
         d.ts(b.finish_time),
         d.ts(b.rollback_time),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class CasUpdate:
+    """The arguments of one `Store.update` call, as one item of a batch."""
+
+    gid: str
+    now: float
+    expect_status: Status
+    expect_owner: str | None
+    change: Change
 
 
 def cas_update(

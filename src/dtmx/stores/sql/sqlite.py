@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction
+from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
 from dtmx.stores.sql.conn import Row, UniqueViolation
 from dtmx.stores.sql.rows import (
     INSERT_BRANCH,
@@ -23,10 +23,14 @@ from dtmx.stores.sql.rows import (
     trans_params,
 )
 from dtmx.stores.sql.sqlite_driver import SqliteBackend
-from dtmx.stores.sql.store import SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, SqlStore
 
 #: Lock the global row while branches are added. (SQLite's write lock covers it.)
-_LOCK_GLOBAL = "SELECT id FROM trans_global WHERE gid = ? AND status = ?"
+#: Args: gid, status, trans_type or None (any), gid, room (see BELOW_ROOM).
+_LOCK_GLOBAL = (
+    "SELECT id FROM trans_global WHERE gid = ? AND status = ?"
+    f" AND trans_type = COALESCE(?, trans_type) AND {BELOW_ROOM}"
+)
 
 
 class SqliteStore(SqlStore):
@@ -73,9 +77,11 @@ class SqliteStore(SqlStore):
             return trows, await tx.fetch(SELECT_BRANCHES, [gid])
 
     async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
-                            expect_status: Status) -> bool:
+                            expect_status: Status, expect_type: TransType | None,
+                            room: int) -> bool:
         async with self._tx() as tx:
-            if not await tx.fetch(_LOCK_GLOBAL, [gid, expect_status.value]):
+            args = [gid, expect_status.value, expect_type and expect_type.value, gid, room]
+            if not await tx.fetch(_LOCK_GLOBAL, args):
                 tx.rollback_only()
                 return False
             if branches:

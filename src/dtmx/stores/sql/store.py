@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from dtmx.core.models import (
-    KV,
     UNFINISHED,
     Branch,
     BranchUpdate,
@@ -31,14 +30,15 @@ from dtmx.core.models import (
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.sql import schema
 from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
+from dtmx.stores.sql.group_commit import GroupCommit
+from dtmx.stores.sql.kv import SqlKv
 from dtmx.stores.sql.rows import (
     INSERT_TRANS,
-    KV_COLS,
     SELECT_BRANCHES,
     TRANS_COLS,
+    CasUpdate,
     branch_from_row,
     cas_update,
-    kv_from_row,
     parse_position,
     placeholders,
     trans_from_row,
@@ -49,22 +49,35 @@ UNFINISHED_VALUES = [s.value for s in UNFINISHED]
 _FINISHED = [Status.SUCCEED.value, Status.FAILED.value]
 #: A WHERE condition on UNFINISHED_VALUES.
 IN_UNFINISHED = f"status IN ({placeholders(len(UNFINISHED_VALUES))})"
+#: add_branches' room when there is no max_ops (bigint-safe).
+NO_LIMIT = 2**62
+#: The condition on the ops a transaction holds before add_branches; args: gid, room.
+BELOW_ROOM = "(SELECT count(*) FROM trans_branch_op WHERE gid = ?) <= ?"
 #: Rows deleted per transaction by expire_finished.
 EXPIRE_BATCH = 500
 
 
-class SqlStore(abc.ABC):
+def _gid_of(u: CasUpdate) -> str:
+    return u.gid
+
+
+class SqlStore(SqlKv, abc.ABC):
     """The shared part of the SQL implementations of `dtmx.stores.base.Store`.
 
     Build a dialect's class (`SqliteStore`, `MysqlStore`, `PostgresStore`), then
     `await store.open()`. `roundtrips` counts the calls that reached the database.
     """
 
-    def __init__(self, backend: Backend, *, create: bool = True) -> None:
+    def __init__(self, backend: Backend, *, create: bool = True, batch_lanes: int = 0) -> None:
         self.backend = backend
         self.roundtrips = 0
         self._create = create
         self._d = backend.dialect
+        # With lanes, concurrent updates share round trips (group commit, see there).
+        self._updates: GroupCommit[CasUpdate, bool] | None = None
+        if batch_lanes > 0:
+            self._updates = GroupCommit(one=self._update_one, many=self._update_sorted,
+                                        key=_gid_of, lanes=batch_lanes)
 
     # ---- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -85,7 +98,10 @@ class SqlStore(abc.ABC):
         return await schema.schema_version(self.backend)
 
     async def close(self) -> None:
-        """Close the connections; the store may be opened again."""
+        """Close the connections (after the batched writes in flight); the store may be
+        opened again."""
+        if self._updates is not None:
+            await self._updates.close()
         await self.backend.close()
 
     async def ping(self) -> None:
@@ -126,9 +142,11 @@ class SqlStore(abc.ABC):
 
     @abc.abstractmethod
     async def _add_branches(self, gid: str, now: float, branches: Sequence[Branch],
-                            expect_status: Status) -> bool:
-        """Insert branches if the global row has `expect_status`, which cannot change
-        meanwhile. A duplicate raises UniqueViolation."""
+                            expect_status: Status, expect_type: TransType | None,
+                            room: int) -> bool:
+        """Insert branches if the global row has `expect_status` (and `expect_type`, if
+        given) and at most `room` branch ops (BELOW_ROOM), which cannot change meanwhile.
+        A duplicate raises UniqueViolation."""
 
     @abc.abstractmethod
     async def claim_due(
@@ -173,12 +191,33 @@ class SqlStore(abc.ABC):
         expect_owner: str | None,
         change: Change,
     ) -> bool:
-        """See `dtmx.stores.base.Store.update`."""
-        cas = cas_update(self._d, gid, now, expect_status, expect_owner, change)
-        if change.branches:
-            return await self._update_with_branches(cas, gid, now, change.branches)
+        """See `dtmx.stores.base.Store.update`; batched with concurrent ones when the
+        store has batch lanes."""
+        u = CasUpdate(gid, now, expect_status, expect_owner, change)
+        if self._updates is not None:
+            return await self._updates.submit(u)
+        return await self._update_one(u)
+
+    async def _update_one(self, u: CasUpdate) -> bool:
+        cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
+        if u.change.branches:
+            return await self._update_with_branches(cas, u.gid, u.now, u.change.branches)
         async with self._session() as ex:
             return await ex.execute(*cas) > 0
+
+    async def _update_sorted(self, items: Sequence[CasUpdate]) -> list[bool]:
+        # rows locked in gid order in every batch, so two batches in flight cannot deadlock
+        order = sorted(range(len(items)), key=lambda i: items[i].gid)
+        got = await self._update_many([items[i] for i in order])
+        out = [False] * len(items)
+        for i, ok in zip(order, got, strict=True):
+            out[i] = ok
+        return out
+
+    async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
+        """Several compare-and-set updates (distinct gids) in one round trip, each with
+        its own outcome. Only the dialects built with batch lanes are asked."""
+        raise NotImplementedError
 
     async def take(
         self,
@@ -204,11 +243,21 @@ class SqlStore(abc.ABC):
         return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
 
     async def add_branches(
-        self, *, gid: str, now: float, branches: Sequence[Branch], expect_status: Status
+        self,
+        *,
+        gid: str,
+        now: float,
+        branches: Sequence[Branch],
+        expect_status: Status,
+        expect_type: TransType | None = None,
+        max_ops: int | None = None,
     ) -> bool:
         """See `dtmx.stores.base.Store.add_branches`."""
+        # the condition as "ops stored now <= room": the same SQL whatever is given
+        room = NO_LIMIT if max_ops is None else max_ops - len(branches)
         try:
-            return await self._add_branches(gid, now, branches, expect_status)
+            return await self._add_branches(gid, now, branches, expect_status, expect_type,
+                                            room)
         except UniqueViolation as e:
             raise DuplicateBranch(gid=gid) from e
 
@@ -339,53 +388,3 @@ class SqlStore(abc.ABC):
             if len(rows) < batch:
                 break
         return done
-
-    # ---- key-value ----------------------------------------------------------------
-    async def kv_find(self, *, cat: str, key: str) -> KV | None:
-        """See `dtmx.stores.base.Store.kv_find`."""
-        async with self._session() as ex:
-            rows = await ex.fetch(f"SELECT {KV_COLS} FROM kv WHERE cat = ? AND k = ?", [cat, key])
-        return kv_from_row(rows[0], self._d) if rows else None
-
-    async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
-        """See `dtmx.stores.base.Store.kv_scan`; newest first."""
-        async with self._session() as ex:
-            rows = await ex.fetch(
-                f"SELECT {KV_COLS} FROM kv WHERE cat = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                [cat, parse_position(position), limit + 1],
-            )
-        page = rows[:limit]
-        nxt = str(page[-1][0]) if len(rows) > limit and page else ""
-        return [kv_from_row(r, self._d) for r in page], nxt
-
-    async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
-        """See `dtmx.stores.base.Store.kv_create`."""
-        d = self._d
-        try:
-            async with self._session() as ex:
-                await ex.execute(
-                    "INSERT INTO kv (cat, k, v, version, create_time, update_time)"
-                    " VALUES (?, ?, ?, 1, ?, ?)",
-                    [cat, key, value, d.ts(now), d.ts(now)],
-                )
-        except UniqueViolation:
-            return False
-        return True
-
-    async def kv_update(
-        self, *, cat: str, key: str, value: str, expect_version: int, now: float
-    ) -> bool:
-        """See `dtmx.stores.base.Store.kv_update`."""
-        async with self._session() as ex:
-            n = await ex.execute(
-                "UPDATE kv SET v = ?, version = version + 1, update_time = ?"
-                " WHERE cat = ? AND k = ? AND version = ?",
-                [value, self._d.ts(now), cat, key, expect_version],
-            )
-        return n > 0
-
-    async def kv_delete(self, *, cat: str, key: str) -> bool:
-        """See `dtmx.stores.base.Store.kv_delete`."""
-        async with self._session() as ex:
-            n = await ex.execute("DELETE FROM kv WHERE cat = ? AND k = ?", [cat, key])
-        return n > 0

@@ -1,0 +1,147 @@
+"""Batched compare-and-set updates (group commit) on MySQL and PostgreSQL.
+
+Concurrent updates ride in shared round trips; each keeps the outcome it would have had
+alone: a stale owner or status loses, its neighbours in the batch win, and two writers of
+one row still see one winner. A store of our own (database / schema `dtmx_test_batch`),
+one lane, so that updates queue behind the first round trip and form batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dtmx.core.models import BranchUpdate, Change, Op, Status
+from dtmx.errors import StoreError
+from dtmx.stores.sql import SqlStore
+from dtmx.stores.sql.mysql import MysqlStore
+from dtmx.stores.sql.postgres import PostgresStore
+
+from .conftest import empty_tables
+from .test_contract import T0, gid, mk, saga_branches
+
+DB = "dtmx_test_batch"
+
+
+@pytest.fixture(params=["mysql", "postgres"])
+async def batching(request: pytest.FixtureRequest) -> AsyncIterator[SqlStore]:
+    s: SqlStore
+    if request.param == "mysql":
+        s = MysqlStore("127.0.0.1", 3306, "root", "", DB, pool_size=4, batch_lanes=1)
+    else:
+        s = PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", DB, pool_size=4,
+                          batch_lanes=1)
+    await s.open()
+    try:
+        await empty_tables(s)
+        yield s
+    finally:
+        await s.close()
+
+
+async def _created(s: SqlStore, n: int, owner: str = "o1") -> list[str]:
+    gids = [gid() for _ in range(n)]
+    for g in gids:
+        assert await s.create(trans=mk(g, owner=owner), branches=saga_branches(g))
+    return gids
+
+
+async def test_each_update_in_a_batch_keeps_its_own_outcome(batching: SqlStore) -> None:
+    s = batching
+    gids = await _created(s, 12)
+    before = s.roundtrips
+    step = Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),))
+    done = Change(status=Status.SUCCEED,
+                  branches=(BranchUpdate("02", Op.ACTION, Status.SUCCEED),))
+    # even gids: our claim (they win); odd gids: a stale owner or a stale status (they lose)
+    calls = []
+    for i, g in enumerate(gids):
+        if i % 4 == 1:
+            calls.append(s.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
+                                  expect_owner="stale", change=done))
+        elif i % 4 == 3:
+            calls.append(s.update(gid=g, now=T0 + 1, expect_status=Status.PREPARED,
+                                  expect_owner="o1", change=done))
+        else:
+            calls.append(s.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
+                                  expect_owner="o1", change=done if i % 4 == 0 else step))
+    got = await asyncio.gather(*calls)
+    assert got == [i % 2 == 0 for i in range(12)]
+    assert s.roundtrips - before < 12  # some of them shared a round trip
+    for i, g in enumerate(gids):
+        t = await s.get(gid=g)
+        assert t is not None
+        bs = {b.branch_id: b.status for b in await s.get_branches(gid=g)
+              if b.op is Op.ACTION}
+        if i % 4 == 0:
+            assert t.status is Status.SUCCEED and t.finish_time == pytest.approx(T0 + 1)
+            assert bs == {"01": Status.PREPARED, "02": Status.SUCCEED}
+        elif i % 4 == 2:
+            assert t.status is Status.SUBMITTED and t.update_time == pytest.approx(T0 + 1)
+            assert bs == {"01": Status.SUCCEED, "02": Status.PREPARED}
+        else:  # a loser wrote nothing, branches included
+            assert t.status is Status.SUBMITTED and t.update_time == pytest.approx(T0)
+            assert bs == {"01": Status.PREPARED, "02": Status.PREPARED}
+
+
+async def test_two_writers_of_one_row_one_wins(batching: SqlStore) -> None:
+    s = batching
+    gids = await _created(s, 6)
+    # per gid: the run finishing it and a force stop, both expecting `submitted`, sent at
+    # the same moment among other gids' writes
+    calls = []
+    for g in gids:
+        calls.append(s.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
+                              expect_owner="o1", change=Change(status=Status.SUCCEED)))
+        calls.append(s.update(gid=g, now=T0 + 2, expect_status=Status.SUBMITTED,
+                              expect_owner=None,
+                              change=Change(status=Status.FAILED, rollback_reason="stop")))
+    got = await asyncio.gather(*calls)
+    for i, g in enumerate(gids):
+        run_won, stop_won = got[2 * i], got[2 * i + 1]
+        assert run_won != stop_won
+        t = await s.get(gid=g)
+        assert t is not None
+        assert t.status is (Status.SUCCEED if run_won else Status.FAILED)
+
+
+async def test_retry_count_and_fields_in_a_batch(batching: SqlStore) -> None:
+    s = batching
+    gids = await _created(s, 4)
+    changes = [
+        Change(next_cron_time=T0 + 50, next_cron_interval=20.0, retry_count=3),
+        Change(owner="o2", next_cron_time=T0 + 60),
+        Change(status=Status.ABORTING, rollback_reason="why"),
+        Change(result="r"),
+    ]
+    got = await asyncio.gather(*(
+        s.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED, expect_owner="o1",
+                 change=c) for g, c in zip(gids, changes, strict=True)))
+    assert got == [True] * 4
+    a, b, c, d = [await s.get(gid=g) for g in gids]
+    assert a is not None and b is not None and c is not None and d is not None
+    assert a.options.retry_count == 3 and a.next_cron_interval == 20.0
+    assert a.next_cron_time == pytest.approx(T0 + 50) and a.owner == "o1"
+    assert b.owner == "o2" and b.next_cron_time == pytest.approx(T0 + 60)
+    assert b.next_cron_interval == 10.0 and b.options.retry_count == 0
+    assert c.status is Status.ABORTING and c.rollback_reason == "why"
+    assert c.finish_time is None and c.rollback_time is None
+    assert d.result == "r" and d.status is Status.SUBMITTED
+
+
+async def test_an_error_reaches_only_its_caller(batching: SqlStore) -> None:
+    s = batching
+    gids = await _created(s, 5)
+    too_long = "x" * 300  # owner is VARCHAR(128): the database refuses it
+    calls = [
+        s.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED, expect_owner="o1",
+                 change=Change(owner=too_long if i == 2 else "o2"))
+        for i, g in enumerate(gids)
+    ]
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(got[2], StoreError)
+    assert [got[i] for i in (0, 1, 3, 4)] == [True] * 4
+    t = await s.get(gid=gids[2])
+    assert t is not None and t.owner == "o1"
