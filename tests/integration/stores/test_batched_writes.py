@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dtmx.core.models import BranchUpdate, Change, Op, Status
-from dtmx.errors import StoreError
+from dtmx.errors import DuplicateBranch, StoreError
 from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
@@ -145,3 +145,37 @@ async def test_an_error_reaches_only_its_caller(batching: SqlStore) -> None:
     assert [got[i] for i in (0, 1, 3, 4)] == [True] * 4
     t = await s.get(gid=gids[2])
     assert t is not None and t.owner == "o1"
+
+
+async def test_concurrent_creates_each_answer_for_themselves(batching: SqlStore) -> None:
+    s = batching
+    (existing,) = await _created(s, 1)
+    gids = [gid() for _ in range(8)]
+    before = s.roundtrips
+    calls = [s.create(trans=mk(g, owner="o1"), branches=saga_branches(g)) for g in gids[:4]]
+    assert await asyncio.gather(*calls) == [True] * 4
+    assert s.roundtrips - before < 4
+    # an existing gid answers False, and the same new gid twice: one True, one False (on
+    # MySQL a batch with an existing gid is redone create by create)
+    calls = [s.create(trans=mk(g, owner="o1"), branches=saga_branches(g)) for g in gids[4:]]
+    calls.append(s.create(trans=mk(existing), branches=saga_branches(existing)))
+    calls += [s.create(trans=mk(gids[4]), branches=saga_branches(gids[4]))]
+    got = await asyncio.gather(*calls)
+    assert got == [True] * 4 + [False, False]
+    for g in gids:
+        assert [(b.branch_id, b.op) for b in await s.get_branches(gid=g)] == [
+            (b.branch_id, b.op) for b in saga_branches(g)]
+
+
+async def test_a_duplicate_branch_fails_only_its_create(batching: SqlStore) -> None:
+    s = batching
+    gids = [gid() for _ in range(4)]
+    dup = gids[2]
+    calls = [s.create(trans=mk(g),
+                      branches=saga_branches(g) + (saga_branches(g)[:1] if g == dup else []))
+             for g in gids]
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(got[2], DuplicateBranch)
+    assert [got[i] for i in (0, 1, 3)] == [True] * 3
+    assert await s.get(gid=dup) is None
+    assert all([await s.get(gid=g) for g in gids if g != dup])

@@ -28,7 +28,8 @@ from dtmx.stores.sql.rows import (
     placeholders,
     trans_params,
 )
-from dtmx.stores.sql.store import BELOW_ROOM, UNFINISHED_VALUES, SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, NewTrans, SqlStore
+from dtmx.stores.sql.upkeep import UNFINISHED_VALUES
 
 _REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
 _IF_MATCHED = "@dtmx_matched > 0"
@@ -107,6 +108,17 @@ class MysqlStore(SqlStore):
                 return False
             raise
         return True
+
+    async def _create_many(self, items: Sequence[NewTrans]) -> list[bool]:
+        """One script: each transaction's rows in turn. An existing gid fails the script
+        (UniqueViolation), and then each create is redone alone, answering for itself."""
+        d = self._d
+        script: list[Statement] = []
+        for trans, branches in items:
+            script.append((INSERT_TRANS, trans_params(trans, d)))
+            script += _insert_branches([branch_params(b, d) for b in branches])
+        await self._script(script)
+        return [True] * len(items)
 
     def _cas_script(self, cas: Statement, gid: str, now: float,
                     branches: Sequence[BranchUpdate]) -> list[Statement]:

@@ -21,10 +21,11 @@ from dtmx.stores.sql.rows import (
     BRANCH_INSERT_COLS,
     INSERT_TRANS,
     TRANS_COLS,
+    TRANS_INSERT_COLS,
     CasUpdate,
     trans_params,
 )
-from dtmx.stores.sql.store import BELOW_ROOM, NO_LIMIT, SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, NO_LIMIT, NewTrans, SqlStore
 
 #: Inserts the branch arrays (args: gid, then the 9 arrays of `_branch_arrays`) if the
 #: CTE `g` has a row.
@@ -44,6 +45,45 @@ CREATE = (
     f" b AS ({_INSERT_BRANCHES})"
     " SELECT count(*) FROM g"
 )
+_TRANS_TYPES = (
+    "text[], text[], text[], text[], text[], text[], text[], timestamptz[], timestamptz[],"
+    " timestamptz[], timestamptz[], float8[], timestamptz[], text[], text[], text[], text[]"
+)
+#: Several creates (distinct gids) in one statement: the global rows as arrays of the 17
+#: TRANS_INSERT_COLS, those whose gid is new inserted; then the branch arrays (a gid
+#: array first, then as in `_branch_arrays`), inserted for the new gids only, in order;
+#: the new gids.
+CREATE_MANY = (
+    f"WITH g AS (INSERT INTO trans_global ({TRANS_INSERT_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"?::{t.strip()}" for t in _TRANS_TYPES.split(","))
+    + ") ON CONFLICT (gid) DO NOTHING RETURNING gid),"
+    f" b AS (INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS})"
+    " SELECT u.gid, u.url, u.bin_data, u.branch_id, u.op, u.status, u.create_time,"
+    " u.update_time, u.finish_time, u.rollback_time"
+    " FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[], ?::text[], ?::text[],"
+    " ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[])"
+    " WITH ORDINALITY AS u(gid, url, bin_data, branch_id, op, status, create_time,"
+    " update_time, finish_time, rollback_time, ord)"
+    " WHERE u.gid IN (SELECT gid FROM g) ORDER BY u.ord RETURNING 1)"
+    " SELECT gid FROM g"
+)
+
+
+def create_many_args(items: Sequence[tuple[Transaction, Sequence[Branch]]]) -> list[Any]:
+    """The arguments of CREATE_MANY."""
+    trans = [trans_params(t, POSTGRES) for t, _ in items]
+    rows = [(t.gid, *_branch_row(b)) for t, branches in items for b in branches]
+    return [*(list(col) for col in _columns([tuple(r) for r in trans], 17)),
+            *(list(col) for col in _columns(rows, 10))]
+
+
+def _branch_row(b: Branch) -> tuple[Any, ...]:
+    ts = POSTGRES.ts
+    return (b.url, bytes(b.data), b.branch_id, b.op.value, b.status.value,
+            ts(b.create_time or 0.0), ts(b.update_time or 0.0), ts(b.finish_time),
+            ts(b.rollback_time))
+
+
 #: Branches if the global row (args: gid, status, trans_type or None for any, gid, room) has
 #: the status (and type) and room for them (BELOW_ROOM), locked meanwhile so a
 #: concurrent status change cannot slip between the check and the insert. The lock is
@@ -215,6 +255,12 @@ class PostgresStore(SqlStore):
             [ts(now) if b.status.finished else None for b in branches],
             gid,
         ])
+
+    async def _create_many(self, items: Sequence[NewTrans]) -> list[bool]:
+        async with self._session() as ex:
+            rows = await ex.fetch(CREATE_MANY, create_many_args(items))
+        created = {r[0] for r in rows}
+        return [t.gid in created for t, _ in items]
 
     async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
         async with self._session() as ex:

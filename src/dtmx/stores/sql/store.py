@@ -12,17 +12,14 @@ data-modifying CTEs).
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from dtmx.core.models import (
-    UNFINISHED,
     Branch,
     BranchUpdate,
     Change,
-    ScanFilter,
     Status,
     Transaction,
     TransType,
@@ -39,29 +36,30 @@ from dtmx.stores.sql.rows import (
     CasUpdate,
     branch_from_row,
     cas_update,
-    parse_position,
-    placeholders,
     trans_from_row,
     trans_params,
 )
+from dtmx.stores.sql.upkeep import IN_UNFINISHED, UNFINISHED_VALUES, SqlUpkeep
 
-UNFINISHED_VALUES = [s.value for s in UNFINISHED]
-_FINISHED = [Status.SUCCEED.value, Status.FAILED.value]
-#: A WHERE condition on UNFINISHED_VALUES.
-IN_UNFINISHED = f"status IN ({placeholders(len(UNFINISHED_VALUES))})"
 #: add_branches' room when there is no max_ops (bigint-safe).
 NO_LIMIT = 2**62
 #: The condition on the ops a transaction holds before add_branches; args: gid, room.
 BELOW_ROOM = "(SELECT count(*) FROM trans_branch_op WHERE gid = ?) <= ?"
-#: Rows deleted per transaction by expire_finished.
-EXPIRE_BATCH = 500
+
+
+#: A transaction to create and its branches, as one item of a batch.
+NewTrans = tuple[Transaction, Sequence[Branch]]
 
 
 def _gid_of(u: CasUpdate) -> str:
     return u.gid
 
 
-class SqlStore(SqlKv, abc.ABC):
+def _new_gid(new: NewTrans) -> str:
+    return new[0].gid
+
+
+class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
     """The shared part of the SQL implementations of `dtmx.stores.base.Store`.
 
     Build a dialect's class (`SqliteStore`, `MysqlStore`, `PostgresStore`), then
@@ -73,11 +71,15 @@ class SqlStore(SqlKv, abc.ABC):
         self.roundtrips = 0
         self._create = create
         self._d = backend.dialect
-        # With lanes, concurrent updates share round trips (group commit, see there).
+        # With lanes, concurrent updates share round trips, and so do concurrent creates
+        # (group commit, see there).
         self._updates: GroupCommit[CasUpdate, bool] | None = None
+        self._creates: GroupCommit[NewTrans, bool] | None = None
         if batch_lanes > 0:
             self._updates = GroupCommit(one=self._update_one, many=self._update_sorted,
                                         key=_gid_of, lanes=batch_lanes)
+            self._creates = GroupCommit(one=self._create_one, many=self._create_many,
+                                        key=_new_gid, lanes=batch_lanes)
 
     # ---- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -100,8 +102,9 @@ class SqlStore(SqlKv, abc.ABC):
     async def close(self) -> None:
         """Close the connections (after the batched writes in flight); the store may be
         opened again."""
-        if self._updates is not None:
+        if self._updates is not None and self._creates is not None:
             await self._updates.close()
+            await self._creates.close()
         await self.backend.close()
 
     async def ping(self) -> None:
@@ -158,6 +161,8 @@ class SqlStore(SqlKv, abc.ABC):
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
         """See `dtmx.stores.base.Store.create`."""
         try:
+            if branches and self._creates is not None:
+                return await self._creates.submit((trans, branches))
             if branches:
                 return await self._create_with_branches(trans, branches)
             async with self._session() as ex:
@@ -169,6 +174,15 @@ class SqlStore(SqlKv, abc.ABC):
             if branches:
                 raise DuplicateBranch(gid=trans.gid) from e
             return False
+
+    async def _create_one(self, new: NewTrans) -> bool:
+        return await self._create_with_branches(*new)
+
+    async def _create_many(self, items: Sequence[NewTrans]) -> list[bool]:
+        """Several creates with branches (distinct gids) in one round trip, each False
+        if its gid exists; a duplicate among one's branches may fail them all (UniqueViolation:
+        each is then redone alone). Only the dialects built with batch lanes are asked."""
+        raise NotImplementedError
 
     async def get(self, *, gid: str) -> Transaction | None:
         """See `dtmx.stores.base.Store.get`."""
@@ -290,16 +304,6 @@ class SqlStore(SqlKv, abc.ABC):
             key=lambda t: (t.next_cron_time or 0.0, t.gid),
         )
 
-    async def oldest_due(self, *, now: float) -> float | None:
-        """See `dtmx.stores.base.Store.oldest_due`."""
-        async with self._session() as ex:
-            rows = await ex.fetch(
-                f"SELECT MIN(next_cron_time) FROM trans_global"
-                f" WHERE {IN_UNFINISHED} AND next_cron_time <= ?",
-                [*UNFINISHED_VALUES, self._d.ts(now)],
-            )
-        return self._d.from_ts(rows[0][0]) if rows and rows[0][0] is not None else None
-
     async def reset_next_cron_time(self, *, gid: str, now: float) -> bool:
         """See `dtmx.stores.base.Store.reset_next_cron_time`."""
         async with self._session() as ex:
@@ -308,83 +312,3 @@ class SqlStore(SqlKv, abc.ABC):
                 [self._d.ts(now), gid, *UNFINISHED_VALUES],
             )
         return n > 0
-
-    async def reset_cron_time(self, *, now: float, after: float, limit: int) -> tuple[int, bool]:
-        """See `dtmx.stores.base.Store.reset_cron_time`."""
-        d = self._d
-        cond = f"{IN_UNFINISHED} AND next_cron_time > ?"
-        cond_args = [*UNFINISHED_VALUES, d.ts(now + after)]
-        async with self._tx() as tx:
-            # one row more than asked tells whether some remain
-            ids = [
-                r[0]
-                for r in await tx.fetch(
-                    f"SELECT id FROM trans_global WHERE {cond} ORDER BY id LIMIT ?",
-                    [*cond_args, limit + 1],
-                )
-            ]
-            todo = ids[:limit]
-            if not todo:
-                return 0, False
-            n = await tx.execute(
-                f"UPDATE trans_global SET next_cron_time = ?"
-                f" WHERE id IN ({placeholders(len(todo))}) AND {cond}",
-                [d.ts(now), *todo, *cond_args],
-            )
-        return n, len(ids) > limit
-
-    async def scan(
-        self, *, position: str, limit: int, filters: ScanFilter
-    ) -> tuple[list[Transaction], str]:
-        """See `dtmx.stores.base.Store.scan`; the position is the last row id shown."""
-        d = self._d
-        where: list[str] = ["id < ?"]
-        args: list[Any] = [parse_position(position)]
-        for cond, value in (
-            ("status = ?", filters.status and filters.status.value),
-            ("trans_type = ?", filters.trans_type and filters.trans_type.value),
-            ("create_time >= ?", d.ts(filters.create_time_start)),
-            ("create_time <= ?", d.ts(filters.create_time_end)),
-        ):
-            if value is not None:
-                where.append(cond)
-                args.append(value)
-        if filters.gid_prefix:
-            # '!' escapes: a backslash means different things in MySQL and PostgreSQL literals
-            where.append("gid LIKE ? ESCAPE '!'")
-            args.append(re.sub(r"([!%_])", r"!\1", filters.gid_prefix) + "%")
-        async with self._session() as ex:
-            rows = await ex.fetch(
-                f"SELECT {TRANS_COLS} FROM trans_global WHERE {' AND '.join(where)}"
-                " ORDER BY id DESC LIMIT ?",
-                [*args, limit + 1],
-            )
-        page = rows[:limit]
-        nxt = str(page[-1][0]) if len(rows) > limit and page else ""
-        return [trans_from_row(r, d) for r in page], nxt
-
-    async def expire_finished(self, *, before: float, limit: int) -> int:
-        """See `dtmx.stores.base.Store.expire_finished`; deletes in batches."""
-        d, done = self._d, 0
-        while done < limit:
-            batch = min(EXPIRE_BATCH, limit - done)
-            async with self._tx() as tx:
-                rows = await tx.fetch(
-                    "SELECT id, gid FROM trans_global WHERE status IN (?, ?) AND update_time < ?"
-                    f" LIMIT ?{d.for_update}",
-                    [*_FINISHED, d.ts(before), batch],
-                )
-                if not rows:
-                    break
-                gids = [r[1] for r in rows]
-                await tx.execute(
-                    f"DELETE FROM trans_branch_op WHERE gid IN ({placeholders(len(gids))})", gids
-                )
-                n = await tx.execute(
-                    f"DELETE FROM trans_global WHERE id IN ({placeholders(len(rows))})",
-                    [r[0] for r in rows],
-                )
-            done += n
-            if len(rows) < batch:
-                break
-        return done
