@@ -67,6 +67,13 @@ def test_store_url() -> None:
     assert "p@ss" not in repr(s)
 
 
+def test_write_batch_lanes() -> None:
+    assert load(None, env={}).Store.WriteBatchLanes == 2
+    assert load(None, env={"STORE_WRITE_BATCH_LANES": "0"}).Store.WriteBatchLanes == 0
+    with pytest.raises(ConfigError, match=r"Store\.WriteBatchLanes must be in 0\.\.64"):
+        load(None, env={"STORE_WRITE_BATCH_LANES": "65"})
+
+
 def test_limits_block_from_yaml_and_env(tmp_path: object) -> None:
     from pathlib import Path
 
