@@ -11,7 +11,7 @@ import pytest
 
 from dtmx.core.limits import Limits
 from dtmx.core.models import Status, TransType
-from dtmx.core.request import TransRequest
+from dtmx.core.request import Registration, TransRequest
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.errors import BadRequest, DuplicateBranch, Failure
@@ -38,8 +38,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 async def _register(e: Engine, gid: str, branch_id: str,
                     tt: TransType = TransType.TCC) -> None:
     urls = URLS if tt is TransType.TCC else {"url": "http://127.0.0.1:1/xa"}
-    await e.register_branch(gid=gid, trans_type=tt, branch_id=branch_id, data=b"{}",
-                            urls=urls)
+    await e.register_branch(Registration(gid=gid, trans_type=tt, branch_id=branch_id,
+                                         payload=b"{}", urls=urls))
 
 
 async def test_registration_is_one_round_trip(engine: Engine) -> None:
