@@ -8,11 +8,13 @@ workflow's gRPC `Execute` handler unmarshals.
 from __future__ import annotations
 
 from dtmx.core.models import Protocol
-from dtmx.proto import wf_pb2
 
 
 def callback_payload(protocol: Protocol, data: bytes) -> bytes:
     """The body of the callback call that resumes a workflow with input `data`."""
     if protocol is Protocol.GRPC:
+        # protobuf comes with the grpc extra: a server without it never has gRPC workflows
+        from dtmx.proto import wf_pb2
+
         return bytes(wf_pb2.WorkflowData(Data=data).SerializeToString())
     return data
