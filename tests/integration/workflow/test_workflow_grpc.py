@@ -16,6 +16,7 @@ from dtmx.client.workflow import Workflow
 from dtmx.client.workflow.grpc import WorkflowInterceptor
 from tests.integration.workflow.conftest import WfApp, wait_status
 from tests.integration.workflow.ledger import Ledger
+from tests.support import xa_busi
 from tests.support.busi import BusiServer
 from tests.support.grpc_busi import GrpcBusi
 from tests.support.proto import busi_pb2, busi_pb2_grpc
@@ -136,6 +137,8 @@ async def test_mixed(
     busi: BusiServer, gid: str, tmp_path: Path,
 ) -> None:
     ledger = await Ledger(tmp_path / "bank.db").setup()
+    xa_busi.setup_tables()
+    app.workflows.barrier_table = xa_busi.BARRIER  # the XA step's (the ledger has its own)
 
     @app.workflows.register(gid)
     async def wf_fn(wf: Workflow, data: bytes) -> None:
@@ -154,6 +157,8 @@ async def test_mixed(
         )
         reply = await wf.new_branch().grpc(gbusi.url("TransIn"), req, busi_pb2.BusiReply)
         assert reply.Message == "SUCCESS"
+        await wf.new_branch().xa(xa_busi._pg, lambda conn: conn.execute(
+            f"INSERT INTO {xa_busi.BUSI} VALUES ($1, 'mixed', $2)", gid, req.Amount // 2))
 
     await app.workflows.execute(gid, gid, REQ.SerializeToString())
     assert server.status(gid) == "succeed"
@@ -162,6 +167,8 @@ async def test_mixed(
     assert busi.state.bodies[("TransInConfirm", gid)] == b'{"amount":15}'
     assert _ops(gbusi, "TransIn") == [("03", "action")]
     assert gbusi.calls_of("TransOutRevert") == []
+    assert xa_busi.busi_rows("pg", gid) == [("mixed", 15)]
+    assert xa_busi.prepared_xids("pg", gid) == []
 
 
 async def test_grpc_error(
