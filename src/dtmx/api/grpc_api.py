@@ -182,6 +182,7 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
         self._limits = limits or Limits()
 
     async def NewGid(self, request: empty_pb2.Empty, context: Context) -> dtmgimp_pb2.DtmGidReply:
+        """A fresh unique gid."""
         gid = await _guard(context, "NewGid", request, self._service.new_gid)
         return dtmgimp_pb2.DtmGidReply(Gid=gid)
 
@@ -201,17 +202,21 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
         return empty_pb2.Empty()
 
     async def Submit(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
+        """Store and start a transaction, or move a prepared one on."""
         return await self._trans(request, context, Verb.SUBMIT, self._service.submit)
 
     async def Prepare(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
+        """Store a msg/TCC/XA as prepared (idempotent for the same gid)."""
         return await self._trans(request, context, Verb.PREPARE, self._service.prepare)
 
     async def Abort(self, request: dtmgimp_pb2.DtmRequest, context: Context) -> empty_pb2.Empty:
+        """Roll back a prepared TCC/XA/msg."""
         return await self._trans(request, context, Verb.ABORT, self._service.abort)
 
     async def RegisterBranch(
         self, request: dtmgimp_pb2.DtmBranchRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Add a branch to a prepared transaction (DtmBranchRequest's map, as over HTTP)."""
         async def run() -> None:
             reg = registration_from_grpc(request)
             _before_write(context)
@@ -223,6 +228,7 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
     async def PrepareWorkflow(
         self, request: dtmgimp_pb2.DtmRequest, context: Context
     ) -> dtmgimp_pb2.DtmProgressesReply:
+        """Store a workflow (or find it) and answer it with its recorded progresses."""
         async def run() -> dtmgimp_pb2.DtmProgressesReply:
             req = check_trans(trans_request_from_grpc(request), Verb.PREPARE_WORKFLOW,
                               self._limits)
@@ -246,12 +252,14 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
     async def Subscribe(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Add a URL to a msg topic (ABORTED if it is there)."""
         return await self._topic("Subscribe", request, context, lambda r: self._service.subscribe(
             r.Topic, r.URL, r.Remark))
 
     async def Unsubscribe(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Remove a URL from a topic (NOT_FOUND if it is not there)."""
         return await self._topic("Unsubscribe", request, context,
                                  lambda r: self._service.unsubscribe(r.Topic, r.URL))
 
@@ -269,6 +277,7 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
     async def DeleteTopic(
         self, request: dtmgimp_pb2.DtmTopicRequest, context: Context
     ) -> empty_pb2.Empty:
+        """Remove a topic (NOT_FOUND if there is none)."""
         return await self._topic("DeleteTopic", request, context,
                                  lambda r: self._service.delete_topic(r.Topic), with_url=False)
 

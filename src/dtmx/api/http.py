@@ -104,6 +104,9 @@ def _gid_from_body(body: Any) -> str:
 
 
 class HttpApi:
+    """DTM's HTTP API (/api/dtmsvr/...) plus dtmx's own routes: parse, call the service, answer
+    JSON.
+    """
     def __init__(
         self,
         service: Service,
@@ -176,33 +179,44 @@ class HttpApi:
         return check_trans(parse_trans_body(body), verb, self.limits)
 
     async def version(self, r: Request) -> Any:
+        """GET version: this server's version."""
         return {"version": f"dtmx-{__version__}"}
 
     async def new_gid(self, r: Request) -> Any:
+        """GET newGid: a fresh unique gid."""
         return {"gid": await self.svc.new_gid(), "dtm_result": "SUCCESS"}
 
     async def prepare(self, r: Request) -> Any:
+        """POST prepare: store a msg/TCC/XA as prepared (idempotent for the same gid)."""
         await self.svc.prepare(self._trans(await _body(r), Verb.PREPARE))
 
     async def submit(self, r: Request) -> Any:
+        """POST submit: store and start a transaction, or move a prepared one on."""
         await self.svc.submit(self._trans(await _body(r), Verb.SUBMIT))
 
     async def abort(self, r: Request) -> Any:
+        """POST abort: roll back a prepared TCC/XA/msg."""
         await self.svc.abort(self._trans(await _body(r), Verb.ABORT))
 
     async def force_stop(self, r: Request) -> Any:
+        """POST forceStop: fail an unfinished transaction now; 404/409 otherwise."""
         await self.svc.force_stop(_gid_from_body(await _body(r)))
 
     async def reset_next_cron_time(self, r: Request) -> Any:
+        """POST resetNextCronTime: make one unfinished transaction due now."""
         await self.svc.reset_next_cron_time(_gid_from_body(await _body(r)))
 
     async def register_branch(self, r: Request) -> Any:
+        """POST registerBranch (and its TCC/XA aliases): add a branch to a prepared transaction."""
         body = await _body(r)
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object of strings")
         await self.svc.register_branch(parse_registration(body))
 
     async def prepare_workflow(self, r: Request) -> Any:
+        """POST prepareWorkflow: store a workflow (or find it) and answer it with its recorded
+        progresses.
+        """
         req = self._trans(await _body(r), Verb.PREPARE_WORKFLOW)
         trans, branches = await self.svc.prepare_workflow(req)
         # DTM answers its full rows; its Go client reads them as protojson of
@@ -211,12 +225,14 @@ class HttpApi:
         return {"transaction": trans_json(trans), "progresses": [branch_json(b) for b in branches]}
 
     async def query(self, r: Request) -> Any:
+        """GET query: one transaction and its branches (null when there is none)."""
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
         return query_json(*await self.svc.query(check_gid(gid)))
 
     async def all(self, r: Request) -> Any:
+        """GET all: transactions newest first, filtered and paged by an opaque position."""
         q = r.query
         status = q.get("status") or None
         try:
@@ -241,28 +257,35 @@ class HttpApi:
         return {"transactions": [trans_json(t) for t in transactions], "next_position": position}
 
     async def reset_cron_time(self, r: Request) -> Any:
+        """GET resetCronTime: make transactions scheduled later than `timeout` seconds from now due
+        now.
+        """
         timeout = query_int(r.query, "timeout", reset_cron_after(self.timeout_to_fail))
         limit = query_int(r.query, "limit", DEFAULT_PAGE)
         count, remaining = await self.svc.reset_cron_time(timeout=timeout, limit=limit)
         return {"has_remaining": remaining, "succeed_count": count}
 
     async def subscribe(self, r: Request) -> Any:
+        """GET subscribe: add a URL to a msg topic (409 if it is there)."""
         q = r.query
         topic, url = q.get("topic", ""), q.get("url", "")
         parse_topic(topic, url)
         await self.svc.subscribe(topic, url, q.get("remark", ""))
 
     async def unsubscribe(self, r: Request) -> Any:
+        """GET unsubscribe: remove a URL from a topic (404 if it is not there)."""
         topic, url = r.query.get("topic", ""), r.query.get("url", "")
         parse_topic(topic, url)
         await self.svc.unsubscribe(topic, url)
 
     async def delete_topic(self, r: Request) -> Any:
+        """DELETE topic/{name}: remove a topic (404 if there is none)."""
         topic = r.match_info.get("name", "")
         parse_topic(topic)
         await self.svc.delete_topic(topic)
 
     async def scan_kv(self, r: Request) -> Any:
+        """GET scanKV: key-value records of a category, paged."""
         kvs, position = await self.svc.scan_kv(
             cat=r.query.get("cat", ""),
             position=query_position(r.query),
@@ -271,23 +294,29 @@ class HttpApi:
         return {"kv": [kv_json(k) for k in kvs], "next_position": position}
 
     async def query_kv(self, r: Request) -> Any:
+        """GET queryKV: one key-value record (an empty list when there is none)."""
         kvs = await self.svc.query_kv(cat=r.query.get("cat", ""), key=r.query.get("key", ""))
         return {"kv": [kv_json(k) for k in kvs]}
 
     async def ping(self, r: Request) -> Any:
+        """GET /api/ping: liveness, without authentication."""
         return {"msg": "pong"}
 
     async def healthz(self, r: Request) -> Any:
+        """GET /api/healthz: 200 when the store answers, 503 otherwise."""
         ok = await self.health() if self.health else True
         return json_response({"healthy": ok}, 200 if ok else 503)
 
     async def prometheus(self, r: Request) -> Any:
+        """GET /api/metrics: DTM's metric names and dtmx's own, Prometheus text."""
         return Response(await self.metrics.render(), content_type=PROMETHEUS_TEXT)
 
     async def json_rpc(self, r: Request) -> Any:
+        """POST of DTM's JSON-RPC API, answered by the same service."""
         return await self._json_rpc.handle(r)
 
     async def openapi(self, r: Request) -> Any:
+        """GET the OpenAPI description of the HTTP API."""
         if self._openapi is None:
             self._openapi = openapi_document()
         return Response(self._openapi)

@@ -41,6 +41,7 @@ def _omit_empty(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def trans_json(t: Transaction) -> dict[str, Any]:
+    """A transaction as DTM's JSON (empty fields omitted, `id` always there)."""
     o = t.options
     # `id` is never omitted: DTM's field has no omitempty (0 on stores without row ids)
     return {"id": t.id} | _omit_empty(
@@ -76,6 +77,7 @@ def trans_json(t: Transaction) -> dict[str, Any]:
 
 
 def branch_json(b: Branch) -> dict[str, Any]:
+    """A branch as DTM's JSON, with its payload as text and base64."""
     out = _omit_empty(
         {
             "create_time": iso(b.create_time),
@@ -96,6 +98,7 @@ def branch_json(b: Branch) -> dict[str, Any]:
 
 
 def kv_json(kv: KV) -> dict[str, Any]:
+    """A key-value record as DTM's JSON."""
     return {
         "cat": kv.cat,
         "k": kv.k,

@@ -37,6 +37,8 @@ DEFAULT_SCHEMES = ("http", "https", "grpc", "etcd")
 
 
 class RuleKind(StrEnum):
+    """What a BranchPolicy rule matches: a network, a host, or a host and port."""
+
     NETWORK = "network"
     HOST = "host"
     HOST_PORT = "host:port"
@@ -182,6 +184,7 @@ class Violation:
     reason: str
 
     def message(self) -> str:
+        """The 400 message: the URL, why, and the rule."""
         return f"branch URL {self.url!r} refused by BranchPolicy: {self.reason} ({self.rule})"
 
 

@@ -85,6 +85,7 @@ class Branch:
 
     @property
     def key(self) -> tuple[str, Op]:
+        """(branch_id, op): what identifies a branch row within its transaction."""
         return (self.branch_id, self.op)
 
 

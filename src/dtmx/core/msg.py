@@ -19,6 +19,7 @@ TOPIC_PREFIX = "topic://"
 
 
 def parse_delay(custom_data: str) -> float:
+    """custom_data's `delay` in seconds (0 without one); BadRequest if it is not a number >= 0."""
     if not custom_data:
         return 0.0
     try:
@@ -68,6 +69,9 @@ def gen_branches(
 
 
 def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
+    """A msg's next step: ask query_prepared after its timeout, wait out its delay, or call its
+    actions.
+    """
     if trans.status is Status.PREPARED:
         if timeout_reason(trans, now, timing):
             return QueryPrepared()

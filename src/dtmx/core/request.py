@@ -65,6 +65,8 @@ class Verb(StrEnum):
 
 @dataclass(slots=True)
 class TransRequest:
+    """A validated request for one transaction (submit/prepare/abort), transport-free."""
+
     gid: str
     trans_type: TransType
     steps: list[dict[str, str]] = field(default_factory=list)
@@ -156,6 +158,7 @@ def query_position(query: Mapping[str, str]) -> str:
 
 
 def check_gid(gid: Any) -> str:
+    """`gid` if it is a non-empty string within the length limit; BadRequest otherwise."""
     if not isinstance(gid, str) or not gid:
         raise BadRequest("gid is required and must be a non-empty string")
     if len(gid) > MAX_GID:
@@ -200,6 +203,7 @@ def _str_map(body: Mapping[str, Any], key: str) -> dict[str, str]:
 
 
 def parse_trans_type(v: Any) -> TransType:
+    """`v` as a TransType; BadRequest naming the allowed ones otherwise."""
     try:
         return TransType(v)
     except ValueError:

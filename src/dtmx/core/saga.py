@@ -109,6 +109,9 @@ def _steps(branches: Sequence[Branch]) -> tuple[list[Branch], list[Branch]]:
 
 
 def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
+    """A saga's next step: actions in order (or by their graph), or compensations after a failure
+    or timeout.
+    """
     custom = parse_custom(trans.custom_data)
     concurrent = custom.concurrent or trans.options.concurrent
     if trans.status is Status.SUBMITTED:

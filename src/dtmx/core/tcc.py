@@ -20,6 +20,7 @@ SECOND_PHASE = {
 
 
 def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Timing) -> Plan:
+    """A TCC's or XA's next step: time out a prepared one, then the second phase."""
     forward, backward = SECOND_PHASE[trans.trans_type]
     if trans.status is Status.PREPARED:
         reason = timeout_reason(trans, now, timing)

@@ -19,12 +19,16 @@ from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction
 
 @runtime_checkable
 class Store(Protocol):
+    """Durable state of transactions, branches and key-value records; every backend passes the
+    contract suite.
+    """
     roundtrips: int
 
     async def open(self) -> None:
         """Connect, create or check the schema. Raises StoreUnavailable if unreachable."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; the store is not used after."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the backend answers."""
@@ -36,7 +40,8 @@ class Store(Protocol):
         Returns False (writing nothing) when the gid already exists.
         """
 
-    async def get(self, *, gid: str) -> Transaction | None: ...
+    async def get(self, *, gid: str) -> Transaction | None:
+        """The transaction with `gid`, or None."""
 
     async def get_branches(self, *, gid: str) -> list[Branch]:
         """Branches in insertion (registration) order."""
@@ -132,9 +137,11 @@ class Store(Protocol):
         update_time < before. Returns how many were deleted."""
 
     # ---- key-value ----------------------------------------------------------------
-    async def kv_find(self, *, cat: str, key: str) -> KV | None: ...
+    async def kv_find(self, *, cat: str, key: str) -> KV | None:
+        """The record (cat, key), or None."""
 
-    async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]: ...
+    async def kv_scan(self, *, cat: str, position: str, limit: int) -> tuple[list[KV], str]:
+        """Records of `cat` in key order from `position` ('' = start); the next position or ''."""
 
     async def kv_create(self, *, cat: str, key: str, value: str, now: float) -> bool:
         """False if (cat, key) exists."""
@@ -144,4 +151,5 @@ class Store(Protocol):
     ) -> bool:
         """Compare-and-set on version (version + 1 on success)."""
 
-    async def kv_delete(self, *, cat: str, key: str) -> bool: ...
+    async def kv_delete(self, *, cat: str, key: str) -> bool:
+        """Delete (cat, key); False if there was none."""

@@ -27,16 +27,19 @@ class Outcome:
 
 
 def name_of(fn: Callable[..., Any]) -> str:
+    """A callable's name for messages (its qualified name when it has one)."""
     return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
 
 
 def outcome_of_error(e: BaseException) -> Outcome:
+    """A step's error as an outcome: Failure is recorded as failed, anything else is not."""
     if isinstance(e, Failure):
         return Outcome(Status.FAILED, e.message.encode(), e)
     return Outcome(None, b"", e)  # Ongoing or an error: not recorded, the step runs again
 
 
 async def maybe_await(value: Any) -> Any:
+    """`value`, awaited if it is awaitable."""
     return await value if inspect.isawaitable(value) else value
 
 

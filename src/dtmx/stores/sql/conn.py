@@ -60,6 +60,7 @@ class Tx(Executor):
     rollback: bool = False
 
     def rollback_only(self) -> None:
+        """End this transaction with a rollback instead of a commit."""
         self.rollback = True
 
 
@@ -74,7 +75,8 @@ class Backend(abc.ABC):
         Raises StoreUnavailable if the server cannot be reached."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close every connection."""
 
     @abc.abstractmethod
     def session(self) -> AbstractAsyncContextManager[Executor]:
@@ -126,6 +128,7 @@ class PooledBackend(Backend):
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Executor]:
+        """Statements on one pooled connection outside an explicit transaction."""
         async with self._acquire() as conn:
             yield self._executor(conn)
 

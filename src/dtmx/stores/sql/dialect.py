@@ -47,6 +47,8 @@ class Dialect:
 
 
 class MysqlDialect(Dialect):
+    """MySQL/MariaDB: `%s` placeholders, naive UTC DATETIME(3), JSON_SET for options."""
+
     kind = StoreDriver.MYSQL
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
@@ -60,23 +62,29 @@ class MysqlDialect(Dialect):
     )
 
     def q(self, sql: str) -> str:
+        """`sql` with its `?` placeholders in this driver's style."""
         return _mysql_q(sql)
 
     # DATETIME(6) has no zone: we store naive UTC and never use the server's NOW().
     def ts(self, t: float | None) -> Any:
+        """An epoch time as the value this column type stores (None stays None)."""
         return None if t is None else datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
 
     def from_ts(self, v: Any) -> float | None:
+        """A stored time back as epoch seconds."""
         if v is None:
             return None
         assert isinstance(v, datetime)
         return v.replace(tzinfo=UTC).timestamp()
 
     def set_retry_count(self) -> str:
+        """SQL that sets options.retry_count to the bound value."""
         return "JSON_SET(COALESCE(NULLIF(options, ''), '{}'), '$.retry_count', ?)"
 
 
 class PostgresDialect(Dialect):
+    """PostgreSQL: `$n` placeholders, timestamptz, jsonb_set for options."""
+
     kind = StoreDriver.POSTGRES
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
@@ -84,18 +92,22 @@ class PostgresDialect(Dialect):
     has_table = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
 
     def q(self, sql: str) -> str:
+        """`sql` with its `?` placeholders in this driver's style."""
         return _postgres_q(sql)
 
     def ts(self, t: float | None) -> Any:
+        """An epoch time as the value this column type stores (None stays None)."""
         return None if t is None else datetime.fromtimestamp(t, UTC)
 
     def from_ts(self, v: Any) -> float | None:
+        """A stored time back as epoch seconds."""
         if v is None:
             return None
         assert isinstance(v, datetime)
         return v.timestamp()
 
     def set_retry_count(self) -> str:
+        """SQL that sets options.retry_count to the bound value."""
         return (
             "(jsonb_set(COALESCE(NULLIF(options, ''), '{}')::jsonb, '{retry_count}',"
             " to_jsonb(?::bigint)))::text"

@@ -121,6 +121,9 @@ class MysqlBackend(PooledBackend):
         self._pool_size = pool_size
 
     async def open(self, *, create: bool) -> None:
+        """Open the pool (creating the database first when `create`); StoreUnavailable if
+        unreachable.
+        """
         with _translated():
             if create:
                 conn = await asyncmy.connect(**self._kw)
@@ -138,6 +141,7 @@ class MysqlBackend(PooledBackend):
             )
 
     async def close(self) -> None:
+        """Close the pool."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.close()
@@ -157,6 +161,7 @@ class MysqlBackend(PooledBackend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction on a pooled connection; rolled back on error."""
         async with self._acquire() as conn, transaction_scope(
             _MysqlTx(conn), begin=conn.begin, commit=conn.commit, rollback=conn.rollback,
             translated=_translated,

@@ -126,6 +126,9 @@ class PostgresBackend(PooledBackend):
         self._pool_size = pool_size
 
     async def open(self, *, create: bool) -> None:
+        """Open the pool (creating the schema first when `create`); StoreUnavailable if
+        unreachable.
+        """
         with _translated():
             if create and self.schema != "public":
                 conn = await asyncpg.connect(**self._kw)
@@ -144,6 +147,7 @@ class PostgresBackend(PooledBackend):
             )
 
     async def close(self) -> None:
+        """Close the pool."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with _translated():
@@ -167,6 +171,7 @@ class PostgresBackend(PooledBackend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction on a pooled connection; rolled back on error."""
         async with self._acquire() as conn:
             tr = conn.transaction()
             async with transaction_scope(

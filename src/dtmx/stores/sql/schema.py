@@ -24,6 +24,8 @@ _FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One numbered schema change; applied once, in order."""
+
     version: int
     name: str
     sql: str

@@ -106,6 +106,9 @@ class SqliteBackend(Backend):
         self._checkpointer: asyncio.Task[None] | None = None
 
     async def open(self, *, create: bool) -> None:
+        """Open the database file (its directory must exist); StoreUnavailable if it cannot be
+        opened.
+        """
         if self.path != ":memory:" and not Path(self.path).parent.exists():
             raise StoreUnavailable(f"sqlite: directory of {self.path!r} does not exist")
         with _translated():
@@ -126,6 +129,7 @@ class SqliteBackend(Backend):
             self._checkpointer = asyncio.create_task(self._checkpoint_loop())
 
     async def close(self) -> None:
+        """Stop the checkpointer and close the connection."""
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -174,10 +178,12 @@ class SqliteBackend(Backend):
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Executor]:
+        """Statements outside an explicit transaction (each autocommits)."""
         yield _SqliteTx(self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction (serialised: SQLite has one writer); rolled back on error."""
         async with self._lock, transaction_scope(
             _SqliteTx(self), begin=self._begin, commit=self._commit, rollback=self._rollback,
             translated=_translated,
