@@ -23,6 +23,7 @@ from dtmx.api.json_rpc import JsonRpcApi
 from dtmx.api.serialize import branch_json, kv_json, query_json, trans_json
 from dtmx.core.limits import Limits
 from dtmx.core.models import ScanFilter, Status
+from dtmx.core.query import query_int, query_position
 from dtmx.core.request import (
     Verb,
     check_gid,
@@ -31,8 +32,6 @@ from dtmx.core.request import (
     parse_topic,
     parse_trans_body,
     parse_trans_type,
-    query_int,
-    query_position,
 )
 from dtmx.core.timing import reset_cron_after
 from dtmx.errors import BadRequest, DtmxError

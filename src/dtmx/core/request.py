@@ -105,7 +105,7 @@ def in_range(name: str, v: Any, label: str = "") -> int:
         and lo <= v <= hi
     )
     if not ok:
-        raise BadRequest(f"{label or name} must be an integer in {lo}..{hi}, not {_show(v)}")
+        raise BadRequest(f"{label or name} must be an integer in {lo}..{hi}, not {shown(v)}")
     return int(v)
 
 
@@ -133,28 +133,10 @@ def clamp_stored(o: TransOptions) -> TransOptions:
     return o
 
 
-def _show(v: Any) -> str:
+def shown(v: Any) -> str:
+    """`v` as an error message quotes it: its repr, cut to 40 characters."""
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def query_int(query: Mapping[str, str], name: str, default: int) -> int:
-    """An integer query parameter in RANGES[name]; `default` when absent or empty."""
-    raw = query.get(name, "")
-    if raw == "":
-        return default
-    lo, hi = RANGES[name]
-    if not re.fullmatch(r"-?[0-9]{1,30}", raw):
-        raise BadRequest(f"{name} must be an integer in {lo}..{hi}, not {_show(raw)}")
-    return in_range(name, int(raw))
-
-
-def query_position(query: Mapping[str, str]) -> str:
-    """The `position` of a scan: '' (from the newest) or a decimal in RANGES["position"]."""
-    raw = query.get("position", "")
-    if raw:
-        query_int(query, "position", 0)
-    return raw
 
 
 def check_gid(gid: Any) -> str:
@@ -340,12 +322,12 @@ def _check_workflow(req: TransRequest, verb: Verb) -> TransRequest:
 def _check_headers(o: TransOptions) -> None:
     for name, value in o.branch_headers.items():
         if not _TOKEN.fullmatch(name):
-            raise BadRequest(f"branch_headers: {_show(name)} is not a valid header name")
+            raise BadRequest(f"branch_headers: {shown(name)} is not a valid header name")
         if _BAD_VALUE.search(value):
             raise BadRequest(f"branch_headers[{name}]: the value has a control character")
     for name in o.passthrough_headers:
         if not _TOKEN.fullmatch(name):
-            raise BadRequest(f"passthrough_headers: {_show(name)} is not a valid header name")
+            raise BadRequest(f"passthrough_headers: {shown(name)} is not a valid header name")
 
 
 def _check_msg_custom(custom_data: str) -> None:

@@ -108,3 +108,19 @@ def encode(response: Response, keep_alive: bool, date: bytes) -> bytes:
     return b"%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: dtmx\r\n%s\r\n%s" % (
         head, response.content_type.encode(), len(body), date,
         b"" if keep_alive else b"Connection: close\r\n", body)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one connection may make the server hold (defaults = settings' `Limits`)."""
+
+    #: request body bytes; larger is 413
+    max_body: int = 16 * 1024 * 1024
+    #: request line and headers, bytes; larger is 431
+    max_header: int = 64 * 1024
+    #: complete requests parsed and waiting behind the one being handled
+    max_pipelined: int = 16
+    #: answer bytes waiting for a client that does not read
+    max_buffered: int = 4 * 1024 * 1024
+    #: seconds a connection may sit idle, or take to send one request
+    idle_timeout: float = 75.0

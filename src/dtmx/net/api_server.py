@@ -26,7 +26,6 @@ import logging
 import ssl as ssl_module
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qsl, unquote
 
@@ -38,6 +37,7 @@ from dtmx.net.api_routes import (
     Request,
     Response,
     Routes,
+    ServerLimits,
     encode,
     json_response,
 )
@@ -51,22 +51,6 @@ log = logging.getLogger("dtmx.http")
 # bytes handed to the parser at a time: bounds the requests one read can queue, and how
 # far past `max_header` a head can grow before it is refused
 _SLICE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    """What one connection may make the server hold (defaults = settings' `Limits`)."""
-
-    #: request body bytes; larger is 413
-    max_body: int = 16 * 1024 * 1024
-    #: request line and headers, bytes; larger is 431
-    max_header: int = 64 * 1024
-    #: complete requests parsed and waiting behind the one being handled
-    max_pipelined: int = 16
-    #: answer bytes waiting for a client that does not read
-    max_buffered: int = 4 * 1024 * 1024
-    #: seconds a connection may sit idle, or take to send one request
-    idle_timeout: float = 75.0
 
 
 class _Parsed:
@@ -361,11 +345,11 @@ class HttpServer:
         routes: Routes,
         *,
         error_response: Callable[[Request, Exception], Response],
-        limits: ServerLimits = ServerLimits(),
+        limits: ServerLimits | None = None,
     ) -> None:
         self.routes = routes
         self.error_response = error_response
-        self.limits = limits
+        self.limits = limits or ServerLimits()
         self.clock = DateClock()
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
