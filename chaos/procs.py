@@ -205,15 +205,30 @@ def _connects(port: int) -> bool:
         return False
 
 
+def held_port() -> socket.socket:
+    """A loopback port kept bound (SO_REUSEPORT, never listening) for the whole run.
+
+    A killed server's port is free until its restart, and another process on the machine
+    (another test's server, picking a free port) could take it: the workload's clients would
+    then submit to a foreign server on another store. Held this way, the kernel hands the
+    port to nobody else, while our server, started with --reuse-port, can still listen on it.
+    """
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
 class DtmxServer:
     """One `dtmx serve` (or, for the server whose clock moves, `python -m chaos.skewed`)."""
 
     def __init__(self, index: int, workdir: Path, conf: dict[str, Any], *,
                  skewed: bool) -> None:
         self.index = index
-        self.http_port = free_port()
-        conf = {**conf, "HttpPort": self.http_port, "GrpcPort": free_port(),
-                "Host": "127.0.0.1"}
+        self.held = [held_port(), held_port()]
+        self.http_port = int(self.held[0].getsockname()[1])
+        conf = {**conf, "HttpPort": self.http_port,
+                "GrpcPort": int(self.held[1].getsockname()[1]), "Host": "127.0.0.1"}
         self.conf_path = workdir / f"server{index}.yml"
         self.conf_path.write_text(yaml.safe_dump(conf))
         self.skew_path = workdir / f"server{index}.skew"
@@ -222,7 +237,8 @@ class DtmxServer:
             argv = [sys.executable, "-m", "chaos.skewed", str(self.conf_path),
                     str(self.skew_path)]
         else:
-            argv = [sys.executable, "-m", "dtmx", "serve", "-c", str(self.conf_path)]
+            argv = [sys.executable, "-m", "dtmx", "serve", "--reuse-port", "-c",
+                    str(self.conf_path)]
         self.proc = Proc(argv, workdir, f"server{index}")
         self.skewed = skewed
         self.pids: list[int] = []
@@ -230,6 +246,11 @@ class DtmxServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/api/dtmsvr"
+
+    def release_ports(self) -> None:
+        """Let the held ports go (at the end of the run)."""
+        for s in self.held:
+            s.close()
 
     def start(self, wait: bool = True) -> None:
         self.proc.start()

@@ -383,6 +383,7 @@ class Harness:
     async def close(self) -> None:
         for s in self.servers:
             s.proc.stop()
+            s.release_ports()
         if self.bank is not None:
             self.bank.stop()
         if self.proxy is not None:

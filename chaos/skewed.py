@@ -43,7 +43,7 @@ async def _main(conf: str, skew: str) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     server = Server(load(conf), clock=FileSkewClock(Path(skew)))
-    await server.start()
+    await server.start(reuse_port=True)  # the harness holds the port between restarts
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
