@@ -14,7 +14,8 @@ def render(res: Result) -> str:
     c = res.config
     out = [f"chaos run: store={c.store} servers={c.servers} seconds={c.seconds:g} "
            f"seed={c.seed} workers={c.workers} branch_fault_rate={c.branch_fault_rate:g} "
-           f"clock_jumps={c.clock_jumps}"]
+           f"clock_jumps={c.clock_jumps} kill_every={c.kill_every} "
+           f"store_fault_every={c.store_fault_every}"]
     out.append(f"transfers: {res.transfers} ({res.client_errors} with a client-side error); "
                f"branch calls: {res.branch_calls} ({res.findings.server_calls} by servers)")
     out.append("branch calls by caller: " + ", ".join(

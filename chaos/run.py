@@ -55,6 +55,9 @@ class Config:
     workers: int = 6
     branch_fault_rate: float = 0.2
     clock_jumps: bool = True
+    #: seconds between server kills / between store faults: uniform in (min, max)
+    kill_every: tuple[float, float] = (1.0, 3.0)
+    store_fault_every: tuple[float, float] = (1.0, 2.5)
     quiesce_timeout: float = 120.0
     workdir: str = ""
     keep: bool = False
@@ -279,7 +282,8 @@ class Harness:
         await self.start()
         plan = schedule(cfg.seed, cfg.seconds, servers=cfg.servers,
                         proxy=self.store.proxied, clock_jumps=cfg.clock_jumps,
-                        store_restarts=self.store.kind == "redis")
+                        store_restarts=self.store.kind == "redis",
+                        kill_every=cfg.kill_every, store_every=cfg.store_fault_every)
         workload = Workload(seed=cfg.seed, bank_url=f"http://127.0.0.1:{self.bank_port}/bank",
                             bank_db=self.bank_db, server_urls=[s.url for s in self.servers],
                             accounts=ACCOUNTS, workers=cfg.workers,
@@ -342,10 +346,10 @@ class Harness:
     async def _check(self, workload: Workload, statuses: dict[str, str | None]) -> None:
         async with aiohttp.ClientSession() as http, http.get(
                 f"http://127.0.0.1:{self.bank_port}/chaos/calls",
-                timeout=aiohttp.ClientTimeout(total=60)) as r:
+                timeout=aiohttp.ClientTimeout(total=600)) as r:
             log = await r.json()
-        # kept for a look afterwards (removed with the run directory when all is well)
-        (self.workdir / "calls.json").write_text(json.dumps(log["calls"]))
+        # calls.json stays in the run directory for a look afterwards
+        log["calls"] = json.loads(Path(log["calls_file"]).read_text())
         for kind, n in log["faults"].items():
             self.result.faults[f"branch_{kind}"] += n
         async with aiosqlite.connect(self.bank_db) as conn:
