@@ -67,7 +67,11 @@ def check(transfers: list[Transfer], statuses: dict[str, str | None],
     total, want = sum(balances.values()), initial * len(balances)
     if total != want:
         f.add("money", f"money not conserved: {total} in the bank, {want} put in")
-    _overlaps(f, calls, skewed, request_timeout)
+    # a transaction the clock-jumped server created or called carries its wrong times
+    # (create time, leases): every server then judges its timeout and lease by them
+    skewed_gids = {t.gid for t in transfers if f"server{t.server}" in skewed}
+    skewed_gids |= {c["gid"] for c in calls if str(c["src"]).split("@")[0] in skewed}
+    _overlaps(f, calls, skewed, request_timeout, skewed_gids)
     return f
 
 
@@ -112,16 +116,18 @@ def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect])
 
 
 def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
-              request_timeout: float) -> None:
+              request_timeout: float, skewed_gids: set[str]) -> None:
     """Two servers calling branches of one transaction at the same time.
 
     Leases keep a live owner's claim from running out while it calls (it is extended
     before each call to more than a request timeout), so two processes overlapping on one
     gid means two owners at once, unless one of them is the server whose clock was moved
-    (its leases are wrong by the jump, by design of any lease). A server stops waiting for
-    a call after the request timeout, so a call counts as the server's from its start to
-    its end or to the request timeout, whichever comes first: the bank may go on with it
-    (a killed server's call too), which is the barrier's business, not a second owner.
+    (its leases are wrong by the jump, by design of any lease), or the transaction was
+    created or touched by that server: its create time and leases are then wrong for all.
+    A server stops waiting for a call after the request timeout, so a call counts as the
+    server's from its start to its end or to the request timeout, whichever comes first:
+    the bank may go on with it (a killed server's call too), which is the barrier's
+    business, not a second owner.
     """
     per_gid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in calls:
@@ -138,7 +144,7 @@ def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
                     break
                 if a["src"] == b["src"]:
                     continue
-                if a["src"].split("@")[0] in skewed or b["src"].split("@")[0] in skewed:
+                if gid in skewed_gids:
                     f.overlaps_under_skew += 1
                     continue
                 f.add("two_owners",

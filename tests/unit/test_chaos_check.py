@@ -66,6 +66,12 @@ def test_two_servers_calling_one_transaction_at_once_is_named_unless_one_was_ske
     skewed = [call("server0@1", 0.0, 1.0), call("server2@3", 0.5, 1.5)]
     assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
                      skewed) == []
+    # created by the clock-jumped server: its times mislead the others too
+    others = [call("server0@1", 0.0, 1.0), call("server1@2", 0.5, 1.5)]
+    on_skewed = saga()
+    on_skewed.server = 2
+    assert check([on_skewed], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010}, INITIAL,
+                 others, {"server2"}, request_timeout=1.0).violations == []
     # the bank went on with a call its server had given up on (request timeout 1 s)
     late = [call("server0@1", 0.0, 4.0), call("server1@2", 2.5, 3.0)]
     assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
