@@ -19,6 +19,15 @@
 # DTMX_TEST_CONFIGURE_SERVICES=1 allows configuring it the same way.
 set -euo pipefail
 
+# Daemons started here must not inherit the caller's open files: run under `flock`, a
+# database server would hold the lock for as long as it lives.
+for fd_path in /proc/$$/fd/*; do
+  fd=${fd_path##*/}
+  if [[ $fd =~ ^[0-9]+$ ]] && (( fd > 2 && fd != 255 )); then  # 255: bash reads this script
+    eval "exec $fd>&-" 2>/dev/null || true
+  fi
+done
+
 MYSQL_HOST=${DTMX_TEST_MYSQL_HOST:-127.0.0.1}
 MYSQL_PORT=${DTMX_TEST_MYSQL_PORT:-3306}
 MYSQL_USER=${DTMX_TEST_MYSQL_USER:-root}
