@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
+
+from chaos.procs import free_port
 
 # What a write looks like on the wire: SQL verbs (MySQL text protocol, PostgreSQL Parse and
 # simple queries), PostgreSQL's Execute message, Redis's script calls.
@@ -137,3 +141,27 @@ class StoreProxy:
         finally:
             with contextlib.suppress(Exception):
                 dst.transport.abort()
+
+
+class ProxyThread:
+    """The store proxy on an event loop of its own, so the harness's load cannot stall it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.proxy = StoreProxy(target_port, port=free_port())
+
+    def start(self) -> None:
+        self.thread.start()
+        self.call(self.proxy.start())
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def spawn(self, coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.call(self.proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

@@ -11,12 +11,10 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import aiosqlite
@@ -33,7 +31,7 @@ from chaos.procs import (
     socket_inode,
     write_peers,
 )
-from chaos.proxy import StoreProxy
+from chaos.proxy import ProxyThread
 from chaos.workload import Workload
 
 ACCOUNTS = 10
@@ -76,30 +74,6 @@ class Result:
     branch_calls: int = 0
     transfers: int = 0
     workdir: str = ""
-
-
-class ProxyThread:
-    """The store proxy on an event loop of its own, so the harness's load cannot stall it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.proxy = StoreProxy(target_port, port=free_port())
-
-    def start(self) -> None:
-        self.thread.start()
-        self.call(self.proxy.start())
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def spawn(self, coro: Any) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        self.call(self.proxy.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 class Harness:
