@@ -85,13 +85,27 @@ async def test_cached_endpoints_serve_while_etcd_is_down_and_watch_comes_back(
                 await asyncio.sleep(0.1)
         finally:
             await asyncio.to_thread(etcd.start)
-        # the watch was recreated: a registration made after the restart shows up
-        async with EtcdRegistration(etcd.endpoint, key, "10.0.0.2:2", ttl=2):
+        # the watch was recreated: a registration made after the restart shows up. etcd
+        # answers /health before a new gRPC connection to it may succeed (grpc shares a
+        # subchannel still in its reconnect backoff), so the registration is retried
+        second = EtcdRegistration(etcd.endpoint, key, "10.0.0.2:2", ttl=2)
+
+        async def registered() -> bool:
+            try:
+                await second.start()
+            except DiscoveryError:
+                return False
+            return True
+
+        await aeventually(registered, timeout=10, interval=0.2)
+        try:
 
             async def both() -> bool:
                 return discovery.resolver(url).endpoints == ["10.0.0.1:1", "10.0.0.2:2"]
 
             await aeventually(both, timeout=10)
+        finally:
+            await second.stop()
 
 
 async def test_resolve_passes_plain_targets_and_reports_errors(
