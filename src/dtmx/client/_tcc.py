@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
-from dtmx.client._base import BranchIdGen, Payload, TransBase, payload_text
+from dtmx.client._base import BranchIdGen, Payload, payload_text
 from dtmx.client._branch import BranchInfo
 from dtmx.client._consts import Op, TransType
 from dtmx.client._errors import DtmError
+from dtmx.client._global import GlobalTrans, run_global
 from dtmx.client._http import BranchResponse
 
 if TYPE_CHECKING:
     from dtmx.client._client import DtmClient
 
 T = TypeVar("T")
-_MAX_REASON = 1024
 
 
-class Tcc(TransBase):
+class Tcc(GlobalTrans):
     """A TCC transaction.
 
     >>> async with client.tcc(gid) as tcc:      # prepare
     ...     await tcc.call_branch(data, try_url, confirm_url, cancel_url)
     ... # normal exit: submit (confirm all); exception: abort (cancel all), re-raised
+
+    On submit the server confirms every registered branch; on abort it cancels them, in
+    reverse order.
 
     A branch that itself calls further TCC branches uses `Tcc.from_branch` (or
     `from_query`): its sub-branches get ids under its own branch id.
@@ -55,20 +56,6 @@ class Tcc(TransBase):
         """True for a Tcc joined from a branch: it does not own the global transaction."""
         return bool(self.ids.parent_id)
 
-    async def prepare(self) -> None:
-        """Create the global transaction as prepared."""
-        await self.client.transport.prepare(self.to_body())
-
-    async def submit(self) -> None:
-        """Submit: the server confirms every registered branch."""
-        await self._submit()
-
-    async def abort(self, reason: str = "") -> None:
-        """Abort: the server cancels every registered branch, in reverse order."""
-        if reason:
-            self.rollback_reason = reason[:_MAX_REASON]
-        await self.client.transport.abort(self.to_body())
-
     async def call_branch(
         self, payload: Payload, try_url: str, confirm_url: str, cancel_url: str
     ) -> BranchResponse:
@@ -96,34 +83,14 @@ class Tcc(TransBase):
         resp.raise_for_result()
         return resp
 
-    async def __aenter__(self) -> Tcc:
+    async def __aenter__(self) -> Self:
         if self.nested:
             raise DtmError("a nested Tcc joins its parent's transaction; call call_branch only")
-        await self.prepare()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.submit()
-            return
-        try:
-            await self.abort(f"{type(exc).__name__}: {exc}")
-        except DtmError as abort_err:
-            # The original error matters more; the server's timeout cancels it anyway.
-            exc.add_note(f"dtmx: abort of {self.gid} failed too: {abort_err}")
+        return await super().__aenter__()
 
 
 async def tcc_global_transaction(
     client: DtmClient, gid: str, fn: Callable[[Tcc], Awaitable[T] | T]
 ) -> T:
     """Run `fn(tcc)` inside a TCC: prepare, then submit, or abort and re-raise on error."""
-    async with Tcc(client, gid) as tcc:
-        result = fn(tcc)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+    return await run_global(Tcc(client, gid), fn)

@@ -8,32 +8,32 @@ submits (the server calls every branch with op "commit") or aborts ("rollback").
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from dtmx.client._base import BranchIdGen, Payload, TransBase, payload_text
+from dtmx.client._base import BranchIdGen, Payload, payload_text
 from dtmx.client._consts import Op, TransType
-from dtmx.client._errors import DtmError
+from dtmx.client._global import GlobalTrans, run_global
 from dtmx.client._http import BranchResponse
 
 if TYPE_CHECKING:
     from dtmx.client._client import DtmClient
 
 T = TypeVar("T")
-_MAX_REASON = 1024
 #: The query parameter that tells an XA branch where its second phase will be called.
 PHASE2_URL = "phase2_url"
 
 
-class Xa(TransBase):
+class Xa(GlobalTrans):
     """An XA global transaction.
 
     >>> async with client.xa(gid) as xa:     # prepare
     ...     await xa.call_branch(data, trans_out_url)
     ...     await xa.call_branch(data, trans_in_url)
     ... # normal exit: submit (commit all); exception: abort (roll back all), re-raised
+
+    On submit the server calls every registered branch with op "commit"; on abort, with
+    op "rollback".
     """
 
     trans_type = TransType.XA
@@ -41,20 +41,6 @@ class Xa(TransBase):
     def __init__(self, client: DtmClient, gid: str) -> None:
         super().__init__(client, gid)
         self.ids = BranchIdGen()
-
-    async def prepare(self) -> None:
-        """Create the global transaction as prepared."""
-        await self.client.transport.prepare(self.to_body())
-
-    async def submit(self) -> None:
-        """Submit: the server calls every registered branch with op "commit"."""
-        await self._submit()
-
-    async def abort(self, reason: str = "") -> None:
-        """Abort: the server calls every registered branch with op "rollback"."""
-        if reason:
-            self.rollback_reason = reason[:_MAX_REASON]
-        await self.client.transport.abort(self.to_body())
 
     async def call_branch(self, payload: Payload, url: str) -> BranchResponse:
         """POST `payload` to the branch at `url` with op "action"; raise `Failure`/`Ongoing`/
@@ -74,32 +60,9 @@ class Xa(TransBase):
         resp.raise_for_result()
         return resp
 
-    async def __aenter__(self) -> Xa:
-        await self.prepare()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.submit()
-            return
-        try:
-            await self.abort(f"{type(exc).__name__}: {exc}")
-        except DtmError as abort_err:
-            # The original error matters more; the server's timeout rolls it back anyway.
-            exc.add_note(f"dtmx: abort of {self.gid} failed too: {abort_err}")
-
 
 async def xa_global_transaction(
     client: DtmClient, gid: str, fn: Callable[[Xa], Awaitable[T] | T]
 ) -> T:
     """Run `fn(xa)` inside an XA transaction: prepare, then submit, or abort and re-raise."""
-    async with Xa(client, gid) as xa:
-        result = fn(xa)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+    return await run_global(Xa(client, gid), fn)
