@@ -9,16 +9,15 @@ import pytest
 
 from tests.support.jrpc_busi import JsonRpcBranches
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
+from tests.support.services import STORES, store_block
 from tests.support.util import free_port
-
-# SQLite, and Redis as the other store (isolated by a key prefix of its own).
-STORES = ("sqlite", "redis")
 
 
 @pytest.fixture(scope="module", params=STORES)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
+    """One server per store (SQLite, MySQL, PostgreSQL, Redis), isolated under a name of its
+    own: a database, a schema, a key prefix or a file."""
     name = f"jrpc_{uuid.uuid4().hex[:8]}"
     workdir = str(tmp_path_factory.mktemp("jrpc"))
     s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir,

@@ -10,16 +10,15 @@ import pytest
 from dtmx.client import DtmClient
 from tests.support import xa_busi
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
+from tests.support.services import STORES, store_block
 from tests.support.xa_busi import XaBranches
-
-# The server's store: SQLite, and Redis as the other one (quick to isolate by key prefix).
-STORES = ("sqlite", "redis")
 
 
 @pytest.fixture(scope="module", params=STORES)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
+    """One server per store (SQLite, MySQL, PostgreSQL, Redis), isolated under a name of its
+    own: a database, a schema, a key prefix or a file."""
     name = f"xa_{uuid.uuid4().hex[:8]}"
     workdir = str(tmp_path_factory.mktemp("xa"))
     s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
