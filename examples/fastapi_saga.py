@@ -21,17 +21,17 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import aiosqlite
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from dtmx.client import DtmClient, Failure
-from dtmx.client.barrier import BranchBarrier, ensure_table
+from dtmx.client.barrier import BranchBarrier
 from dtmx.client.starlette import dtm_endpoint
+
+from _common import balances, serving, setup_db  # plumbing: examples/_common.py
 
 DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
 # The barrier table sits in the same SQLite file as the accounts, so the barrier row and the
@@ -95,37 +95,6 @@ async def trans_in_revert(t: Transfer, request: Request) -> None:
     await in_barrier(request, lambda conn: adjust_balance(conn, t.user_id, -t.amount))
 
 
-async def setup_db(path: str) -> None:
-    """Create the account and barrier tables; reset both accounts to 100."""
-    async with aiosqlite.connect(path) as conn:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS account (user_id INTEGER PRIMARY KEY, balance INTEGER)"
-        )
-        await conn.execute("INSERT OR REPLACE INTO account VALUES (1, 100), (2, 100)")
-        await conn.commit()
-        await ensure_table(conn, BARRIER_TABLE)
-
-
-async def balances(path: str) -> str:
-    async with aiosqlite.connect(path) as conn:
-        rows = await conn.execute_fetchall("SELECT user_id, balance FROM account ORDER BY 1")
-    return " ".join(f"{uid}={bal}" for uid, bal in rows)
-
-
-@asynccontextmanager
-async def serving(port: int) -> AsyncIterator[None]:
-    """Run the FastAPI app with uvicorn in this event loop while the block runs."""
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8081, help="port of this service")
@@ -134,10 +103,10 @@ async def main() -> None:
     parser.add_argument("--refuse-in", action="store_true", help="TransIn answers FAILURE")
     args = parser.parse_args()
     app.state.db, app.state.refuse_in = args.db, args.refuse_in
-    await setup_db(args.db)
+    await setup_db(args.db, BARRIER_TABLE)
     busi = f"http://127.0.0.1:{args.port}/api"
 
-    async with serving(args.port), DtmClient(DTMX_SERVER) as dtm:
+    async with serving(app, args.port), DtmClient(DTMX_SERVER) as dtm:
         print("balances before:", await balances(args.db))
         out, into = Transfer(user_id=1, amount=args.amount), Transfer(user_id=2, amount=args.amount)
         saga = (

@@ -27,17 +27,16 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiosqlite
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from dtmx.client import DtmClient, Failure
 from dtmx.client.barrier import BranchBarrier, ensure_table
 from dtmx.client.starlette import dtm_endpoint
+
+from _common import serving, wait_finished  # plumbing: examples/_common.py
 
 DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
 # In the same SQLite file as the accounts: barrier row and business commit together.
@@ -149,30 +148,6 @@ async def balances(path: str) -> str:
     return f"{money} (frozen: {frozen})"
 
 
-async def wait_finished(dtm: DtmClient, gid: str) -> str:
-    """Poll the server until it has confirmed or cancelled every branch; the final status."""
-    async with asyncio.timeout(30):
-        while True:
-            state = await dtm.query(gid)
-            if state is not None and state.finished:
-                return state.status
-            await asyncio.sleep(0.1)
-
-
-@asynccontextmanager
-async def serving(port: int) -> AsyncIterator[None]:
-    """Run the FastAPI app with uvicorn in this event loop while the block runs."""
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8082, help="port of this service")
@@ -184,7 +159,7 @@ async def main() -> None:
     await setup_db(args.db)
     busi = f"http://127.0.0.1:{args.port}/api"
 
-    async with serving(args.port), DtmClient(DTMX_SERVER) as dtm:
+    async with serving(app, args.port), DtmClient(DTMX_SERVER) as dtm:
         print("balances before:", await balances(args.db))
         gid = await dtm.new_gid()
         try:
@@ -202,7 +177,7 @@ async def main() -> None:
         except Failure as e:
             print(f"tcc {gid}: a try failed, aborting ({e.message})")
         # Confirm and cancel run in the server after submit / abort: wait for them.
-        print(f"tcc {gid}: {await wait_finished(dtm, gid)}")
+        print(f"tcc {gid}: {await wait_finished(dtm, gid, 30)}")
         print("balances after:", await balances(args.db))
 
 

@@ -36,13 +36,14 @@ from contextlib import asynccontextmanager
 import aiosqlite
 import asyncpg
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request
 
 from dtmx.client import BranchBarrier, DtmClient, Failure, Ongoing
 from dtmx.client.barrier import ensure_table
 from dtmx.client.starlette import dtm_endpoint
 from dtmx.client.workflow import Workflow, Workflows, starlette_endpoint
+
+from _common import balances, serving, setup_db, wait_finished  # plumbing: examples/_common.py
 
 DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
 BARRIER_TABLE = "barrier"  # next to the accounts: the barrier row commits with the change
@@ -146,46 +147,6 @@ async def logged(dsn: str, gid: str) -> int:
         await conn.close()
 
 
-async def setup_db(path: str) -> None:
-    """Create the account and barrier tables; reset both accounts to 100."""
-    async with aiosqlite.connect(path) as conn:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS account (user_id INTEGER PRIMARY KEY, balance INTEGER)"
-        )
-        await conn.execute("INSERT OR REPLACE INTO account VALUES (1, 100), (2, 100)")
-        await conn.commit()
-        await ensure_table(conn, BARRIER_TABLE)
-
-
-async def balances(path: str) -> str:
-    async with aiosqlite.connect(path) as conn:
-        rows = await conn.execute_fetchall("SELECT user_id, balance FROM account ORDER BY 1")
-    return " ".join(f"{uid}={bal}" for uid, bal in rows)
-
-
-@asynccontextmanager
-async def serving(port: int) -> AsyncIterator[None]:
-    """Run the FastAPI app with uvicorn in this event loop while the block runs."""
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
-async def wait_finished(gid: str) -> str:
-    """Poll the server until the workflow has finished; its final status."""
-    while True:
-        state = await client.query(gid)
-        if state is not None and state.finished:
-            return str(state.status)
-        await asyncio.sleep(0.1)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8082, help="port of this service")
@@ -199,12 +160,12 @@ async def main() -> None:
     app.state.db, app.state.refuse_in = args.db, args.refuse_in
     app.state.interrupt = args.interrupt
     app.state.xa_pg, app.state.xa_refuse = args.xa_pg, args.xa_refuse
-    await setup_db(args.db)
+    await setup_db(args.db, BARRIER_TABLE)
     if args.xa_pg:
         await setup_xa(args.xa_pg)
     workflows = make_workflows(args.port)
 
-    async with serving(args.port):
+    async with serving(app, args.port):
         print("balances before:", await balances(args.db))
         gid = await client.new_gid()
         try:
@@ -214,7 +175,7 @@ async def main() -> None:
             print(f"workflow {gid}: rolled back ({e.message})")
         except Ongoing:
             print(f"workflow {gid}: not finished, the server resumes it")
-            print(f"workflow {gid}: {await wait_finished(gid)} after resume")
+            print(f"workflow {gid}: {await wait_finished(client, gid, None)} after resume")
         print("balances after:", await balances(args.db))
         if args.xa_pg:
             print("transfer log rows:", await logged(args.xa_pg, gid))

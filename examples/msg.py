@@ -25,17 +25,16 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiosqlite
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from dtmx.client import DtmClient, Failure
-from dtmx.client.barrier import BranchBarrier, ensure_table
+from dtmx.client.barrier import BranchBarrier
 from dtmx.client.starlette import dtm_endpoint
+
+from _common import balances, serving, setup_db, wait_finished  # plumbing: examples/_common.py
 
 DTMX_SERVER = os.environ.get("DTMX_SERVER", "http://127.0.0.1:36789/api/dtmsvr")
 # In the same SQLite file as the accounts: barrier row and business commit together.
@@ -86,47 +85,6 @@ async def debit_locally(barrier: BranchBarrier, user_id: int, amount: int) -> No
         await barrier.call(conn, lambda c: adjust_balance(c, user_id, -amount))
 
 
-async def setup_db(path: str) -> None:
-    """Create the account and barrier tables; reset both accounts to 100."""
-    async with aiosqlite.connect(path) as conn:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS account (user_id INTEGER PRIMARY KEY, balance INTEGER)"
-        )
-        await conn.execute("INSERT OR REPLACE INTO account VALUES (1, 100), (2, 100)")
-        await conn.commit()
-        await ensure_table(conn, BARRIER_TABLE)
-
-
-async def balances(path: str) -> str:
-    async with aiosqlite.connect(path) as conn:
-        rows = await conn.execute_fetchall("SELECT user_id, balance FROM account ORDER BY 1")
-    return " ".join(f"{uid}={bal}" for uid, bal in rows)
-
-
-async def wait_finished(dtm: DtmClient, gid: str) -> str:
-    """Poll the server until the msg is delivered or failed; the final status."""
-    async with asyncio.timeout(60):
-        while True:
-            state = await dtm.query(gid)
-            if state is not None and state.finished:
-                return state.status
-            await asyncio.sleep(0.1)
-
-
-@asynccontextmanager
-async def serving(port: int) -> AsyncIterator[None]:
-    """Run the FastAPI app with uvicorn in this event loop while the block runs."""
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8083, help="port of this service")
@@ -137,10 +95,10 @@ async def main() -> None:
     )
     args = parser.parse_args()
     app.state.db = args.db
-    await setup_db(args.db)
+    await setup_db(args.db, BARRIER_TABLE)
     busi = f"http://127.0.0.1:{args.port}/api"
 
-    async with serving(args.port), DtmClient(DTMX_SERVER) as dtm:
+    async with serving(app, args.port), DtmClient(DTMX_SERVER) as dtm:
         print("balances before:", await balances(args.db))
         msg = dtm.msg(await dtm.new_gid()).add(
             f"{busi}/TransIn", Transfer(user_id=2, amount=args.amount)
@@ -164,7 +122,7 @@ async def main() -> None:
                 print(f"msg {msg.gid}: committed locally and submitted")
             except Failure as e:
                 print(f"msg {msg.gid}: local transaction refused, msg aborted ({e.message})")
-        print(f"msg {msg.gid}: {await wait_finished(dtm, msg.gid)}")
+        print(f"msg {msg.gid}: {await wait_finished(dtm, msg.gid, 60)}")
         print("balances after:", await balances(args.db))
 
 
