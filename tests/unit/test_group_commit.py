@@ -47,64 +47,63 @@ async def test_a_lone_write_goes_at_once_and_alone() -> None:
     assert b.trips == [["a"]]
 
 
-async def test_writes_queued_behind_a_round_trip_share_the_next() -> None:
-    b = Backend()
-    gc = _gc(b)
+async def _queued_behind_a_held_write(
+    b: Backend, gc: GroupCommit[str, str], queued: Sequence[str]
+) -> tuple[list[list[str]], list[str | BaseException]]:
+    """Hold the lane with a write of "a", queue `queued` behind it, then let the round trips
+    return: the round trips seen while "a" was held, and the queued writes' answers."""
     b.gate.clear()
     first = asyncio.create_task(gc.submit("a"))
     await asyncio.sleep(0)
-    rest = [asyncio.create_task(gc.submit(x)) for x in ("b", "c", "d")]
+    rest = [asyncio.create_task(gc.submit(x)) for x in queued]
     await asyncio.sleep(0)
-    assert b.trips == [["a"]]  # the others wait for the lane, not for a timer
+    held = [list(t) for t in b.trips]
     b.gate.set()
     assert await first == "A"
-    assert await asyncio.gather(*rest) == ["B", "C", "D"]
-    assert b.trips == [["a"], ["b", "c", "d"]]
+    return held, await asyncio.gather(*rest, return_exceptions=True)
+
+
+def _answer(got: str | BaseException) -> str:
+    """An answer as text to compare: the result, or the error's type and message."""
+    return got if isinstance(got, str) else f"{type(got).__name__}: {got}"
+
+
+@pytest.mark.parametrize(
+    ("queued", "fail_many", "answers", "trips"),
+    [
+        # no timer: the writes wait for the lane, then share the next round trip
+        (["b", "c", "d"], None, ["B", "C", "D"], [["b", "c", "d"]]),
+        # one key never twice in a batch: g:2 waits for the round trip after g:1's
+        (["g:1", "g:2", "h:1"], None, ["G:1", "G:2", "H:1"], [["g:1", "h:1"], ["g:2"]]),
+        # a batch rolled back as a whole is redone item by item: only "bad" fails
+        (["b", "bad", "c"], None, ["B", "StoreError: refused bad", "C"],
+         [["b", "bad", "c"], ["b"], ["bad"], ["c"]]),
+        # an unavailable store fails the whole batch, not redone: the outcome is unknown
+        (["b", "c"], StoreUnavailable("gone"),
+         ["StoreUnavailable: gone", "StoreUnavailable: gone"], [["b", "c"]]),
+    ],
+    ids=["share-next-trip", "one-key-once-per-batch", "failed-batch-redone", "unavailable"],
+)
+async def test_writes_queued_behind_a_round_trip(
+    queued: list[str],
+    fail_many: BaseException | None,
+    answers: list[str],
+    trips: list[list[str]],
+) -> None:
+    b = Backend()
+    b.fail_many = fail_many
+    gc = _gc(b)
+    held, got = await _queued_behind_a_held_write(b, gc, queued)
+    assert held == [["a"]]  # the others wait for the lane, not for a timer
+    assert [_answer(g) for g in got] == answers
+    assert b.trips == [["a"], *trips]
+
+
+async def test_a_batch_is_counted() -> None:
+    b = Backend()
+    gc = _gc(b)
+    await _queued_behind_a_held_write(b, gc, ["b", "c", "d"])
     assert (gc.batches, gc.batched_items) == (1, 3)
-
-
-async def test_one_key_never_twice_in_a_batch() -> None:
-    b = Backend()
-    gc = _gc(b)
-    b.gate.clear()
-    first = asyncio.create_task(gc.submit("a:1"))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(gc.submit(x)) for x in ("g:1", "g:2", "h:1")]
-    await asyncio.sleep(0)
-    b.gate.set()
-    await asyncio.gather(first, *rest)
-    assert b.trips == [["a:1"], ["g:1", "h:1"], ["g:2"]]
-
-
-async def test_a_failed_batch_is_redone_item_by_item() -> None:
-    b = Backend()
-    gc = _gc(b)
-    b.gate.clear()
-    first = asyncio.create_task(gc.submit("a"))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(gc.submit(x)) for x in ("b", "bad", "c")]
-    await asyncio.sleep(0)
-    b.gate.set()
-    await first
-    got = await asyncio.gather(*rest, return_exceptions=True)
-    assert got[0] == "B" and got[2] == "C"
-    assert isinstance(got[1], StoreError) and "refused bad" in str(got[1])
-
-
-async def test_an_unavailable_store_fails_the_whole_batch() -> None:
-    b = Backend()
-    gc = _gc(b)
-    b.gate.clear()
-    first = asyncio.create_task(gc.submit("a"))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(gc.submit(x)) for x in ("b", "c")]
-    await asyncio.sleep(0)
-    b.fail_many = StoreUnavailable("gone")
-    b.gate.set()
-    await first
-    got = await asyncio.gather(*rest, return_exceptions=True)
-    assert all(isinstance(g, StoreUnavailable) for g in got)
-    assert b.trips == [["a"], ["b", "c"]]  # not redone: the outcome is unknown
 
 
 async def test_lanes_send_in_parallel() -> None:
