@@ -30,7 +30,8 @@ _ON_CLUSTER = ("test_saga", "test_tcc_msg")
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
     """The whole core suite runs once per store: SQLite, MySQL, PostgreSQL and Redis; the
-    saga/TCC/msg modules also on a Redis Cluster."""
+    saga/TCC/msg modules also on a Redis Cluster. A module's `SERVER_EXTRA` settings, if
+    it has them, are added to its server's."""
     workdir = str(tmp_path_factory.mktemp("dtmx"))
     name = f"dtmx_it_{uuid.uuid4().hex[:8]}"
     if request.param == "redis-cluster":
@@ -40,7 +41,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         block = {"Driver": "redis", "Url": url, "RedisPrefix": "{" + name + "}"}
     else:
         block = store_block(request.param, name, workdir)
-    s = ServerProcess(store=block, workdir=workdir).start()
+    extra = getattr(request.module, "SERVER_EXTRA", None)
+    s = ServerProcess(store=block, workdir=workdir, extra=extra).start()
     yield s
     s.stop()
 

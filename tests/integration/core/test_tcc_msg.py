@@ -12,6 +12,11 @@ from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.util import eventually
 
+# test_every_branch_registered_before_a_timeout_is_cancelled registers until the timeout
+# refuses one (409): the default MaxBranches (1,000 TCC branches) could answer 400 first on
+# a fast machine.
+SERVER_EXTRA = {"Limits": {"MaxBranches": 100_000}}
+
 
 def register(server: ServerProcess, busi: BusiServer, gid: str, bid: str, side: str) -> None:
     r = post(server, "registerBranch", {
@@ -349,7 +354,8 @@ def test_every_branch_registered_before_a_timeout_is_cancelled(
     server: ServerProcess, busi: BusiServer, gid: str
 ) -> None:
     """Issue 14's reproduction: registrations back to back while the poller times the TCC
-    out (TimeoutToFail is 1 s here), until one is refused. Every registration that answered
+    out (TimeoutToFail is 1 s here), until one is refused (MaxBranches is raised for this
+    module, so the refusal is the timeout's, not the limit's). Every registration that answered
     200 must have its cancel called; none may stay prepared under a failed TCC. (The exact
     interleaving is forced, on every store, in tests/integration/stores/test_registration_race.)
     """
