@@ -198,19 +198,19 @@ class Engine:
     # ---- single writes --------------------------------------------------------------
     async def register_branch(self, reg: Registration) -> None:
         """Add a TCC/XA branch's second-phase ops, or record a workflow's finished step,
-        while the transaction is prepared; one round trip. A TCC/XA's branches stay within
-        Limits.MaxBranches."""
+        while the transaction is prepared; one round trip. A TCC/XA's branches, and a
+        workflow's recorded step ops, stay within Limits.MaxBranches (two ops a branch)."""
         gid, trans_type, branch_id = reg.gid, reg.trans_type, reg.branch_id
         self.observer.about(gid, trans_type.value, branch_id)
         now = self.clock.now()
-        max_ops: int | None = None
         if trans_type is TransType.WORKFLOW:
             branches = [workflow.progress(gid, branch_id, reg.op, reg.status, reg.payload, now)]
         else:
             branches = tcc.gen_registered(trans_type, gid, branch_id, reg.payload, reg.urls,
                                           now)
-            # every branch is two ops (an action and its undo), as a saga's steps are
-            max_ops = 2 * self.limits.MaxBranches
+        # a branch is two ops (an action and its undo), as a saga's steps are; a workflow
+        # step records one row per op it ran (action, then its compensation or commit)
+        max_ops = 2 * self.limits.MaxBranches
         # A branch of the other kind would never get its second phase (an XA branch's local
         # transaction would stay prepared, holding its locks): the store checks the type.
         try:
@@ -227,15 +227,17 @@ class Engine:
             await self._refused_registration(gid, trans_type, len(branches), max_ops)
 
     async def _refused_registration(self, gid: str, trans_type: TransType, adding: int,
-                                    max_ops: int | None) -> None:
+                                    max_ops: int) -> None:
         """Say why add_branches refused (read only then: the refusal is the rare path)."""
         existing = await self.store.get(gid=gid)
         if existing is not None and existing.trans_type is not trans_type:
             raise BadRequest(f"gid {gid} is a {existing.trans_type}, not a {trans_type}")
-        if existing is not None and existing.status is Status.PREPARED and max_ops:
+        if existing is not None and existing.status is Status.PREPARED:
             held = len(await self.store.get_branches(gid=gid))
             if held + adding > max_ops:
-                raise BadRequest(f"{gid} has {held // 2} branches: more is beyond"
+                what = (f"{held} recorded step ops (two a step)"
+                        if trans_type is TransType.WORKFLOW else f"{held // 2} branches")
+                raise BadRequest(f"{gid} has {what}: more is beyond"
                                  f" Limits.MaxBranches ({self.limits.MaxBranches})")
         raise Failure(f"no trans with gid: {gid} status: prepared found")
 

@@ -177,3 +177,21 @@ def test_client_errors_are_one_log_line_without_traceback(server: ServerProcess,
     eventually(lambda: line in server.log())
     assert "GET /api/dtmsvr/all 400 limit must be an integer in 1..1000" in server.log()
     assert "Traceback" not in server.log()
+
+
+def test_workflow_steps_count_against_max_branches(server: ServerProcess, gid: str) -> None:
+    body = {"gid": gid, "trans_type": "workflow",
+            "custom_data": json.dumps({"name": "wf-limit", "data": None})}
+    assert post(server, "prepareWorkflow", body).status_code == 200
+    with requests.Session() as s:
+        def record(branch_id: str, op: str) -> requests.Response:
+            return s.post(f"{server.url}/registerBranch", timeout=15, json={
+                "gid": gid, "trans_type": "workflow", "branch_id": branch_id, "op": op,
+                "status": "succeed", "data": ""})
+
+        for i in range(1000):  # the default MaxBranches: 1,000 steps, two ops each
+            for op in ("action", "compensate"):
+                assert record(f"{i:04d}", op).status_code == 200
+        refused(record("1000", "action"), 400, "has 2000 recorded step ops",
+                "Limits.MaxBranches (1000)")
+    assert len(get(server, "query", gid=gid).json()["branches"]) == 2000

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dtmx.core.limits import Limits
-from dtmx.core.models import Status, TransType
+from dtmx.core.models import Op, Status, TransType
 from dtmx.core.request import Registration, TransRequest
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
@@ -63,6 +63,24 @@ async def test_max_branches_counts_registrations(engine: Engine) -> None:
     assert len(await engine.store.get_branches(gid="g2")) == 6
     t = await engine.store.get(gid="g2")
     assert t is not None and t.status is Status.PREPARED
+
+
+async def test_max_branches_counts_workflow_steps(engine: Engine) -> None:
+    await engine.prepare_workflow(TransRequest(
+        gid="g4", trans_type=TransType.WORKFLOW, custom_data='{"name": "wf", "data": null}'))
+
+    async def record(branch_id: str, op: Op) -> None:
+        await engine.register_branch(Registration(
+            gid="g4", trans_type=TransType.WORKFLOW, branch_id=branch_id, payload=b"",
+            urls={}, op=op, status=Status.SUCCEED))
+
+    for b in ("01", "02", "03"):  # three steps, each an action and its compensation
+        await record(b, Op.ACTION)
+        await record(b, Op.COMPENSATE)
+    with pytest.raises(BadRequest, match=r"has 6 recorded step ops \(two a step\): more is "
+                                         r"beyond Limits\.MaxBranches \(3\)"):
+        await record("04", Op.ACTION)
+    assert len(await engine.store.get_branches(gid="g4")) == 6
 
 
 async def test_wrong_type_and_missing_gid(engine: Engine) -> None:
