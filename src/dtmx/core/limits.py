@@ -24,7 +24,8 @@ class Limits:
     MaxBodyBytes: int = 16 * MIB
     #: request line plus headers, bytes; larger is 431
     MaxHeaderBytes: int = 64 * KIB
-    #: steps of a saga or msg; more is 400 (TCC/XA registrations are not counted yet)
+    #: steps of a saga or msg, TCC/XA branches registered, a workflow's recorded steps (two
+    #: ops a step); more is 400
     MaxBranches: int = 1000
     #: branch rows one msg submit/prepare may create by fanning topics out; more is 400
     MaxTopicFanout: int = 10000

@@ -423,6 +423,38 @@ async def test_add_branches_expect_type(store: Store) -> None:
                                         expect_type=TransType.TCC)
 
 
+async def test_add_branches_max_ops_counts_every_row(store: Store) -> None:
+    g = gid()
+    first = [br(g, "01", Op.CONFIRM), br(g, "01", Op.CANCEL)]  # rows from create count too
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.TCC), branches=first)
+    second = [br(g, "02", Op.CONFIRM), br(g, "02", Op.CANCEL)]
+    before = store.roundtrips
+    assert await store.add_branches(gid=g, now=T0 + 1, branches=second,
+                                    expect_status=Status.PREPARED, max_ops=4)  # 4 <= 4
+    third = [br(g, "03", Op.CONFIRM), br(g, "03", Op.CANCEL)]
+    # 6 > 4 (and 6 > 5): refused, nothing written, the transaction as it was
+    for limit in (4, 5):
+        assert not await store.add_branches(gid=g, now=T0 + 2, branches=third,
+                                            expect_status=Status.PREPARED, max_ops=limit)
+    assert store.roundtrips - before == 3  # each add_branches one round trip
+    assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in first + second]
+    t = await store.get(gid=g)
+    assert t is not None and t.status is Status.PREPARED
+    # exactly at the bound is allowed; without max_ops there is no bound
+    assert await store.add_branches(gid=g, now=T0 + 3, branches=third[:1],
+                                    expect_status=Status.PREPARED, max_ops=5)
+    assert await store.add_branches(gid=g, now=T0 + 3, branches=third[1:],
+                                    expect_status=Status.PREPARED)
+    assert len(await store.get_branches(gid=g)) == 6
+    # a batch larger than the bound on its own is refused on an empty transaction too
+    g2 = gid()
+    await store.create(trans=mk(g2, status=Status.PREPARED, tt=TransType.TCC), branches=[])
+    assert not await store.add_branches(gid=g2, now=T0 + 1, branches=[
+        br(g2, "01", Op.CONFIRM), br(g2, "01", Op.CANCEL)], expect_status=Status.PREPARED,
+        max_ops=1)
+    assert await store.get_branches(gid=g2) == []
+
+
 async def test_add_branches(store: Store) -> None:
     g = gid()
     first = [br(g, "01", Op.CONFIRM), br(g, "01", Op.CANCEL)]
