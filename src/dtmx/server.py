@@ -210,7 +210,8 @@ def _grpc_invoker(s: Settings, guard: AddressGuard, discovery: Discovery) -> Inv
     # etcd://host:2379/<key>/pkg.Service/Method branch URLs resolve through etcd
     # (and every target, etcd's answers too, is judged by BranchPolicy before it is dialled)
     return GrpcInvoker(dtm_address=f"127.0.0.1:{s.GrpcPort}",
-                       resolver=guard.grpc_resolver(discovery.resolve))
+                       resolver=guard.grpc_resolver(discovery.resolve),
+                       max_response=s.Limits.MaxBranchResponseBytes)
 
 
 async def _start_grpc(

@@ -75,6 +75,7 @@ class GrpcBusi:
         self.port = port or free_port()
         self.calls: list[BusiCall] = []
         self._results: dict[str, list[tuple[grpc.StatusCode, str]]] = {}
+        self._replies: dict[str, bytes] = {}
         self._delays: dict[str, float] = {}
         self._server: grpc.aio.Server | None = None
 
@@ -90,6 +91,10 @@ class GrpcBusi:
         """Answer `method` with these codes in turn; the last one sticks (none: back to OK)."""
         self._results[method] = [(c, message or c.name) for c in codes]
 
+    def set_reply(self, method: str, reply: bytes) -> None:
+        """Answer `method` with these raw bytes instead of a BusiReply."""
+        self._replies[method] = reply
+
     def set_delay(self, method: str, seconds: float) -> None:
         """Sleep before answering `method` (for deadline tests)."""
         self._delays[method] = seconds
@@ -98,6 +103,7 @@ class GrpcBusi:
         self.calls.clear()
         self._results.clear()
         self._delays.clear()
+        self._replies.clear()
 
     def calls_of(self, method: str) -> list[BusiCall]:
         return [c for c in self.calls if c.name == method]
@@ -126,7 +132,9 @@ class GrpcBusi:
         code, message = self._next_result(call.name)
         if code != OK:
             await context.abort(code, message)
-        return busi_pb2.BusiReply(Message="SUCCESS").SerializeToString()
+        reply = self._replies.get(call.name)
+        return reply if reply is not None else busi_pb2.BusiReply(
+            Message="SUCCESS").SerializeToString()
 
     async def start(self) -> GrpcBusi:
         server = grpc.aio.server()

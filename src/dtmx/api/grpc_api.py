@@ -329,6 +329,11 @@ async def start_grpc_server(
     # grpc turns SO_REUSEPORT on by default, which would let a second server (or a stale
     # one) share the port silently; a taken port must be an error instead.
     opts: dict[str, Any] = {"grpc.so_reuseport": 0}
+    # a request is bounded by Limits.MaxBodyBytes as over HTTP (gRPC's default is 4 MiB);
+    # larger is RESOURCE_EXHAUSTED "Received message larger than max", as from DTM's server.
+    # Replies are not capped: they are small, and a workflow's recorded steps (the largest)
+    # were each accepted within the limits.
+    opts["grpc.max_receive_message_length"] = (limits or Limits()).MaxBodyBytes
     opts.update(options or {})
     server = grpc.aio.server(options=tuple(opts.items()), interceptors=tuple(interceptors))
     add_servicer(DtmServicer(service, limits), server)

@@ -7,12 +7,15 @@ ignores the reply body; only the status code matters:
     OK -> success, ABORTED -> failure, FAILED_PRECONDITION -> ongoing, anything else -> error
 
 Channels are kept open and shared per target, because opening an HTTP/2 connection per
-branch call would dominate the cost of a saga step.
+branch call would dominate the cost of a saga step. A reply is read up to `max_response`
+bytes (Limits.MaxBranchResponseBytes, not gRPC's 4 MiB default); a larger one is an error
+saying so (gRPC refuses the message from its length prefix, before holding it).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from dtmx.core.limits import Limits
 from dtmx.core.models import Outcome
 from dtmx.invoke.base import BranchCall, CallResult
 
@@ -38,6 +42,11 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 3000),
 )
+
+
+# How gRPC's C core says this client refused a received message over
+# max_receive_message_length (a branch server's refusal of our request says "SERVER: ").
+_TOO_LARGE = re.compile(r"(?<!SERVER: )Received message larger than max \((\d+) vs\. (\d+)\)")
 
 
 async def identity_resolver(target: str) -> str:
@@ -114,10 +123,13 @@ class GrpcInvoker:
         dtm_address: str = "",
         resolver: Resolver = identity_resolver,
         channel_options: Mapping[str, Any] | None = None,
+        max_response: int = Limits().MaxBranchResponseBytes,
     ) -> None:
         self._dtm_address = dtm_address
         self._resolver = resolver
+        self._max_response = max_response
         opts = dict(DEFAULT_CHANNEL_OPTIONS)
+        opts["grpc.max_receive_message_length"] = max_response
         opts.update(channel_options or {})
         self._channel_options = tuple(opts.items())
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -152,7 +164,7 @@ class GrpcInvoker:
                 timeout=call.timeout if call.timeout > 0 else None,
             )
         except grpc.aio.AioRpcError as e:
-            result = outcome_of(e.code(), e.details())
+            result = self._too_large(e) or outcome_of(e.code(), e.details())
             if result.outcome is Outcome.ERROR:
                 log.info("grpc branch %s %s/%s: %s", call.url, call.gid, call.branch_id,
                          result.detail)
@@ -161,6 +173,15 @@ class GrpcInvoker:
             log.warning("grpc branch %s %s/%s failed: %r", call.url, call.gid, call.branch_id, e)
             return CallResult(Outcome.ERROR, f"{type(e).__name__}: {e}")
         return CallResult(Outcome.SUCCESS)
+
+    def _too_large(self, e: grpc.aio.AioRpcError) -> CallResult | None:
+        """The error of a reply over our own limit (None for any other error)."""
+        m = _TOO_LARGE.search(e.details() or "")
+        if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or m is None \
+                or int(m[2]) != self._max_response:
+            return None
+        return CallResult(Outcome.ERROR, f"ResponseTooLarge: branch response larger than"
+                                         f" {self._max_response} bytes ({m[1]} bytes)")
 
     async def close(self) -> None:
         """Close every pooled channel."""

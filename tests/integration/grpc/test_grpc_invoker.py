@@ -208,3 +208,29 @@ async def test_reconnects_after_branch_server_restart(invoker: GrpcInvoker) -> N
         assert invoker.channel_count == 1
     finally:
         await again.stop()
+
+
+async def test_a_reply_over_max_response_is_an_error_naming_the_cap(busi: GrpcBusi) -> None:
+    inv = GrpcInvoker(max_response=64 * 1024)
+    try:
+        busi.set_reply("TransIn", b"\0" * (64 * 1024))  # at the cap: fine
+        assert (await inv.call(_call(busi.url("TransIn")))).outcome is Outcome.SUCCESS
+        busi.set_reply("TransIn", b"\0" * (64 * 1024 + 1))
+        r = await inv.call(_call(busi.url("TransIn")))
+        assert r.outcome is Outcome.ERROR
+        assert r.detail == "ResponseTooLarge: branch response larger than 65536 bytes" \
+                           " (65537 bytes)"
+        # above gRPC's own 4 MiB default, when the cap allows it
+        big = GrpcInvoker(max_response=8 * 1024 * 1024)
+        busi.set_reply("TransIn", b"\0" * (5 * 1024 * 1024))
+        assert (await big.call(_call(busi.url("TransIn")))).outcome is Outcome.SUCCESS
+        await big.close()
+        # the branch server refusing OUR request (its 4 MiB default) is not our cap's error,
+        # even when our cap is the same number
+        same = GrpcInvoker(max_response=4 * 1024 * 1024)
+        r = await same.call(_call(busi.url("TransIn"), payload=b"\0" * (5 * 1024 * 1024)))
+        await same.close()
+        assert r.outcome is Outcome.ERROR and r.detail.startswith(
+            "RESOURCE_EXHAUSTED: SERVER: Received message larger than max"), r.detail
+    finally:
+        await inv.close()

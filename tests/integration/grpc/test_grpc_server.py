@@ -8,6 +8,7 @@ HTTP query is polled in a thread): a blocking wait would stop busi from answerin
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -314,3 +315,43 @@ async def test_a_call_past_its_deadline_leaves_the_state_a_retry_would(
         await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="tcc"))  # the retry
         q = await _query(server, gid)
         assert q["transaction"]["status"] == "prepared" and q["branches"] == []
+
+
+async def test_requests_are_bounded_by_max_body_bytes_not_grpcs_4_mib(
+        server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub) -> None:
+    """Limits.MaxBodyBytes (16 MiB) bounds a gRPC request as it bounds an HTTP body: 5 MiB
+    (over gRPC's own 4 MiB default) is served, more than 16 MiB is RESOURCE_EXHAUSTED with
+    gRPC's plain message, as DTM's server answers, and nothing is stored."""
+    gid = _gid()
+    steps = orjson.dumps([{"action": "", "compensate": ""}]).decode()  # no calls
+    await dtm.Submit(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="saga", Steps=steps,
+                                            BinPayloads=[b"x" * (5 * 1024 * 1024)]))
+    await _wait(server, gid, "succeed")
+    big = _gid()
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await dtm.Submit(dtmgimp_pb2.DtmRequest(Gid=big, TransType="saga", Steps=steps,
+                                                BinPayloads=[b"x" * (16 * 1024 * 1024)]))
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert re.fullmatch(r"SERVER: Received message larger than max \(\d+ vs\. 16777216\)",
+                        ei.value.details() or ""), ei.value.details()
+    assert (await _query(server, big))["transaction"] is None
+
+
+async def test_a_branch_reply_over_max_branch_response_bytes_is_a_branch_error(
+        server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub, busi: GrpcBusi) -> None:
+    """A gRPC branch answering more than Limits.MaxBranchResponseBytes (1 MiB) fails the
+    call with a reason naming the cap; the saga stays submitted and is retried."""
+    gid = _gid()
+    busi.set_reply("TransOut", b"\0" * (1024 * 1024 + 1))
+    await dtm.Submit(_saga(busi, gid))
+    reason = "ResponseTooLarge: branch response larger than 1048576 bytes (1048577 bytes)"
+
+    async def retried_with_reason() -> bool:
+        return len(busi.calls_of("TransOut")) >= 2 and reason in server.log()
+
+    await aeventually(retried_with_reason, timeout=10)
+    q = await _query(server, gid)
+    assert q["transaction"]["status"] == "submitted"
+    assert busi.calls_of("TransIn") == []
+    busi.set_reply("TransOut", b"\0" * (1024 * 1024))  # at the cap: the saga goes on
+    await _wait(server, gid, "succeed")
