@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
-
+from dtmx.core.custom import custom_object
 from dtmx.core.models import Branch, Op, Status, Transaction
 from dtmx.core.plan import Call, Plan, QueryPrepared, Transition, Wait
 from dtmx.core.timing import Timing, timeout_of, timeout_reason
@@ -22,12 +21,7 @@ def parse_delay(custom_data: str) -> float:
     """custom_data's `delay` in seconds (0 without one); BadRequest if it is not a number >= 0."""
     if not custom_data:
         return 0.0
-    try:
-        raw = orjson.loads(custom_data)
-    except orjson.JSONDecodeError:
-        raise BadRequest("custom_data must be JSON text") from None
-    if not isinstance(raw, dict):
-        raise BadRequest("custom_data must be a JSON object")
+    raw = custom_object(custom_data)
     delay = raw.get("delay", 0) or 0
     if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
         raise BadRequest("custom_data.delay must be a non-negative number of seconds")

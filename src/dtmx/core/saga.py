@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
+from dtmx.core.custom import custom_object
 from dtmx.core.models import Branch, Op, Status, Transaction
 from dtmx.core.plan import Call, Plan, Transition, Wait
 from dtmx.core.timing import Timing, timeout_reason
@@ -28,12 +27,7 @@ def parse_custom(custom_data: str) -> SagaCustom:
     """Parse `{"concurrent":..,"orders":{"1":[0]}}` (`check_orders` validates it)."""
     if not custom_data:
         return _PLAIN
-    try:
-        raw = orjson.loads(custom_data)
-    except orjson.JSONDecodeError:
-        raise BadRequest("custom_data must be JSON text") from None
-    if not isinstance(raw, dict):
-        raise BadRequest("custom_data must be a JSON object")
+    raw = custom_object(custom_data)
     orders: dict[int, tuple[int, ...]] = {}
     raw_orders = raw.get("orders") or {}
     if not isinstance(raw_orders, dict):
