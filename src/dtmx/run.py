@@ -186,17 +186,25 @@ class Run:
 
     def _branch_call(self, b: Branch) -> BranchCall:
         t = self.trans
+        return self._call_of(b.url, b.branch_id, b.op, b.data,
+                             force_post=t.trans_type is TransType.XA,
+                             json_rpc=t.protocol is Protocol.JSON_RPC)
+
+    def _call_of(self, url: str, branch_id: str, op: Op | str, payload: bytes, *,
+                 force_post: bool = False, json_rpc: bool = False) -> BranchCall:
+        """A call of `url` for this transaction, with its branch headers and timeout."""
+        t = self.trans
         return BranchCall(
-            url=b.url,
+            url=url,
             gid=t.gid,
             trans_type=t.trans_type,
-            branch_id=b.branch_id,
-            op=b.op,
-            payload=b.data,
+            branch_id=branch_id,
+            op=op,
+            payload=payload,
             headers=t.options.branch_headers,
             timeout=request_timeout(t, self.timing),
-            force_post=t.trans_type is TransType.XA,
-            json_rpc=t.protocol is Protocol.JSON_RPC,
+            force_post=force_post,
+            json_rpc=json_rpc,
         )
 
     async def _call(self, step: Call, now: float) -> bool:
@@ -264,19 +272,8 @@ class Run:
 
     async def _query_prepared(self, now: float) -> bool:
         t = self.trans
-        res = await self.invoker.call(
-            BranchCall(
-                url=t.query_prepared,
-                gid=t.gid,
-                trans_type=t.trans_type,
-                branch_id="00",
-                op=Op.MSG,
-                payload=b"",
-                headers=t.options.branch_headers,
-                timeout=request_timeout(t, self.timing),
-                json_rpc=t.protocol is Protocol.JSON_RPC,
-            )
-        )
+        res = await self.invoker.call(self._call_of(
+            t.query_prepared, "00", Op.MSG, b"", json_rpc=t.protocol is Protocol.JSON_RPC))
         if res.outcome is Outcome.SUCCESS:
             return await self._transition(Transition(Status.SUBMITTED), now)
         if res.outcome is Outcome.FAILURE:
@@ -294,18 +291,8 @@ class Run:
         retry interval, backing off after errors). The write is compare-and-set on
         `prepared`: a workflow submitted meanwhile is left alone."""
         t = self.trans
-        res = await self.invoker.call(
-            BranchCall(
-                url=t.query_prepared,
-                gid=t.gid,
-                trans_type=t.trans_type,
-                branch_id="00",
-                op=step.op,
-                payload=callback_payload(t.protocol, step.data),
-                headers=t.options.branch_headers,
-                timeout=request_timeout(t, self.timing),
-            )
-        )
+        res = await self.invoker.call(self._call_of(
+            t.query_prepared, "00", step.op, callback_payload(t.protocol, step.data)))
         if res.outcome is not Outcome.SUCCESS:
             log.info("%s workflow callback %s %s", t.gid, res.outcome, res.detail)
         if res.outcome in (Outcome.SUCCESS, Outcome.FAILURE):
