@@ -165,15 +165,24 @@ class SqliteBackend(Backend):
     async def _checkpoint_loop(self) -> None:
         """Copy the WAL back into the database from a worker thread, off the event loop."""
         ck = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        running: asyncio.Future[None] | None = None
         try:
             ck.execute("PRAGMA busy_timeout=1000")
             while True:
                 await asyncio.sleep(0.5)
+                running = asyncio.ensure_future(asyncio.to_thread(_checkpoint, ck))
                 try:
-                    await asyncio.to_thread(_checkpoint, ck)
+                    # shielded: cancelling the loop (close) must not abandon the thread
+                    await asyncio.shield(running)
                 except sqlite3.Error as e:  # busy or the like: the next round tries again
                     log.debug("checkpoint skipped: %s", e)
         finally:
+            if running is not None and not running.done():
+                # closing `ck` while the worker thread still uses it crashes the process
+                # (SIGSEGV on stop); cut the checkpoint short and wait for the thread
+                ck.interrupt()
+                with contextlib.suppress(sqlite3.Error):
+                    await running
             ck.close()
 
     @asynccontextmanager
