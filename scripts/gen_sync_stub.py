@@ -2,10 +2,10 @@
 
 `dtmx.client.sync` builds its classes at import time from the async ones, which a type
 checker cannot follow. This writes the same classes as a stub, from the same source: every
-public method of `DtmClient`, `Saga`, `Tcc` and `Msg` with its signature (coroutines become
-plain functions, async classes their sync twins), their properties, and the attributes
-their `__init__` sets. tests/unit/client/test_sync_types.py fails when the stub is stale
-and runs mypy on code using it.
+public method of `DtmClient`, `Saga`, `Tcc`, `Msg`, `Xa` and `Workflows` with its
+signature (coroutines become plain functions, async classes their sync twins), their
+properties, and the attributes their `__init__` sets. tests/unit/client/test_sync_types.py
+fails when the stub is stale and runs mypy on code using it.
 
     .venv/bin/python scripts/gen_sync_stub.py          # rewrite the stub
     .venv/bin/python scripts/gen_sync_stub.py --check  # exit 1 if it is stale
@@ -22,10 +22,20 @@ from pathlib import Path
 
 from dtmx.client import DtmClient, Msg, Saga, Tcc, Xa
 from dtmx.client._base import TransBase
+from dtmx.client.workflow import Workflows
 
 STUB = Path(__file__).resolve().parents[1] / "src/dtmx/client/sync.pyi"
 TWINS = {
     DtmClient: "SyncDtmClient", Saga: "SyncSaga", Tcc: "SyncTcc", Msg: "SyncMsg", Xa: "SyncXa",
+    Workflows: "SyncWorkflows",
+}
+# Where a twin's async class is documented, when not at dtmx.client.<name>.
+PUBLIC = {Workflows: "dtmx.client.workflow.Workflows"}
+# Methods a twin has beyond its async class's (sync.py adds them by hand).
+EXTRA = {
+    Workflows: [
+        "    def resume(self, query: Mapping[str, str], body: bytes) -> tuple[int, Any]: ...",
+    ],
 }
 _RENAME = re.compile(r"\b(DtmClient|Saga|Tcc|Msg|Xa)\b")
 
@@ -43,14 +53,17 @@ from dtmx.client._http import BranchResponse, HttpSession
 from dtmx.client._state import TransactionState
 from dtmx.client._transport import Transport
 from dtmx.client.barrier import BranchBarrier
+from dtmx.client.workflow import WorkflowFn
 
 T = TypeVar("T")
+F = TypeVar("F", bound=WorkflowFn)
 
 __all__ = [
     "SyncDtmClient",
     "SyncMsg",
     "SyncSaga",
     "SyncTcc",
+    "SyncWorkflows",
     "SyncXa",
     "tcc_global_transaction",
     "xa_global_transaction",
@@ -119,7 +132,9 @@ def _signature(fn: object, twin: str, *, drop_self: bool) -> str:
         if p.kind is p.KEYWORD_ONLY and not star:
             parts.append("*")
             star = True
-        text = p.name
+        if p.kind is p.VAR_POSITIONAL:
+            star = True
+        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
         if p.annotation is not p.empty:
             text += f": {sync_type(str(p.annotation), twin)}"
         if p.default is not p.empty:
@@ -133,7 +148,8 @@ def _signature(fn: object, twin: str, *, drop_self: bool) -> str:
 
 def class_stub(cls: type, twin: str) -> str:
     doc = (cls.__doc__ or "").strip().splitlines()[0]
-    head = f'    """Blocking twin of `dtmx.client.{cls.__name__}`: {doc}"""'
+    where = PUBLIC.get(cls, f"dtmx.client.{cls.__name__}")
+    head = f'    """Blocking twin of `{where}`: {doc}"""'
     lines = [f"class {twin}:", head, ""]
     for name, ann in sorted(_init_attributes(cls).items()):
         lines.append(f"    {name}: {sync_type(ann, twin)}")
@@ -155,6 +171,7 @@ def class_stub(cls: type, twin: str) -> str:
                       f"    def {name}{_signature(raw, twin, drop_self=True)}: ..."]
         elif inspect.isfunction(static):
             lines.append(f"    def {name}{_signature(static, twin, drop_self=False)}: ...")
+    lines += EXTRA.get(cls, [])
     if hasattr(cls, "__aenter__"):
         lines.append(f"    def __enter__(self) -> {twin}: ...")
         lines.append(

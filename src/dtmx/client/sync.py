@@ -16,6 +16,10 @@ scripts/gen_sync_stub.py (a test fails when it is stale).
 
 Callbacks you pass (`Msg.do_and_submit`'s busi, `tcc_global_transaction`'s fn) may be
 plain functions: they run in a worker thread, so they may use the sync API themselves.
+
+`SyncWorkflows` executes workflows from blocking code and answers the server's resume call
+in a blocking web app (`resume`); the workflow functions themselves stay `async def`
+(docs/workflow.md says why).
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from dtmx.client._xa import Xa
 from dtmx.client._xa import xa_global_transaction as _async_xa_global_transaction
 from dtmx.client._xa_local import xa_local_transaction_sync
 from dtmx.client.barrier._sql import DEFAULT_TABLE
+from dtmx.client.workflow._callback import resume as _async_workflow_resume
+from dtmx.client.workflow._registry import Workflows, require_async
 
 __all__ = [
     "SyncDtmClient",
     "SyncMsg",
     "SyncSaga",
     "SyncTcc",
+    "SyncWorkflows",
     "SyncXa",
     "tcc_global_transaction",
     "xa_global_transaction",
@@ -190,6 +197,34 @@ SyncDtmClient = _sync_class(
     DtmClient, "Blocking twin of `dtmx.client.DtmClient`; `close()` releases connections."
 )
 SyncDtmClient.close = _method("aclose")  # type: ignore[attr-defined]
+
+SyncWorkflows = _sync_class(
+    Workflows,
+    "Blocking twin of `dtmx.client.workflow.Workflows`: `execute` runs a workflow and waits; "
+    "`resume` answers the server's resume call in a blocking web app. The functions "
+    "registered stay `async def`.",
+)
+
+
+def _add_workflow(self: _SyncProxy, name: str, fn: Any, **options: Any) -> None:
+    # checked before the call: `_unwrap` would turn a plain function into a coroutine one
+    require_async(name, fn)
+    object.__getattribute__(self, "_target").add(name, fn, **options)
+
+
+def _resume_workflow(self: _SyncProxy, query: Mapping[str, str], body: bytes
+                     ) -> tuple[int, Any]:
+    """Run the workflow that the server's resume call names (its query and body) and wait:
+    (HTTP status, JSON body) to answer it with. For the `callback` endpoint of a blocking
+    web app (WSGI, Flask, Django); the same answers as the async endpoints'."""
+    target = object.__getattribute__(self, "_target")
+    result: tuple[int, Any] = _RUNNER.run(_async_workflow_resume(target, query, body))
+    return result
+
+
+functools.update_wrapper(_add_workflow, Workflows.add)
+SyncWorkflows.add = _add_workflow  # type: ignore[attr-defined]
+SyncWorkflows.resume = _resume_workflow  # type: ignore[attr-defined]
 
 #: Blocking twin of `dtmx.client.tcc_global_transaction`; `fn` gets a `SyncTcc`.
 tcc_global_transaction = _blocking(_async_tcc_global_transaction)

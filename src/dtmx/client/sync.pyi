@@ -11,14 +11,17 @@ from dtmx.client._http import BranchResponse, HttpSession
 from dtmx.client._state import TransactionState
 from dtmx.client._transport import Transport
 from dtmx.client.barrier import BranchBarrier
+from dtmx.client.workflow import WorkflowFn
 
 T = TypeVar("T")
+F = TypeVar("F", bound=WorkflowFn)
 
 __all__ = [
     "SyncDtmClient",
     "SyncMsg",
     "SyncSaga",
     "SyncTcc",
+    "SyncWorkflows",
     "SyncXa",
     "tcc_global_transaction",
     "xa_global_transaction",
@@ -165,6 +168,21 @@ class SyncXa:
     def to_body(self) -> dict[str, Any]: ...
     def __enter__(self) -> SyncXa: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
+
+class SyncWorkflows:
+    """Blocking twin of `dtmx.client.workflow.Workflows`: The workflows of one application, and where the server calls them back."""
+
+    barrier_table: str
+    callback: str
+    client: SyncDtmClient
+    protocol: str
+    def __init__(self, client: SyncDtmClient, callback: str, *, barrier_table: str = ...) -> None: ...
+    def add(self, name: str, fn: WorkflowFn, **options: Any) -> None: ...
+    def execute(self, name: str, gid: str, data: Any = ..., *, wait: bool = ...) -> bytes: ...
+    @property
+    def names(self) -> list[str]: ...
+    def register(self, name: str, *, compensate_error_branch: bool = ..., retry_interval: int = ..., timeout_to_fail: int = ..., request_timeout: int = ..., branch_headers: Mapping[str, str] | None = ...) -> Callable[[F], F]: ...
+    def resume(self, query: Mapping[str, str], body: bytes) -> tuple[int, Any]: ...
 
 def tcc_global_transaction(client: SyncDtmClient, gid: str, fn: Callable[[SyncTcc], T]) -> T: ...
 def xa_global_transaction(client: SyncDtmClient, gid: str, fn: Callable[[SyncXa], T]) -> T: ...

@@ -68,6 +68,7 @@ def test_sync_exports() -> None:
         "SyncMsg",
         "SyncSaga",
         "SyncTcc",
+        "SyncWorkflows",
         "SyncXa",
         "tcc_global_transaction",
         "xa_global_transaction",

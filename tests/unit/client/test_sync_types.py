@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 GOOD = """
 from dtmx.client import TransactionState
-from dtmx.client.sync import SyncDtmClient, SyncSaga
+from dtmx.client.sync import SyncDtmClient, SyncSaga, SyncWorkflows
+from dtmx.client.workflow import Workflow
 
 def run(url: str) -> TransactionState | None:
     with SyncDtmClient(url, timeout=5) as client:
@@ -24,6 +25,16 @@ def run(url: str) -> TransactionState | None:
         with client.tcc(client.new_gid()) as tcc:
             tcc.call_branch({}, "http://t", "http://c", "http://x").status + 1
         return client.query(saga.gid)
+
+def workflow(client: SyncDtmClient) -> bytes:
+    workflows = SyncWorkflows(client, "http://127.0.0.1:8000/resume")
+
+    @workflows.register("hello", retry_interval=5)
+    async def hello(wf: Workflow, data: bytes) -> bytes:
+        return await wf.new_branch().do(lambda barrier: data)
+
+    status, answer = workflows.resume({"gid": "g", "op": "hello"}, b"")
+    return workflows.execute("hello", client.new_gid(), b"hi") + bytes(status)
 """
 
 BAD = {
@@ -65,7 +76,9 @@ def test_mypy_accepts_correct_code_and_flags_mistakes(tmp_path: Path) -> None:
         assert expected in bad.stdout, f"{name}: {bad.stdout}"
 
 
-@pytest.mark.parametrize("twin", ["SyncDtmClient", "SyncSaga", "SyncTcc", "SyncMsg"])
+@pytest.mark.parametrize(
+    "twin", ["SyncDtmClient", "SyncSaga", "SyncTcc", "SyncMsg", "SyncXa", "SyncWorkflows"]
+)
 def test_stub_lists_what_the_runtime_twin_has(twin: str) -> None:
     import dtmx.client.sync as sync
 

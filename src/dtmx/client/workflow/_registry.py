@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,6 +12,7 @@ from dtmx.client._consts import Status, TransType
 from dtmx.client._errors import DtmError, Failure, Ongoing, Rejected
 from dtmx.client._transport import WorkflowTransport
 from dtmx.client.barrier import DEFAULT_TABLE
+from dtmx.client.workflow._outcome import name_of
 from dtmx.client.workflow._record import custom_data, parse_progress, submit_extra, to_bytes
 from dtmx.client.workflow._workflow import Workflow, WorkflowTrans, current_workflow
 
@@ -24,6 +26,19 @@ F = TypeVar("F", bound=WorkflowFn)
 
 _MAX_REASON = 1024
 _HTTP_SCHEMES = ("http://", "https://")
+
+
+def require_async(name: str, fn: Callable[..., Any]) -> None:
+    """Raise `TypeError` unless `fn` is an `async def` (or an object whose `__call__` is):
+    a workflow function awaits its steps, in `execute` and in the resume endpoint alike."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    ):
+        return
+    raise TypeError(
+        f"workflow {name!r}: {name_of(fn)} is not an async def; a workflow function is "
+        "`async def fn(wf, data)`, also when blocking code executes it (docs/workflow.md)"
+    )
 
 
 class UnknownWorkflow(Rejected):
@@ -90,7 +105,7 @@ class Workflows:
         self._transport: WorkflowTransport = client.transport
         self.callback = callback
         #: "http" or "grpc": how the server calls `callback`.
-        self.protocol = "http" if callback.startswith(_HTTP_SCHEMES) else "grpc"
+        self.protocol: str = "http" if callback.startswith(_HTTP_SCHEMES) else "grpc"
         #: The barrier table the steps' and callbacks' barriers use (`schema.name` or `name`).
         self.barrier_table = barrier_table
         self._entries: dict[str, _Entry] = {}
@@ -122,6 +137,7 @@ class Workflows:
         }
 
         def deco(fn: F) -> F:
+            require_async(name, fn)
             self._entries[name] = _Entry(fn, compensate_error_branch, options)
             return fn
 
