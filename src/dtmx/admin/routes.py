@@ -22,6 +22,9 @@ _TYPES = {
     "css": "text/css; charset=utf-8",
 }
 ASSETS = ("app.js", "app.css")
+#: The JSON routes (method, path), described in the OpenAPI document with the API's; the
+#: UI's static files are not part of it.
+JSON_ROUTES = (("GET", "/api/admin/servers"), ("GET", "/api/admin/me"))
 
 
 def ui_prefix(base_path: str) -> str:
@@ -85,5 +88,7 @@ def mount(
     routes.add("GET", prefix, page)
     routes.add("GET", f"{prefix}/", page)
     routes.add("GET", f"{prefix}/{{name}}", asset)
-    routes.add("GET", "/api/admin/servers", guarded("/api/admin/servers", servers, Role.OPERATOR))
-    routes.add("GET", "/api/admin/me", guarded("/api/admin/me", me, Role.CLIENT))
+    handlers = {"/api/admin/servers": (servers, Role.OPERATOR), "/api/admin/me": (me, Role.CLIENT)}
+    for method, path in JSON_ROUTES:
+        fn, need = handlers[path]
+        routes.add(method, path, guarded(path, fn, need))

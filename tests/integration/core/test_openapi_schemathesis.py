@@ -1,7 +1,8 @@
 """The OpenAPI document against a live `dtmx serve`: schemathesis generates requests for
-every route (valid and invalid) and checks each answer: never a 5xx, and status, content
-type and body as the document says. SQLite, plus one run on Redis. Bounded: a fixed seed
-and a fixed number of examples per route (about 10 s per store)."""
+every route (valid and invalid), the admin UI's JSON routes included, and checks each
+answer: never a 5xx, and status, content type and body as the document says. SQLite, plus
+one run on Redis. Bounded: a fixed seed and a fixed number of examples per route (about
+10 s per store)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import requests
 from dtmx.api.http import openapi_document
 from tests.support.server import ServerProcess
 from tests.support.services import store_block
+from tests.support.util import eventually
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance")
@@ -31,6 +33,9 @@ def test_every_answer_matches_the_document(store: str, tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{server.http_port}"
         served = requests.get(f"{base}/api/openapi.json", timeout=5)
         assert served.status_code == 200 and served.content == openapi_document()
+        # the admin server list is checked populated (this server's heartbeat is in it)
+        eventually(lambda: requests.get(f"{base}/api/admin/servers", timeout=5
+                                        ).json()["servers"])
         exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
         assert exe, "schemathesis is a dev dependency (pip install -e '.[dev]')"
         r = subprocess.run(
