@@ -6,8 +6,12 @@ Screenshots go to test-artifacts/admin/ (ignored by git) for a human to look at.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,15 @@ import requests
 from tests.integration.ops.conftest import (
     BASE_PATH,
     CLIENT_TOKEN,
+    HEARTBEAT,
     OPERATOR_TOKEN,
     submit_saga,
     unreachable,
 )
 from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
+from tests.support.util import eventually
+from tests.support.workflow import HttpWorkflow
 
 CHROMIUM = os.environ.get("DTMX_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "admin"
@@ -182,3 +189,172 @@ def test_token_prompt_and_roles(browser: Any, auth_server: ServerProcess, tag: s
         page.wait_for_selector('.facts [data-status="failed"]')
     finally:
         ctx.close()
+
+
+def _admin(server: ServerProcess) -> str:
+    return f"http://127.0.0.1:{server.http_port}{BASE_PATH}/admin/"
+
+
+def _gids(page: Any) -> list[str]:
+    return [r.get_attribute("data-gid") for r in page.locator("#transactions tr[data-gid]").all()]
+
+
+def _listed(page: Any, count: int) -> list[str]:
+    """The gids listed once exactly `count` rows are shown."""
+    page.wait_for_function(
+        f"document.querySelectorAll('#transactions tr[data-gid]').length === {count}")
+    return _gids(page)
+
+
+def _shown_time(iso: str) -> str:
+    """An API time as the UI prints it (fmtTime in app.js): seconds, UTC as Z."""
+    return re.sub(r"\.\d+", "", iso.replace("T", " ")).replace("+00:00", "Z")
+
+
+def test_retry_now_moves_the_next_retry(page: Any, server: ServerProcess, tag: str) -> None:
+    gid = f"{tag}-retry"
+    submit_saga(server, gid, unreachable(), retry_interval=60)
+
+    def rescheduled() -> str:  # the first call failed: the next is due a minute later
+        t = server.query(gid)["transaction"]
+        due = datetime.fromisoformat(t["next_cron_time"])
+        assert due > datetime.now(UTC) + timedelta(seconds=30), t
+        return str(t["next_cron_time"])
+
+    before = eventually(rescheduled)
+    page.goto(f"{_admin(server)}#/tx/{gid}")
+    next_retry = page.locator('.facts dt:text-is("next retry") + dd')
+    next_retry.wait_for()
+    assert next_retry.inner_text().startswith(_shown_time(before))
+    page.click("#retry-now")
+    page.click("#confirm-yes")
+
+    def moved() -> str:  # due now, then called again (and failed) by the poller
+        after = str(server.query(gid)["transaction"]["next_cron_time"])
+        assert after != before
+        return after
+
+    eventually(moved)
+    # the page shows the server's new next retry time (after its own reload or a live one)
+    page.wait_for_function(
+        """old => { const dt = [...document.querySelectorAll(".facts dt")]
+             .find((d) => d.textContent === "next retry");
+           return dt && !dt.nextElementSibling.textContent.startsWith(old); }""",
+        arg=_shown_time(before))
+
+    def shows_the_servers() -> bool:  # the poller may reschedule it once more meanwhile
+        due = _shown_time(str(server.query(gid)["transaction"]["next_cron_time"]))
+        assert next_retry.inner_text().startswith(due), (next_retry.inner_text(), due)
+        return True
+
+    eventually(shows_the_servers)
+    shot(page, "9-retried")
+
+
+def test_paging_newer_and_older(page: Any, server: ServerProcess, busi: BusiServer,
+                                tag: str) -> None:
+    gids = {f"{tag}-p{i:02d}" for i in range(23)}  # one page of 20 and three more
+    for gid in sorted(gids):
+        submit_saga(server, gid, busi.url)
+    page.goto(_admin(server))
+    page.fill('#filters input[name="prefix"]', tag)
+    page.click('#filters button[type="submit"]')
+    first = _listed(page, 20)
+    assert page.locator("#prev").is_disabled() and page.locator("#next").is_enabled()
+    page.click("#next")
+    page.wait_for_selector(".pager span:text-is('page 2')")
+    second = _listed(page, 3)
+    assert page.locator("#next").is_disabled() and page.locator("#prev").is_enabled()
+    assert set(first) | set(second) == gids and not set(first) & set(second)
+    shot(page, "10-older")
+    page.click("#prev")
+    page.wait_for_selector(".pager span:text-is('page 1')")
+    assert sorted(_listed(page, 20)) == sorted(first)
+
+
+def test_type_filter(page: Any, server: ServerProcess, busi: BusiServer, tag: str) -> None:
+    saga, msg, wf = f"{tag}-saga", f"{tag}-msg", f"{tag}-wf"
+    submit_saga(server, saga, busi.url)
+    r = requests.post(f"{server.url}/submit", timeout=10, json={
+        "gid": msg, "trans_type": "msg", "payloads": ["{}"],
+        "steps": [{"action": f"{busi.url}/TransIn"}]})
+    assert r.status_code == 200, r.text
+    workflow = HttpWorkflow(server.url)
+    workflow.prepare(wf, "transfer", b"{}", callback=unreachable())
+    assert workflow.submit(wf, "succeed").code == 200
+    page.goto(f"{_admin(server)}#/transactions?prefix={tag}")
+    assert sorted(_listed(page, 3)) == sorted([saga, msg, wf])
+    options = page.locator('#filters select[name="type"] option').all_inner_texts()
+    assert {"saga", "tcc", "msg", "xa", "workflow"} <= set(options)
+    for trans_type, gid in (("workflow", wf), ("msg", msg), ("saga", saga)):
+        page.select_option('#filters select[name="type"]', trans_type)
+        page.click('#filters button[type="submit"]')
+        page.wait_for_function(
+            f"""(() => {{ const r = document.querySelectorAll('#transactions tr[data-gid]');
+                return r.length === 1 && r[0].dataset.gid === {gid!r}; }})()""")
+        assert f"type={trans_type}" in page.url
+        assert page.locator(f'#transactions tr[data-gid="{gid}"] td').nth(1).inner_text() \
+            == trans_type
+    shot(page, "11-type-saga")
+
+
+LOCAL_INPUT = """ms => { const d = new Date(ms), p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}` +
+         `T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; }"""
+
+
+def test_time_range_filter(page: Any, server: ServerProcess, busi: BusiServer,
+                           tag: str) -> None:
+    early, late = f"{tag}-early", f"{tag}-late"
+
+    def created(gid: str) -> float:
+        return datetime.fromisoformat(server.query(gid)["transaction"]["create_time"]).timestamp()
+
+    submit_saga(server, early, busi.url)
+    early_s = math.floor(created(early))
+    eventually(lambda: time.time() >= early_s + 2.05, timeout=5)  # the late one 2 s on
+    submit_saga(server, late, busi.url)
+    late_s = math.floor(created(late))
+    assert late_s >= early_s + 2
+
+    def local(seconds: int) -> str:  # the datetime-local value, in the browser's zone
+        return str(page.evaluate(LOCAL_INPUT, seconds * 1000))
+
+    page.goto(f"{_admin(server)}#/transactions?prefix={tag}")
+    assert sorted(_listed(page, 2)) == sorted([early, late])
+    page.fill('#filters input[name="from"]', local(late_s))
+    page.click('#filters button[type="submit"]')
+    page.wait_for_function("location.hash.includes('from=')")
+    assert _listed(page, 1) == [late]
+    shot(page, "12-from")
+    page.fill('#filters input[name="from"]', "")
+    page.fill('#filters input[name="to"]', local(early_s + 1))
+    page.click('#filters button[type="submit"]')
+    page.wait_for_function("location.hash.includes('to=') && !location.hash.includes('from=')")
+    assert _listed(page, 1) == [early]
+    page.fill('#filters input[name="from"]', local(early_s))
+    page.fill('#filters input[name="to"]', local(late_s + 1))
+    page.click('#filters button[type="submit"]')
+    page.wait_for_function("location.hash.includes('from=') && location.hash.includes('to=')")
+    assert sorted(_listed(page, 2)) == sorted([early, late])
+
+
+def test_two_servers_sharing_one_store(page: Any, server: ServerProcess) -> None:
+    second = ServerProcess(store={"Driver": "sqlite", "Db": str(server.workdir / "dtmx.db")},
+                           extra={"AdminBasePath": BASE_PATH, "HeartbeatInterval": HEARTBEAT})
+    with second:
+        page.goto(f"{_admin(server)}#/servers")
+        for s in (server, second):  # both, each with its health
+            page.wait_for_selector(
+                f'#servers tr[data-server]:has(td:text-is("{s.http_port}")) [data-status="up"]')
+        shot(page, "13-two-servers")
+        # the second answers the same (the page here may talk to the first server only)
+        listed = requests.get(f"{second.base}/api/admin/servers", timeout=5).json()["servers"]
+        assert {(s["http_port"], s["health"]) for s in listed} >= {
+            (server.http_port, "up"), (second.http_port, "up")}, listed
+    # a server that stops cleanly removes its record: the other lists itself alone
+    page.goto(f"{_admin(server)}#/servers")
+    page.wait_for_function(
+        f"""(() => {{ const t = document.querySelector('#servers');
+            return t && t.textContent.includes('{server.http_port}')
+                   && !t.textContent.includes('{second.http_port}'); }})()""")

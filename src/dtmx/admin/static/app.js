@@ -7,7 +7,7 @@
   const TOKEN_KEY = "dtmx-admin-token";
   const REFRESH_MS = 3000;
   const STATUSES = ["prepared", "submitted", "aborting", "succeed", "failed"];
-  const TYPES = ["saga", "tcc", "msg", "xa"];
+  const TYPES = ["saga", "tcc", "msg", "xa", "workflow"];
   // Roles that may change things (force-stop, retry, topics); see the server's Auth.
   const WRITE_ROLES = new Set(["operator", "admin"]);
   const view = document.getElementById("view");
@@ -160,8 +160,8 @@
       h("label", {}, "Status", h("select", { name: "status" }, opt(STATUSES, f.status))),
       h("label", {}, "Type", h("select", { name: "type" }, opt(TYPES, f.type))),
       h("label", {}, "Gid prefix", h("input", { name: "prefix", value: f.prefix || "", size: 18 })),
-      h("label", {}, "Created from", h("input", { type: "datetime-local", name: "from", value: f.from || "" })),
-      h("label", {}, "to", h("input", { type: "datetime-local", name: "to", value: f.to || "" })),
+      h("label", {}, "Created from", h("input", { type: "datetime-local", name: "from", step: 1, value: f.from || "" })),
+      h("label", {}, "to", h("input", { type: "datetime-local", name: "to", step: 1, value: f.to || "" })),
       h("label", {}, "Per page", h("select", { name: "limit" },
         ["20", "50", "100"].map((v) => h("option", { value: v, selected: v === limit }, v)))),
       h("button", { class: "primary", type: "submit" }, "Apply"),
