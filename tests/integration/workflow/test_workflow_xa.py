@@ -1,5 +1,6 @@
 """DTM's XA workflow scenarios by name (XaAction, XaRollback, XaResume) on MariaDB and
-PostgreSQL, and an XA transaction prepared by a crashed run but never recorded."""
+PostgreSQL, and an XA transaction prepared by a crashed run but never recorded; each with
+the server on every store."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from dtmx.client.workflow import Workflow, Workflows
 from tests.integration.workflow.conftest import WfApp, wait_status
 from tests.support import xa_busi
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
+from tests.support.services import STORES, store_block
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The XA steps' databases vary here; the server's store is SQLite."""
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """The server on every store (SQLite, MySQL, PostgreSQL, Redis: ~3 s each); the XA
+    steps' own databases (MariaDB, PostgreSQL) vary by `db`."""
     xa_busi.setup_tables()
     workdir = str(tmp_path_factory.mktemp("dtmx"))
     name = f"dtmx_wfx_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block("sqlite", name, workdir), workdir=workdir).start()
+    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
     yield s
     s.stop()
 
