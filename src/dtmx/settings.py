@@ -70,7 +70,8 @@ class AlertSettings:
     Notify: str = "retry"  # comma-separated: retry, failed, stuck
     StuckAfter: float = 3600.0  # seconds unfinished before a `stuck` notification
     Timeout: float = 3.0  # per webhook POST
-    Attempts: int = 5  # POSTs per notification, with doubling backoff from 1 s
+    Attempts: int = 5  # POSTs per notification, with doubling backoff from Backoff
+    Backoff: float = 1.0  # seconds before the second POST; doubles after each failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +259,10 @@ def validate(s: Settings) -> None:
     if unknown:
         raise ConfigError(f"Alert.Notify: unknown kinds {', '.join(sorted(unknown))}"
                           " (retry, failed, stuck)")
-    if s.Alert.StuckAfter <= 0 or s.Alert.Timeout <= 0 or s.Alert.Attempts < 1:
-        raise ConfigError("Alert.StuckAfter and Alert.Timeout must be > 0, Alert.Attempts >= 1")
+    if (s.Alert.StuckAfter <= 0 or s.Alert.Timeout <= 0 or s.Alert.Backoff <= 0
+            or s.Alert.Attempts < 1):
+        raise ConfigError("Alert.StuckAfter, Alert.Timeout and Alert.Backoff must be > 0, "
+                          "Alert.Attempts >= 1")
 
 
 def alert_kinds(a: AlertSettings) -> list[str]:

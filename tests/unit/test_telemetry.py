@@ -28,6 +28,7 @@ def test_log_telemetry_and_alert_keys_from_file_and_env(tmp_path) -> None:  # ty
     assert (s.Log.Format, s.Log.AccessLog, s.Telemetry.DtmLabels) == ("json", True, True)
     assert s.Telemetry.Tracing and s.AlertRetryLimit == 5 and s.AlertWebHook == "http://h/x"
     assert log_level(s) == "warn"
+    assert (s.Alert.Backoff, load(None, env={"ALERT_BACKOFF": "0.25"}).Alert.Backoff) == (1, 0.25)
     assert log_level(load(str(conf), env={"LOG_LEVEL": "debug"})) == "debug"
     assert "http://h/x" not in repr(s)  # the webhook URL may carry a token
 
@@ -38,6 +39,7 @@ def test_log_telemetry_and_alert_keys_from_file_and_env(tmp_path) -> None:  # ty
     ({"LOG_ACCESS_LOG": "maybe"}, "Log.AccessLog"),
     ({"ALERT_NOTIFY": "retry,late"}, "unknown kinds late"),
     ({"ALERT_WEB_HOOK": "ftp://x"}, "AlertWebHook"),
+    ({"ALERT_BACKOFF": "0"}, "Alert.Backoff"),
     ({"TELEMETRY_PROTOCOL": "thrift"}, "Telemetry.Protocol"),
 ])
 def test_bad_values_are_config_errors(env: dict[str, str], message: str) -> None:

@@ -67,7 +67,7 @@ class Telemetry:
                 url=s.AlertWebHook, retry_limit=s.AlertRetryLimit,
                 kinds=frozenset(AlertKind(k) for k in alert_kinds(s.Alert)),
                 stuck_after=s.Alert.StuckAfter, timeout=s.Alert.Timeout,
-                attempts=s.Alert.Attempts,
+                attempts=s.Alert.Attempts, backoff=s.Alert.Backoff,
             )  # fmt: skip
             self.alerts = Alerts(config, clock=clock)
         self.observer = Observer(clock=clock, metrics=self.metrics, alerts=self.alerts,

@@ -8,10 +8,8 @@ so the tests do not depend on each other's traffic.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -25,45 +23,17 @@ from tests.support.busi import BusiServer
 from tests.support.server import ServerProcess
 from tests.support.services import store_block
 from tests.support.util import eventually, free_port
+from tests.support.webhook import WebhookListener
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-class Hook:
-    """A webhook listener; its first POST answers 500, so the sender's retry is exercised."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.posts = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                hook.posts += 1
-                ok = hook.posts > 1
-                if ok:
-                    hook.bodies.append(body)
-                self.send_response(200 if ok else 500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/dtm-hook?token=s3cret-hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def of(self, gid: str) -> list[dict[str, Any]]:
-        return [b for b in self.bodies if b["gid"] == gid]
-
-
 @pytest.fixture(scope="module")
-def hook() -> Iterator[Hook]:
-    h = Hook()
+def hook() -> Iterator[WebhookListener]:
+    """The webhook: the first POST about each transaction answers 500 (the sender retries)."""
+    h = WebhookListener(refusals=1, path="/dtm-hook?token=s3cret-hook")
     yield h
-    h.http.shutdown()
+    h.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +45,7 @@ def busi() -> Iterator[BusiServer]:
 
 @pytest.fixture(scope="module", params=("sqlite", "postgres"))
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           hook: Hook) -> Iterator[ServerProcess]:
+           hook: WebhookListener) -> Iterator[ServerProcess]:
     workdir = str(tmp_path_factory.mktemp("dtmx"))
     name = f"dtmx_tel_{uuid.uuid4().hex[:8]}"
     extra = {
@@ -83,7 +53,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "Telemetry": {"DtmLabels": request.param == "postgres"},
         "AlertWebHook": hook.url,
         "AlertRetryLimit": 2,
-        "Alert": {"Notify": "retry,failed,stuck", "StuckAfter": 1},
+        "Alert": {"Notify": "retry,failed,stuck", "StuckAfter": 1, "Backoff": 0.2},
         "NoSuchKey": 1,  # its warning must come out through the JSON logger
     }
     s = ServerProcess(store=store_block(request.param, name, workdir), extra=extra,
@@ -186,7 +156,7 @@ def test_metrics_after_a_saga_and_a_failing_tcc(server: ServerProcess, busi: Bus
 
 
 def test_alerts_once_per_transaction_and_kind(server: ServerProcess, busi: BusiServer,
-                                              hook: Hook) -> None:
+                                              hook: WebhookListener) -> None:
     # three errors: DTM's retry count reaches 2 (AlertRetryLimit) at the second; the third
     # comes more than StuckAfter (1 s) after the start
     erring = new_gid()
