@@ -10,12 +10,13 @@ changes nothing stored. The contract suite (tests/integration/stores) runs on it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from dtmx.core.models import (
     KV,
     UNFINISHED,
     Branch,
+    CallRecord,
     Change,
     ScanFilter,
     Status,
@@ -39,6 +40,8 @@ class _Row:
     id: int
     trans: Transaction
     branches: list[Branch]
+    #: call history per branch op, oldest first
+    calls: dict[tuple[str, str], list[CallRecord]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -92,7 +95,19 @@ class MemoryStore:
         row = self._rows.get(gid)
         return [replace(b) for b in row.branches] if row else []
 
+    async def get_calls(self, *, gid: str) -> list[CallRecord]:
+        """See `Store.get_calls`."""
+        self.roundtrips += 1
+        row = self._rows.get(gid)
+        got = [c for kept in row.calls.values() for c in kept] if row else []
+        return sorted(got, key=lambda c: (c.start, c.branch_id, c.op.value, c.attempt))
+
     def _apply(self, row: _Row, now: float, change: Change) -> None:
+        for c in change.calls:
+            kept = row.calls.setdefault((c.branch_id, c.op.value), [])
+            kept.append(replace(c, attempt=kept[-1].attempt + 1 if kept else 1))
+            if len(kept) > change.keep_calls:
+                del kept[1:len(kept) - change.keep_calls + 1]
         t = row.trans
         if change.status is not None:
             if self._on_status is not None:
@@ -141,7 +156,7 @@ class MemoryStore:
                    expect_type: TransType | None = None, change: Change
                    ) -> tuple[Transaction, list[Branch]] | None:
         """See `Store.take`."""
-        if change.branches:
+        if change.branches or change.calls:
             raise ValueError("take does not write branches; use update")
         self.roundtrips += 1
         row = self._rows.get(gid)

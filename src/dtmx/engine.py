@@ -305,7 +305,9 @@ class Engine:
             return trans
         return await Run(store=self.store, invoker=self.invoker, clock=self.clock,
                          timing=self.timing, observer=self.observer, trans=trans,
-                         branches=branches, owner=owner).go()
+                         branches=branches, owner=owner,
+                         keep_calls=self.limits.MaxCallsPerBranch,
+                         reason_bytes=self.limits.MaxCallReasonBytes).go()
 
     async def _hand_back(self, trans: Transaction, owner: str, missing: list[str]) -> None:
         """Give a transaction whose local functions live in another process back to the

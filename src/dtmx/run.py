@@ -21,8 +21,10 @@ from dataclasses import replace
 from dtmx.clock import Clock
 from dtmx.core import processors
 from dtmx.core.models import (
+    DEFAULT_KEEP_CALLS,
     Branch,
     BranchUpdate,
+    CallRecord,
     Change,
     Op,
     Outcome,
@@ -43,6 +45,7 @@ from dtmx.core.timing import (
 )
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
 from dtmx.invoke.workflow import callback_payload
+from dtmx.security.redact import cap_text
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 
@@ -52,18 +55,23 @@ log = logging.getLogger("dtmx.engine")
 class Run:
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("_index", "_index_of", "branches", "clock", "failure", "invoker", "observer",
-                 "owner", "pending", "reset_interval", "store", "timing", "trans")
+    __slots__ = ("_index", "_index_of", "branches", "calls", "clock", "failure", "invoker",
+                 "keep_calls", "observer", "owner", "pending", "reason_bytes",
+                 "reset_interval", "store", "timing", "trans")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
-                 owner: str) -> None:
+                 owner: str, keep_calls: int = DEFAULT_KEEP_CALLS,
+                 reason_bytes: int = 512) -> None:
         self.store, self.invoker, self.clock = store, invoker, clock
         self.timing, self.observer = timing, observer
         self.trans = trans
         self.owner = owner
         self.branches = list(branches)
         self.pending: list[BranchUpdate] = []
+        #: calls made and not yet written to the history (they go with the next write)
+        self.calls: list[CallRecord] = []
+        self.keep_calls, self.reason_bytes = keep_calls, reason_bytes
         self.failure = ""
         self.reset_interval = False  # progress was made: the backoff starts again from the base
         self._index: dict[tuple[str, Op], Branch] = {}
@@ -138,7 +146,8 @@ class Run:
 
     async def _write(self, now: float, change: Change) -> bool:
         """Write `change` plus the buffered branch results, compare-and-set on our claim."""
-        change = replace(change, branches=tuple(self.pending))
+        change = replace(change, branches=tuple(self.pending), calls=tuple(self.calls),
+                         keep_calls=self.keep_calls)
         if self.reset_interval and change.next_cron_interval is None:
             change = replace(change, next_cron_interval=self._base_interval())
         ok = await self.store.update(
@@ -153,6 +162,7 @@ class Run:
             self.observer.lost_claim(self.trans)
             return False
         self.pending.clear()
+        self.calls.clear()
         self.trans.update_time = now
         if change.next_cron_time is not None:
             self.trans.next_cron_time = change.next_cron_time
@@ -207,6 +217,21 @@ class Run:
             json_rpc=json_rpc,
         )
 
+    def _record(self, branch_id: str, op: Op, start: float, res: CallResult) -> None:
+        """Keep one call for the history: its result and a bounded reason (the branch
+        answer as the invoker kept it; request headers are never part of it)."""
+        reason = "" if res.outcome is Outcome.SUCCESS else cap_text(res.detail,
+                                                                     self.reason_bytes)
+        server = self.owner.rsplit(":", 1)[0]  # the process, without the claim's number
+        self.calls.append(CallRecord(branch_id, op, start, max(0.0, self.clock.now() - start),
+                                     res.outcome, reason, server))
+
+    async def _timed(self, b: Branch) -> CallResult:
+        start = self.clock.now()
+        res = await self.invoker.call(self._branch_call(b))
+        self._record(b.branch_id, b.op, start, res)
+        return res
+
     async def _call(self, step: Call, now: float) -> bool:
         if self.pending:
             # The buffered results go out before the next call, unless the outcome is
@@ -221,9 +246,7 @@ class Run:
                 return False
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
-        results: list[CallResult] = await asyncio.gather(
-            *(self.invoker.call(self._branch_call(b)) for b in todo)
-        )
+        results: list[CallResult] = await asyncio.gather(*(self._timed(b) for b in todo))
         unsettled: list[Outcome] = []
         later = self.clock.now()
         t = self.trans
@@ -260,6 +283,10 @@ class Run:
                 return await self._transition(Transition(Status.ABORTING, reason), now)
             t.options.retry_count += 1
         interval = retry_interval(t, self.timing, backoff=backoff)
+        # the calls that made this retry necessary say when it comes
+        self.calls = [replace(c, next_retry=now + interval)
+                      if c.outcome is not Outcome.SUCCESS and c.next_retry is None else c
+                      for c in self.calls]
         retry = Change(
             next_cron_time=now + interval,
             next_cron_interval=interval,
@@ -272,8 +299,10 @@ class Run:
 
     async def _query_prepared(self, now: float) -> bool:
         t = self.trans
+        start = self.clock.now()
         res = await self.invoker.call(self._call_of(
             t.query_prepared, "00", Op.MSG, b"", json_rpc=t.protocol is Protocol.JSON_RPC))
+        self._record("00", Op.MSG, start, res)
         if res.outcome is Outcome.SUCCESS:
             return await self._transition(Transition(Status.SUBMITTED), now)
         if res.outcome is Outcome.FAILURE:

@@ -37,6 +37,10 @@ class Limits:
     MaxPipelinedRequests: int = 16
     #: answer bytes waiting for a slow reader before the connection stops being read
     MaxBufferedAnswerBytes: int = 4 * MIB
+    #: calls kept in the history of one branch op (the first and the newest ones)
+    MaxCallsPerBranch: int = 20
+    #: bytes of a call's reason (a non-success's explanation) kept in the history
+    MaxCallReasonBytes: int = 512
 
 
 #: Inclusive range of each limit.
@@ -49,6 +53,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "MaxBranchResponseBytes": (1 * KIB, 1 * GIB),
     "MaxPipelinedRequests": (1, 1024),
     "MaxBufferedAnswerBytes": (64 * KIB, 1 * GIB),
+    "MaxCallsPerBranch": (2, 1000),
+    "MaxCallReasonBytes": (16, 64 * KIB),
 }
 
 assert set(RANGES) == {f.name for f in dataclasses.fields(Limits)}

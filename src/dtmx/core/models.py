@@ -99,6 +99,33 @@ class BranchUpdate:
 
 
 @dataclass(slots=True, frozen=True)
+class CallRecord:
+    """One call the engine made for a branch op (a msg's query_prepared is branch "00", op
+    msg): when it started, how long it took, what it answered. Written with the change that
+    records its outcome; the store keeps the first and the newest of each branch op.
+
+    `reason` is the engine's bounded explanation of a non-success (never request headers);
+    `next_retry` the time the transaction was scheduled to be tried again after it (None
+    when the run went on); `attempt` is numbered by the store, 1 for the first call of the
+    branch op (0 in a record not yet stored).
+    """
+
+    branch_id: str
+    op: Op
+    start: float
+    duration: float
+    outcome: Outcome
+    reason: str = ""
+    server: str = ""
+    next_retry: float | None = None
+    attempt: int = 0
+
+
+#: How many call records a store keeps per branch op by default (Limits.MaxCallsPerBranch).
+DEFAULT_KEEP_CALLS = 20
+
+
+@dataclass(slots=True, frozen=True)
 class Change:
     """One atomic change of a global transaction, applied by `Store.update`.
 
@@ -114,6 +141,10 @@ class Change:
     result: str | None = None
     retry_count: int | None = None
     branches: tuple[BranchUpdate, ...] = ()
+    #: calls to append to the history, each kept only if the compare-and-set matched; per
+    #: branch op the store then keeps the first call and the newest `keep_calls` - 1
+    calls: tuple[CallRecord, ...] = ()
+    keep_calls: int = DEFAULT_KEEP_CALLS
 
 
 @dataclass(slots=True, frozen=True)

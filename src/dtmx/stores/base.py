@@ -14,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
+from dtmx.core.models import (
+    KV,
+    Branch,
+    CallRecord,
+    Change,
+    ScanFilter,
+    Status,
+    Transaction,
+    TransType,
+)
 
 
 @runtime_checkable
@@ -58,7 +67,12 @@ class Store(Protocol):
         """Compare-and-set: apply `change` (global fields and branch statuses) atomically
         only if the stored status equals `expect_status` and, when `expect_owner` is not
         None, the stored owner equals it. Returns False and writes nothing otherwise.
-        Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED)."""
+        Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED).
+
+        In the same atomic step, `change.calls` are appended to the call history: each
+        gets the next attempt number of its (branch_id, op) (1 for the first; a branch op
+        need not exist), and the branch op then keeps its first call and its newest
+        `change.keep_calls` - 1."""
 
     async def take(
         self,
@@ -74,8 +88,8 @@ class Store(Protocol):
         Applies `change` to the global row exactly as `update` would (update_time = `now`,
         finish_time / rollback_time on SUCCEED / FAILED) only if the row exists, its status
         equals `expect_status` and, when `expect_type` is not None, its trans_type equals
-        it; the owner is not compared. `change.branches` must be empty (ValueError
-        otherwise): branch rows are read, never written, here.
+        it; the owner is not compared. `change.branches` and `change.calls` must be empty
+        (ValueError otherwise): branch rows are read, never written, here.
 
         Returns None (writing nothing) when the gid is missing or the compare fails, and
         may also when the row changed while this call waited for it (callers read it again
@@ -83,6 +97,11 @@ class Store(Protocol):
         insertion (registration) order, both read in the same atomic step as the write: a
         branch whose `add_branches` returned True before is among them.
         """
+
+    async def get_calls(self, *, gid: str) -> list[CallRecord]:
+        """The call history of `gid` (as `update` kept it), ordered by start time, then
+        branch_id, op and attempt; empty for an unknown gid. Deleted with the transaction
+        (`expire_finished`, and with it on Redis when its keys expire)."""
 
     async def add_branches(
         self,
@@ -133,7 +152,7 @@ class Store(Protocol):
         '' when there is nothing more."""
 
     async def expire_finished(self, *, before: float, limit: int) -> int:
-        """Delete up to `limit` finished transactions (with their branches) whose
+        """Delete up to `limit` finished transactions (with their branches and calls) whose
         update_time < before. Returns how many were deleted."""
 
     # ---- key-value ----------------------------------------------------------------

@@ -16,8 +16,10 @@ import orjson
 from dtmx.core.models import (
     KV,
     Branch,
+    CallRecord,
     Change,
     Op,
+    Outcome,
     Protocol,
     Status,
     Transaction,
@@ -134,6 +136,29 @@ def decode_branches(gid: str, raw: dict[bytes, bytes]) -> list[Branch]:
                 rollback_time=None if rb is None else float(rb),
             )
         )
+    return out
+
+
+def encode_call(c: CallRecord) -> bytes:
+    """One call as a line of the history (update.lua prefixes its attempt number)."""
+    return orjson.dumps([c.start, c.duration, c.outcome.value, c.reason, c.server,
+                         c.next_retry])
+
+
+def decode_calls(raw: dict[bytes, bytes]) -> list[CallRecord]:
+    """The calls kept in a call-history hash (its HGETALL), in no particular order."""
+    out: list[CallRecord] = []
+    for field, lines in raw.items():
+        if not field.startswith(b"l:"):
+            continue
+        branch_id, _, op = field[2:].decode().partition("\n")
+        for line in lines.split(b"\n"):
+            attempt, _, rec = line.partition(b" ")
+            start, duration, outcome, reason, server, next_retry = orjson.loads(rec)
+            out.append(CallRecord(branch_id, Op(op), float(start), float(duration),
+                                  Outcome(outcome), reason, server,
+                                  None if next_retry is None else float(next_retry),
+                                  int(attempt)))
     return out
 
 

@@ -23,7 +23,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dtmx.core.models import KV, Branch, Change, ScanFilter, Status, Transaction, TransType
+from dtmx.core.models import (
+    KV,
+    Branch,
+    CallRecord,
+    Change,
+    ScanFilter,
+    Status,
+    Transaction,
+    TransType,
+)
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.redis_base import RedisBase
 from dtmx.stores.redis_codec import (
@@ -31,9 +40,11 @@ from dtmx.stores.redis_codec import (
     change_fields,
     check_unique,
     decode_branches,
+    decode_calls,
     decode_kv,
     decode_trans,
     encode_branch,
+    encode_call,
     encode_kv,
     encode_trans,
     flat,
@@ -120,13 +131,25 @@ class RedisStore(RedisBase):
             self._dttl_ms,
             len(fields),
             *flat(fields),
+            len(change.branches),
         ]
         for bu in change.branches:
             # a branch op that ends (succeed or failed) gets finish_time, as DTM and the SQL
             # stores do
             stamp = "f" if bu.status in (Status.SUCCEED, Status.FAILED) else ""
             args += [branch_key(bu.branch_id, bu.op), bu.status.value, stamp]
-        return bool(await self._run("update", self._keys(gid), args))
+        args.append(change.keep_calls)
+        for c in change.calls:
+            args += [branch_key(c.branch_id, c.op), encode_call(c)]
+        keys = [*self._keys(gid), f"{self.layout.tag(gid)}:c:{gid}"]
+        return bool(await self._run("update", keys, args))
+
+    async def get_calls(self, *, gid: str) -> list[CallRecord]:
+        """See `dtmx.stores.base.Store.get_calls`."""
+        c = f"{self.layout.tag(gid)}:c:{gid}"
+        raw: list[bytes] = await self._call(c, "HGETALL", c)
+        return sorted(decode_calls(pairs(raw)),
+                      key=lambda r: (r.start, r.branch_id, r.op.value, r.attempt))
 
     async def take(
         self,
@@ -138,7 +161,7 @@ class RedisStore(RedisBase):
         change: Change,
     ) -> tuple[Transaction, list[Branch]] | None:
         """See `dtmx.stores.base.Store.take`."""
-        if change.branches:
+        if change.branches or change.calls:
             raise ValueError("take does not write branches; use update")
         after = change.status if change.status is not None else expect_status
         args: list[Any] = [

@@ -1,7 +1,8 @@
 """A fresh store per test, on every backend, against the real servers (no mocks).
 
 sqlite: a file in tmp_path; mysql: database `dtmx_test_store`; postgres: database `postgres`,
-schema `dtmx_test_store` (both ours, emptied at fixture start), with the server's default
+schema `dtmx_test_store` (both ours, migrated to this code's schema and emptied at fixture
+start; DTMX_TEST_STORE_DB names others), with the server's default
 of two batch lanes (concurrent writes share round trips); redis: a unique key prefix,
 deleted afterwards; memory: `sim.store.MemoryStore`, the simulation's store, held to the
 same contract so that what the simulation proves is about a faithful store.
@@ -17,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from dtmx.stores.base import Store
-from dtmx.stores.sql import SqlStore
+from dtmx.stores.sql import SqlStore, migrate
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 from dtmx.stores.sql.sqlite import SqliteStore
 
-TEST_DB = "dtmx_test_store"
+TEST_DB = os.environ.get("DTMX_TEST_STORE_DB", "dtmx_test_store")
 REDIS_URL = os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SQL_TABLES = ("trans_branch_op", "trans_global", "kv")
+SQL_TABLES = ("trans_call", "trans_branch_op", "trans_global", "kv")
 
 
 def sql_store(kind: str, tmp_path: Path) -> SqlStore:
@@ -34,6 +35,13 @@ def sql_store(kind: str, tmp_path: Path) -> SqlStore:
         return MysqlStore("127.0.0.1", 3306, "root", "", TEST_DB, pool_size=4, batch_lanes=2)
     return PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=4,
                          batch_lanes=2)
+
+
+async def open_current(s: SqlStore) -> None:
+    """Open a store on a database these tests keep between runs: upgraded first, so one
+    left at an older schema version by an earlier dtmx opens."""
+    await migrate(s)
+    await s.open()
 
 
 async def empty_tables(s: SqlStore) -> None:
@@ -80,7 +88,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                 await _drop_redis_keys(url, prefix)
         return
     s = sql_store(kind, tmp_path)
-    await s.open()
+    await open_current(s)
     try:
         await empty_tables(s)
         yield s

@@ -19,7 +19,7 @@ from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 
-from .conftest import empty_tables
+from .conftest import empty_tables, open_current
 from .test_contract import T0, gid, mk, saga_branches
 
 DB = "dtmx_test_batch"
@@ -33,7 +33,7 @@ async def batching(request: pytest.FixtureRequest) -> AsyncIterator[SqlStore]:
     else:
         s = PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", DB, pool_size=4,
                           batch_lanes=1)
-    await s.open()
+    await open_current(s)
     try:
         await empty_tables(s)
         yield s

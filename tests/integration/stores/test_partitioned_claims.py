@@ -18,7 +18,7 @@ from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 
-from .conftest import empty_tables
+from .conftest import empty_tables, open_current
 from .test_contract import T0, gid, mk
 
 DB = "dtmx_test_claims"
@@ -35,7 +35,7 @@ def _one(kind: str) -> SqlStore:
 async def servers(request: pytest.FixtureRequest) -> AsyncIterator[list[SqlStore]]:
     stores = [_one(request.param) for _ in range(3)]
     for s in stores:
-        await s.open()
+        await open_current(s)
     try:
         await empty_tables(stores[0])
         yield stores

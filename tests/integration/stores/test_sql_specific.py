@@ -12,12 +12,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dtmx.core.models import Status, Transaction, TransOptions, TransType
+from dtmx.core.models import (
+    CallRecord,
+    Change,
+    Op,
+    Outcome,
+    Status,
+    Transaction,
+    TransOptions,
+    TransType,
+)
 from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql import SqlStore, migrate
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
-from dtmx.stores.sql.schema import code_version
+from dtmx.stores.sql.schema import _read, code_version, migrations, split_statements
 from dtmx.stores.sql.sqlite import SqliteStore
 from tests.support.util import free_port
 
@@ -104,9 +113,44 @@ async def test_schema_behind_code_asks_for_migrate(fresh: Factory) -> None:
     old = fresh()
     with pytest.raises(StoreError, match="dtmx migrate"):
         await old.open()
-    assert await migrate(old) == [1]
+    assert await migrate(old) == list(range(1, code_version(old.backend.dialect.kind) + 1))
     await old.open()  # now current
     await old.close()
+
+
+async def test_upgrade_from_schema_v1_keeps_the_data_and_adds_the_call_history(
+    fresh: Factory,
+) -> None:
+    """A database as a dtmx of schema v1 left it (no trans_call): refused until `dtmx
+    migrate`, which adds only v2; its transactions then take calls like new ones."""
+    s = fresh()
+    kind = s.backend.dialect.kind
+    await s.backend.open(create=True)
+    async with s.backend.transaction() as tx:
+        for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
+            await tx.execute(stmt, None)
+        for stmt in split_statements(migrations(kind)[0].sql):
+            await tx.execute(stmt, None)
+        await tx.execute("INSERT INTO dtmx_schema_version (version, applied_at)"
+                         " VALUES (1, NULL)", None)
+    g = "v1-" + uuid.uuid4().hex
+    t = Transaction(gid=g, trans_type=TransType.SAGA, status=Status.SUBMITTED,
+                    create_time=1e9, update_time=1e9)
+    assert await s.create(trans=t, branches=[])  # written the way v1 code wrote it
+    await s.backend.close()
+    with pytest.raises(StoreError, match="dtmx migrate"):
+        await fresh().open()
+    assert await migrate(fresh()) == [2]
+    new = fresh()
+    await new.open()
+    try:
+        assert (await new.get(gid=g)) == t
+        call = CallRecord("01", Op.ACTION, 1e9, 0.5, Outcome.ERROR, "503", "h:1:a", 1e9 + 5)
+        assert await new.update(gid=g, now=1e9 + 1, expect_status=Status.SUBMITTED,
+                                expect_owner=None, change=Change(calls=(call,)))
+        assert [(c.attempt, c.reason) for c in await new.get_calls(gid=g)] == [(1, "503")]
+    finally:
+        await new.close()
 
 
 async def test_schema_ahead_of_code_is_refused(fresh: Factory) -> None:
@@ -178,10 +222,10 @@ async def test_sqlite_in_missing_directory_is_store_unavailable(tmp_path: Path) 
 
 @pytest.mark.parametrize("kind", ["sqlite", "mysql", "postgres"])
 async def test_closed_store_is_unavailable(kind: str, tmp_path: Path) -> None:
-    from tests.integration.stores.conftest import sql_store
+    from tests.integration.stores.conftest import open_current, sql_store
 
     s = sql_store(kind, tmp_path)
-    await s.open()
+    await open_current(s)
     await s.ping()
     await s.close()
     with pytest.raises(StoreUnavailable):
@@ -215,7 +259,7 @@ def test_unknown_driver_is_a_config_error() -> None:
 async def test_killed_connection_is_unavailable_then_recovers(kind: str) -> None:
     """A connection the server drops surfaces as StoreUnavailable (never a driver error)
     and the pool replaces it."""
-    from tests.integration.stores.conftest import TEST_DB
+    from tests.integration.stores.conftest import TEST_DB, open_current
     from tests.support.util import aeventually
 
     if kind == "mysql":
@@ -228,7 +272,7 @@ async def test_killed_connection_is_unavailable_then_recovers(kind: str) -> None
             "127.0.0.1", 5432, "postgres", "", "postgres", TEST_DB, pool_size=1
         )
         who, kill = "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"
-    await s.open()
+    await open_current(s)
     await admin.open()
     try:
         async with s.backend.session() as ex:

@@ -21,6 +21,7 @@ while #out < limit do
         redis.call('ZADD', cron, ARGV[3], gid)
         redis.call('PEXPIRE', g, ARGV[6])
         redis.call('PEXPIRE', P .. ':b:' .. gid, ARGV[6])
+        redis.call('PEXPIRE', P .. ':c:' .. gid, ARGV[6])
         out[#out + 1] = redis.call('HGETALL', g)
         if #out == limit then break end
       else

@@ -8,8 +8,8 @@ local g, b, cron, fin, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', g) == 1 then return 0 end
 local nf = tonumber(ARGV[7])
 redis.call('HSET', g, unpack(ARGV, 8, 7 + 2 * nf))
--- a branch hash left behind by an expired or deleted global must not leak into this one
-redis.call('DEL', b)
+-- a branch or call hash left behind by an expired or deleted global must not leak into this one
+redis.call('DEL', b, ARGV[1] .. ':c:' .. ARGV[2])
 for a = 8 + 2 * nf, #ARGV - 3, 6 do add_branch(b, a) end
 -- scan order: the creation millisecond, then a slot of 2048 / partitions per partition
 -- (unique across partitions, so one number is a position in all of them)

@@ -7,6 +7,7 @@ local n = 0
 for _, gid in ipairs(gids) do
   n = n + redis.call('DEL', P .. ':g:' .. gid)
   redis.call('DEL', P .. ':b:' .. gid)
+  redis.call('DEL', P .. ':c:' .. gid)
   redis.call('ZREM', KEYS[1], gid)
   redis.call('ZREM', KEYS[2], gid)
   redis.call('ZREM', KEYS[3], gid)

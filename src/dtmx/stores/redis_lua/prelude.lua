@@ -3,6 +3,8 @@
 --   P:g:<gid>  hash of the global transaction's fields
 --   P:b:<gid>  hash of its branch ops: n = count, i:<branch_id>\n<op> = index,
 --              d:<i> = static blob, s:/u:/f:/r:<i> = status, update/finish/rollback time
+--   P:c:<gid>  hash of its call history (update.lua): n:/l:<branch_id>\n<op> = calls
+--              made, kept records (lines); lives and expires with g and b
 --   P:cron     zset gid -> next_cron_time, unfinished transactions only
 --   P:all      zset gid -> scan order (creation ms and sequence), for `scan` newest first
 --   P:fin      zset gid -> update_time of finished transactions, for expire_finished
@@ -23,6 +25,7 @@ end
 -- leaves the cron index and lives finished_ttl more; an unfinished one is (re)indexed by
 -- next_cron_time and its data TTL refreshed (so abandoned data does not live forever).
 local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
+  local c = string.sub(g, 1, #g - #gid - 2) .. 'c:' .. gid
   if finished == '1' then
     redis.call('ZREM', cron, gid)
     redis.call('ZADD', fin, now, gid)
@@ -31,6 +34,7 @@ local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
       '(' .. tostring(tonumber(now) - tonumber(fttl_ms) / 1000))
     redis.call('PEXPIRE', g, fttl_ms)
     redis.call('PEXPIRE', b, fttl_ms)
+    redis.call('PEXPIRE', c, fttl_ms)
   else
     redis.call('ZREM', fin, gid)
     local nct = redis.call('HGET', g, 'next_cron_time')
@@ -41,5 +45,6 @@ local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
     end
     redis.call('PEXPIRE', g, dttl_ms)
     redis.call('PEXPIRE', b, dttl_ms)
+    redis.call('PEXPIRE', c, dttl_ms)
   end
 end

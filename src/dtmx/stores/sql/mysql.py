@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
+from dtmx.core.models import Branch, Change, Status, Transaction, TransType
+from dtmx.stores.sql.calls import INSERT_CALL, TRIM_CALLS, insert_call_args, trim_calls_args
 from dtmx.stores.sql.conn import Row, Statement, UniqueViolation
 from dtmx.stores.sql.mysql_driver import MysqlBackend
 from dtmx.stores.sql.rows import (
@@ -37,6 +38,9 @@ _IF_MATCHED = "@dtmx_matched > 0"
 _INSERT_CHUNK = 500
 #: UPDATE_BRANCH, applied only if the compare-and-set before it matched.
 _UPDATE_BRANCH_IF_MATCHED = f"{UPDATE_BRANCH} AND {_IF_MATCHED}"
+#: A call and the trim after it, only if the compare-and-set before matched.
+_INSERT_CALL_IF_MATCHED = f"{INSERT_CALL} FROM DUAL WHERE {_IF_MATCHED}"
+_TRIM_CALLS_IF_MATCHED = f"{TRIM_CALLS} AND {_IF_MATCHED}"
 #: `take` reads back the row and its branches if the compare-and-set matched (args: gid).
 _TAKE_TRANS = f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ? AND {_IF_MATCHED}"
 _TAKE_BRANCHES = (
@@ -120,23 +124,29 @@ class MysqlStore(SqlStore):
         await self._script(script)
         return [True] * len(items)
 
-    def _cas_script(self, cas: Statement, gid: str, now: float,
-                    branches: Sequence[BranchUpdate]) -> list[Statement]:
-        """The compare-and-set UPDATE, then the branch updates only if it matched."""
+    def _cas_script(self, cas: Statement, gid: str, now: float, change: Change
+                    ) -> list[Statement]:
+        """The compare-and-set UPDATE, then the branch updates and calls only if it
+        matched."""
         d = self._d
-        if not branches:
+        if not change.branches and not change.calls:
             return [cas]
         rows = [
             [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
              b.branch_id, b.op.value]
-            for b in branches
+            for b in change.branches
         ]
-        return [cas, _REMEMBER_MATCHED, *((_UPDATE_BRANCH_IF_MATCHED, r) for r in rows)]
+        out: list[Statement] = [cas, _REMEMBER_MATCHED]
+        out += [(_UPDATE_BRANCH_IF_MATCHED, r) for r in rows]
+        for c in change.calls:
+            out += [(_INSERT_CALL_IF_MATCHED, insert_call_args(gid, c, d)),
+                    (_TRIM_CALLS_IF_MATCHED, trim_calls_args(gid, c, change.keep_calls))]
+        return out
 
-    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
-                                    branches: Sequence[BranchUpdate]) -> bool:
+    async def _update_with_rows(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                change: Change) -> bool:
         # statement 0's row count says whether the compare-and-set matched
-        return (await self._script(self._cas_script(cas, gid, now, branches)))[0][0] > 0
+        return (await self._script(self._cas_script(cas, gid, now, change)))[0][0] > 0
 
     async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
         """One script, one transaction: each update's statements in turn, each
@@ -146,7 +156,7 @@ class MysqlStore(SqlStore):
         for u in items:
             cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
             at.append(len(script))
-            script += self._cas_script(cas, u.gid, u.now, u.change.branches)
+            script += self._cas_script(cas, u.gid, u.now, u.change)
         results = await self._script(script)
         return [results[i][0] > 0 for i in at]
 

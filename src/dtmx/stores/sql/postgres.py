@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
+from dtmx.core.models import Branch, Change, Status, Transaction, TransType
+from dtmx.stores.sql.calls import CALL_CTES, call_arrays
 from dtmx.stores.sql.conn import Row
 from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.postgres_driver import PostgresBackend
@@ -159,6 +160,9 @@ UPDATE_MANY = (
     " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
     " SELECT gid FROM g"
 )
+#: UPDATE_MANY that also appends calls: args of UPDATE_MANY, then those of CALL_CTES.
+UPDATE_MANY_CALLS = (UPDATE_MANY.removesuffix(" SELECT gid FROM g")
+                     + f",{CALL_CTES} SELECT gid FROM g")
 
 
 def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
@@ -177,8 +181,12 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
         for u in items
         for b in u.change.branches
     ]
-    return [*(list(col) for col in _columns(rows, 11)),
-            *(list(col) for col in _columns(branches, 6))]
+    out = [*(list(col) for col in _columns(rows, 11)),
+           *(list(col) for col in _columns(branches, 6))]
+    if any(u.change.calls for u in items):
+        out += call_arrays([(u.gid, u.change.keep_calls, u.change.calls) for u in items],
+                           POSTGRES)
+    return out
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
@@ -243,8 +251,14 @@ class PostgresStore(SqlStore):
             *trans_params(trans, self._d), *_branch_arrays(trans.gid, branches, None)
         ])
 
-    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
-                                    branches: Sequence[BranchUpdate]) -> bool:
+    async def _update_one(self, u: CasUpdate) -> bool:
+        if u.change.calls:  # the batched statement is the one that writes calls
+            return (await self._update_many([u]))[0]
+        return await super()._update_one(u)
+
+    async def _update_with_rows(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                change: Change) -> bool:
+        branches = change.branches
         ts = self._d.ts
         return await self._matched(UPDATE_WITH_BRANCHES.format(cas=cas[0]), [
             *cas[1],
@@ -264,7 +278,8 @@ class PostgresStore(SqlStore):
 
     async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
         async with self._session() as ex:
-            rows = await ex.fetch(UPDATE_MANY, update_many_args(items))
+            sql = UPDATE_MANY_CALLS if any(u.change.calls for u in items) else UPDATE_MANY
+            rows = await ex.fetch(sql, update_many_args(items))
         matched = {r[0] for r in rows}
         return [u.gid in matched for u in items]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dtmx.core.models import Branch, BranchUpdate, Status, Transaction, TransType
+from dtmx.core.models import Branch, Change, Status, Transaction, TransType
+from dtmx.stores.sql.calls import INSERT_CALL, TRIM_CALLS, insert_call_args, trim_calls_args
 from dtmx.stores.sql.conn import Row, UniqueViolation
 from dtmx.stores.sql.rows import (
     INSERT_BRANCH,
@@ -52,18 +53,22 @@ class SqliteStore(SqlStore):
             await tx.executemany(INSERT_BRANCH, [branch_params(b, d) for b in branches])
             return True
 
-    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
-                                    branches: Sequence[BranchUpdate]) -> bool:
+    async def _update_with_rows(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                change: Change) -> bool:
         d = self._d
         async with self._tx() as tx:
             if await tx.execute(*cas) == 0:
                 tx.rollback_only()
                 return False
-            await tx.executemany(UPDATE_BRANCH, [
-                [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
-                 b.branch_id, b.op.value]
-                for b in branches
-            ])
+            if change.branches:
+                await tx.executemany(UPDATE_BRANCH, [
+                    [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
+                     b.branch_id, b.op.value]
+                    for b in change.branches
+                ])
+            for c in change.calls:
+                await tx.execute(INSERT_CALL, insert_call_args(gid, c, d))
+                await tx.execute(TRIM_CALLS, trim_calls_args(gid, c, change.keep_calls))
             return True
 
     async def _take(self, cas: tuple[str, list[Any]], gid: str

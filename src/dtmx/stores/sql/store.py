@@ -18,7 +18,7 @@ from typing import Any
 
 from dtmx.core.models import (
     Branch,
-    BranchUpdate,
+    CallRecord,
     Change,
     Status,
     Transaction,
@@ -26,6 +26,7 @@ from dtmx.core.models import (
 )
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.sql import schema
+from dtmx.stores.sql.calls import SELECT_CALLS, call_from_row, in_order
 from dtmx.stores.sql.conn import Backend, Executor, Row, Tx, UniqueViolation
 from dtmx.stores.sql.group_commit import GroupCommit
 from dtmx.stores.sql.kv import SqlKv
@@ -132,10 +133,10 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         A duplicate among the branches raises UniqueViolation."""
 
     @abc.abstractmethod
-    async def _update_with_branches(self, cas: tuple[str, list[Any]], gid: str, now: float,
-                                    branches: Sequence[BranchUpdate]) -> bool:
+    async def _update_with_rows(self, cas: tuple[str, list[Any]], gid: str, now: float,
+                                change: Change) -> bool:
         """Run the compare-and-set UPDATE `cas` and, only if it matched, the branch
-        updates; whether it matched."""
+        updates and the calls of `change` (see `Store.update`); whether it matched."""
 
     @abc.abstractmethod
     async def _take(self, cas: tuple[str, list[Any]], gid: str
@@ -214,8 +215,8 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
 
     async def _update_one(self, u: CasUpdate) -> bool:
         cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
-        if u.change.branches:
-            return await self._update_with_branches(cas, u.gid, u.now, u.change.branches)
+        if u.change.branches or u.change.calls:
+            return await self._update_with_rows(cas, u.gid, u.now, u.change)
         async with self._session() as ex:
             return await ex.execute(*cas) > 0
 
@@ -243,7 +244,7 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         change: Change,
     ) -> tuple[Transaction, list[Branch]] | None:
         """See `dtmx.stores.base.Store.take`."""
-        if change.branches:
+        if change.branches or change.calls:
             raise ValueError("take does not write branches; use update")
         sql, args = cas_update(self._d, gid, now, expect_status, None, change)
         if expect_type is not None:
@@ -255,6 +256,12 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         trows, brows = got
         d = self._d
         return trans_from_row(trows[0], d), [branch_from_row(r, d) for r in brows]
+
+    async def get_calls(self, *, gid: str) -> list[CallRecord]:
+        """See `dtmx.stores.base.Store.get_calls`."""
+        async with self._session() as ex:
+            rows = await ex.fetch(SELECT_CALLS, [gid])
+        return in_order([call_from_row(r, self._d) for r in rows])
 
     async def add_branches(
         self,

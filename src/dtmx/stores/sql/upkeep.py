@@ -111,6 +111,9 @@ class SqlUpkeep:
                     break
                 gids = [r[1] for r in rows]
                 await tx.execute(
+                    f"DELETE FROM trans_call WHERE gid IN ({placeholders(len(gids))})", gids
+                )
+                await tx.execute(
                     f"DELETE FROM trans_branch_op WHERE gid IN ({placeholders(len(gids))})", gids
                 )
                 n = await tx.execute(

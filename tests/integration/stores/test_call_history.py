@@ -1,0 +1,132 @@
+"""The call history of the Store contract (`Change.calls`, `get_calls`), on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dtmx.core.models import BranchUpdate, CallRecord, Change, Op, Outcome, Status
+from dtmx.stores.base import Store
+from tests.integration.stores.test_contract import T0, approx, gid, mk, saga_branches
+
+
+def call(branch_id: str, op: Op, start: float, outcome: Outcome = Outcome.ERROR,
+         reason: str = "", next_retry: float | None = None) -> CallRecord:
+    return CallRecord(branch_id, op, start, 0.25, outcome, reason, "host:1:ab", next_retry)
+
+
+def seen(calls: list[CallRecord]) -> list[tuple[str, str, int, Outcome]]:
+    return [(c.branch_id, c.op.value, c.attempt, c.outcome) for c in calls]
+
+
+async def test_calls_ride_on_update_numbered_per_branch_op(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    assert await store.get_calls(gid=g) == []
+    # an error, scheduled for a retry: no branch row changes
+    first = call("01", Op.ACTION, T0 + 1, reason="503 busy ✓", next_retry=T0 + 11)
+    assert await store.update(gid=g, now=T0 + 2, expect_status=Status.SUBMITTED,
+                              expect_owner=None, change=Change(calls=(first,)))
+    ok = call("01", Op.ACTION, T0 + 12, Outcome.SUCCESS)
+    assert await store.update(
+        gid=g, now=T0 + 13, expect_status=Status.SUBMITTED, expect_owner=None,
+        change=Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),),
+                      calls=(ok, call("02", Op.ACTION, T0 + 12.5, Outcome.FAILURE, "no"))))
+    got = await store.get_calls(gid=g)
+    assert seen(got) == [("01", "action", 1, Outcome.ERROR), ("01", "action", 2, Outcome.SUCCESS),
+                         ("02", "action", 1, Outcome.FAILURE)]
+    c = got[0]
+    assert c.start == approx(T0 + 1) and c.duration == approx(0.25)
+    assert c.reason == "503 busy ✓" and c.server == "host:1:ab"
+    assert c.next_retry == approx(T0 + 11) and got[1].next_retry is None
+    assert got[2].reason == "no"
+    branches = {b.key: b.status for b in await store.get_branches(gid=g)}
+    assert branches[("01", Op.ACTION)] is Status.SUCCEED
+
+
+async def test_calls_are_not_written_when_the_compare_fails(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g, owner="me"), branches=saga_branches(g))
+    c = call("01", Op.ACTION, T0)
+    assert not await store.update(gid=g, now=T0, expect_status=Status.ABORTING,
+                                  expect_owner=None, change=Change(calls=(c,)))
+    assert not await store.update(gid=g, now=T0, expect_status=Status.SUBMITTED,
+                                  expect_owner="other", change=Change(calls=(c,)))
+    assert not await store.update(gid=gid(), now=T0, expect_status=Status.SUBMITTED,
+                                  expect_owner=None, change=Change(calls=(c,)))
+    assert await store.get_calls(gid=g) == []
+
+
+async def test_history_keeps_the_first_and_the_newest_calls(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    for i in range(6):
+        calls = (call("01", Op.ACTION, T0 + i),)
+        if i == 5:  # another op's history is its own
+            calls += (call("01", Op.COMPENSATE, T0 + i),)
+        assert await store.update(gid=g, now=T0 + i, expect_status=Status.SUBMITTED,
+                                  expect_owner=None, change=Change(calls=calls, keep_calls=3))
+    got = await store.get_calls(gid=g)
+    assert [(c.op.value, c.attempt) for c in got] == [
+        ("action", 1), ("action", 5), ("action", 6), ("compensate", 1)]
+    assert [c.start for c in got] == [approx(T0), approx(T0 + 4), approx(T0 + 5), approx(T0 + 5)]
+
+
+async def test_two_calls_of_one_op_in_one_update(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    two = (call("01", Op.ACTION, T0), call("01", Op.ACTION, T0 + 1, Outcome.ONGOING))
+    assert await store.update(gid=g, now=T0 + 2, expect_status=Status.SUBMITTED,
+                              expect_owner=None, change=Change(calls=two))
+    assert seen(await store.get_calls(gid=g)) == [
+        ("01", "action", 1, Outcome.ERROR), ("01", "action", 2, Outcome.ONGOING)]
+
+
+async def test_take_refuses_calls(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=[])
+    with pytest.raises(ValueError):
+        await store.take(gid=g, now=T0, expect_status=Status.SUBMITTED,
+                         change=Change(calls=(call("01", Op.ACTION, T0),)))
+
+
+async def test_history_goes_with_the_expired_transaction(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    assert await store.update(gid=g, now=T0 + 1, expect_status=Status.SUBMITTED,
+                              expect_owner=None,
+                              change=Change(status=Status.SUCCEED,
+                                            calls=(call("01", Op.ACTION, T0, Outcome.SUCCESS),)))
+    assert len(await store.get_calls(gid=g)) == 1
+    assert await store.expire_finished(before=T0 + 100, limit=10) >= 1
+    assert await store.get(gid=g) is None
+    assert await store.get_calls(gid=g) == []
+
+
+async def test_concurrent_updates_each_keep_their_calls(store: Store) -> None:
+    # on MySQL/PostgreSQL these share round trips (batch lanes)
+    gids = [gid() for _ in range(12)]
+    for g in gids:
+        assert await store.create(trans=mk(g), branches=saga_branches(g))
+
+    async def step(g: str, i: int) -> bool:
+        return await store.update(
+            gid=g, now=T0 + i, expect_status=Status.SUBMITTED, expect_owner=None,
+            change=Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),),
+                          calls=(call("01", Op.ACTION, T0 + i, Outcome.SUCCESS),)))
+
+    assert all(await asyncio.gather(*(step(g, i) for i, g in enumerate(gids))))
+    for i, g in enumerate(gids):
+        got = await store.get_calls(gid=g)
+        assert seen(got) == [("01", "action", 1, Outcome.SUCCESS)]
+        assert got[0].start == approx(T0 + i)
+
+
+async def test_an_update_with_calls_is_one_round_trip(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    before = store.roundtrips
+    assert await store.update(gid=g, now=T0, expect_status=Status.SUBMITTED, expect_owner=None,
+                              change=Change(calls=(call("01", Op.ACTION, T0),)))
+    assert store.roundtrips - before == 1
