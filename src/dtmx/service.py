@@ -7,11 +7,12 @@ the engine; reads and topic (KV) changes go to the store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from dtmx import topics
 from dtmx.core.branch_policy import BranchPolicy, refuse_denied
-from dtmx.core.models import KV, Branch, ScanFilter, Transaction
+from dtmx.core.models import KV, Branch, CallRecord, ScanFilter, Transaction
 from dtmx.core.msg import TOPIC_PREFIX
 from dtmx.core.request import Registration, TransRequest
 from dtmx.engine import Engine
@@ -101,6 +102,17 @@ class Service:
         if trans is None:
             return None, []
         return trans, await self.store.get_branches(gid=gid)
+
+    async def query_history(self, gid: str
+                            ) -> tuple[Transaction | None, list[Branch], list[CallRecord]]:
+        """`query` with the transaction's call history (branches and calls read together);
+        (None, [], []) if there is none."""
+        trans = await self.store.get(gid=gid)
+        if trans is None:
+            return None, [], []
+        branches, calls = await asyncio.gather(self.store.get_branches(gid=gid),
+                                               self.store.get_calls(gid=gid))
+        return trans, branches, calls
 
     async def all(
         self, *, gid: str, position: str, limit: int, filters: ScanFilter

@@ -224,11 +224,12 @@ class HttpApi:
         return {"transaction": trans_json(trans), "progresses": [branch_json(b) for b in branches]}
 
     async def query(self, r: Request) -> Any:
-        """GET query: one transaction and its branches (null when there is none)."""
+        """GET query: one transaction, its branches and its call history (null when there is
+        none)."""
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
-        return query_json(*await self.svc.query(check_gid(gid)))
+        return query_json(*await self.svc.query_history(check_gid(gid)))
 
     async def all(self, r: Request) -> Any:
         """GET all: transactions newest first, filtered and paged by an opaque position."""

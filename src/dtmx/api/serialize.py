@@ -12,7 +12,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from dtmx.core.models import KV, Branch, Transaction
+from dtmx.core.models import KV, Branch, CallRecord, Transaction
 from dtmx.core.request import stored_option
 from dtmx.security.redact import redact_headers
 
@@ -109,9 +109,35 @@ def kv_json(kv: KV) -> dict[str, Any]:
     }
 
 
-def query_json(trans: Transaction | None, branches: list[Branch]) -> dict[str, Any]:
-    """What a query answers, over HTTP (GET query) and gRPC (dtmx's Query) alike."""
-    return {
+def call_json(c: CallRecord) -> dict[str, Any]:
+    """One call of the history: dtmx's own shape (DTM has none). `result` in DTM's words
+    (SUCCESS, FAILURE, ONGOING, ERROR); `retries` = attempt - 1; `next_retry_time` only
+    when the call made the transaction wait for a retry."""
+    out: dict[str, Any] = {
+        "branch_id": c.branch_id,
+        "op": c.op.value,
+        "attempt": c.attempt,
+        "retries": max(0, c.attempt - 1),
+        "start_time": iso(c.start),
+        "duration_ms": round(c.duration * 1000, 3) if math.isfinite(c.duration) else 0,
+        "result": c.outcome.value.upper(),
+        "reason": c.reason,
+        "server": c.server,
+    }
+    if c.next_retry is not None:
+        out["next_retry_time"] = iso(c.next_retry)
+    return out
+
+
+def query_json(trans: Transaction | None, branches: list[Branch],
+               calls: list[CallRecord] | None = None) -> dict[str, Any]:
+    """What a query answers, over HTTP (GET query) and gRPC (dtmx's Query) alike: DTM's
+    `transaction` and `branches`, and with `calls` dtmx's call history under its own key
+    (`calls`, oldest first; DTM clients ignore keys they do not know)."""
+    out: dict[str, Any] = {
         "transaction": trans_json(trans) if trans else None,
         "branches": [branch_json(b) for b in branches],
     }
+    if calls is not None:
+        out["calls"] = [call_json(c) for c in calls]
+    return out

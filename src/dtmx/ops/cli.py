@@ -44,7 +44,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--gid-prefix", default="")
     ls.add_argument("--since", help="created within a duration (2h, 7d) or after an ISO time")
     ls.add_argument("--limit", type=int, default=50)
-    for name, text in (("show", "one transaction and its branches"),
+    for name, text in (("show", "one transaction, its branches and its calls"),
                        ("stop", "force-stop: fail it now, call no further branch"),
                        ("retry", "make it due now instead of at its next retry time")):
         p = txs.add_parser(name, help=text)
@@ -119,7 +119,13 @@ def _tx_text(got: dict[str, Any]) -> str:
         [[b.get("branch_id"), b.get("op"), b.get("status"), b.get("url", ""),
           short_time(b.get("update_time")), clip(b.get("data", ""), 40)]
          for b in got.get("branches") or []])
-    return "\n".join([*lines, "", branches])
+    calls = table(
+        ["BRANCH", "OP", "ATTEMPT", "STARTED", "RESULT", "DURATION", "NEXT RETRY", "REASON"],
+        [[c.get("branch_id"), c.get("op"), c.get("attempt"), short_time(c.get("start_time")),
+          c.get("result"), f"{c.get('duration_ms', 0):.0f} ms",
+          short_time(c.get("next_retry_time")), clip(c.get("reason", ""), 50)]
+         for c in got.get("calls") or []])
+    return "\n".join([*lines, "", branches, "", "Calls (oldest first)", calls])
 
 
 def _tx(c: OpsClient, a: argparse.Namespace) -> Exit:

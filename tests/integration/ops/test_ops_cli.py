@@ -32,6 +32,41 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.startswith("dtmx ")
 
 
+def test_tx_show_lists_every_call_of_a_branch(server: ServerProcess, busi: BusiServer,
+                                               tag: str) -> None:
+    """A step answering ERROR twice, then SUCCESS: three calls in the query answer and in
+    `dtmx tx show`, with their results, reasons and retry times; no header value kept."""
+    gid, route = f"{tag}-flaky", f"Flaky{tag}"
+    busi.state.set(route, "ERROR", "ERROR", "SUCCESS")
+    body = {"gid": gid, "trans_type": "saga", "payloads": ['{"amount": 30}'],
+            "steps": [{"action": f"{busi.url}/{route}", "compensate": f"{busi.url}/{route}R"}],
+            "branch_headers": {"Authorization": "Bearer secret-token-42"}}
+    r = requests.post(f"{server.url}/submit", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    answer = server.wait_status(gid, "succeed")
+    assert "secret-token-42" not in json.dumps(answer)
+    calls = answer["calls"]
+    assert [(c["branch_id"], c["op"], c["attempt"], c["result"]) for c in calls] == [
+        ("01", "action", 1, "ERROR"), ("01", "action", 2, "ERROR"), ("01", "action", 3, "SUCCESS")]
+    assert [c["retries"] for c in calls] == [0, 1, 2]
+    for c in calls[:2]:
+        assert c["reason"].startswith("500") and "busi error" in c["reason"]
+        assert c["next_retry_time"] > c["start_time"]
+    assert calls[2]["reason"] == "" and "next_retry_time" not in calls[2]
+    assert all(c["duration_ms"] >= 0 and c["server"] for c in calls)
+    assert calls[0]["start_time"] < calls[1]["start_time"] < calls[2]["start_time"]
+
+    full = _json(dtmx(server, "tx", "show", gid, "--json"))
+    assert [(c["attempt"], c["result"]) for c in full["calls"]] == [
+        (1, "ERROR"), (2, "ERROR"), (3, "SUCCESS")]
+    text = dtmx(server, "tx", "show", gid).stdout
+    rows = [ln.split() for ln in text.split("Calls (oldest first)")[1].splitlines()[1:]]
+    assert rows[0][:3] == ["BRANCH", "OP", "ATTEMPT"]
+    assert [(r[0], r[1], r[2], r[5]) for r in rows[1:]] == [
+        ("01", "action", "1", "ERROR"), ("01", "action", "2", "ERROR"),
+        ("01", "action", "3", "SUCCESS")]
+
+
 def test_tx_list_show_retry_stop(server: ServerProcess, busi: BusiServer, tag: str) -> None:
     ok, stuck = f"{tag}-ok", f"{tag}-stuck"
     submit_saga(server, ok, busi.url)
@@ -63,7 +98,8 @@ def test_tx_list_show_retry_stop(server: ServerProcess, busi: BusiServer, tag: s
     shown = dtmx(server, "tx", "show", ok)
     assert shown.returncode == 0
     assert any(line.split() == ["status", "succeed"] for line in shown.stdout.splitlines())
-    branch_rows = [ln.split() for ln in shown.stdout.splitlines() if ln.startswith("01 ")]
+    branch_part = shown.stdout.split("Calls (oldest first)")[0]
+    branch_rows = [ln.split() for ln in branch_part.splitlines() if ln.startswith("01 ")]
     assert {(r[1], r[2]) for r in branch_rows} == {("action", "succeed"),
                                                      ("compensate", "prepared")}
     full = _json(dtmx(server, "tx", "show", ok, "--json"))
