@@ -133,6 +133,40 @@ def test_list_filter_open_force_stop(page: Any, server: ServerProcess, busi: Bus
     page.wait_for_selector(f'#transactions tr[data-gid="{stuck}"] [data-status="failed"]')
 
 
+def test_transaction_page_shows_each_call(page: Any, server: ServerProcess, busi: BusiServer,
+                                          tag: str) -> None:
+    """The timeline: each call of each branch op with its result, reason, retry and next
+    retry time (a first step answering ERROR twice, then SUCCESS)."""
+    gid, flaky = f"{tag}-calls", f"UiFlaky{tag}"
+    busi.state.set(flaky, "ERROR", "ERROR", "SUCCESS")
+    body = {"gid": gid, "trans_type": "saga",
+            "payloads": ['{"amount": 30}', '{"amount": 30}'],
+            "steps": [{"action": f"{busi.url}/{flaky}", "compensate": f"{busi.url}/TransOutRevert"},
+                      {"action": f"{busi.url}/TransIn", "compensate": f"{busi.url}/TransInRevert"}]}
+    assert requests.post(f"{server.url}/submit", json=body, timeout=10).status_code == 200
+    server.wait_status(gid, "succeed")
+
+    page.goto(f"http://127.0.0.1:{server.http_port}{BASE_PATH}/admin/#/tx/{gid}")
+    page.wait_for_selector('#timeline li[data-branch="02/action"] tr[data-call]')
+    first = page.locator('#timeline li[data-branch="01/action"]')
+    rows = first.locator("tr[data-call]")
+    assert rows.count() == 3
+    assert [rows.nth(i).get_attribute("data-result") for i in range(3)] == [
+        "ERROR", "ERROR", "SUCCESS"]
+    assert [rows.nth(i).get_attribute("data-call") for i in range(3)] == [
+        "01/action/1", "01/action/2", "01/action/3"]
+    err = rows.nth(1).inner_text()
+    assert "retry 1" in err and "next 20" in err and "busi error" in err and " ms" in err
+    assert "first call" in rows.nth(0).inner_text()
+    assert "next" not in rows.nth(2).locator("td").nth(5).inner_text()
+    second = page.locator('#timeline li[data-branch="02/action"] tr[data-call]')
+    assert second.count() == 1 and second.first.get_attribute("data-result") == "SUCCESS"
+    # compensations were never called: no call rows
+    assert page.locator('#timeline li[data-branch="01/compensate"] tr[data-call]').count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "9-timeline.png"))  # the README's docs/admin.png
+
+
 def test_topics_and_servers(page: Any, server: ServerProcess, tag: str) -> None:
     topic = f"{tag}-topic"
     page.goto(f"http://127.0.0.1:{server.http_port}{BASE_PATH}/admin/#/topics")

@@ -260,6 +260,36 @@
     return [...done, ...pending];
   }
 
+  // The calls of one branch op (oldest first): when, what it answered and why, how long it
+  // took, and when the transaction was to be tried again. The server keeps the first call
+  // and the newest ones (Limits.MaxCallsPerBranch); a gap in the attempts says so.
+  const RESULT_CLASS = { SUCCESS: "succeed", FAILURE: "failed", ERROR: "aborting", ONGOING: "prepared" };
+  function callRows(calls) {
+    if (!calls.length) return null;
+    const rows = [];
+    let last = 0;
+    for (const c of calls) {
+      if (c.attempt > last + 1) {
+        const n = c.attempt - last - 1;
+        rows.push(h("tr", { class: "gap" }, h("td", { colspan: 7, class: "muted" },
+          `… ${n} call${n === 1 ? "" : "s"} not kept`)));
+      }
+      last = c.attempt;
+      rows.push(h("tr", { "data-call": `${c.branch_id}/${c.op}/${c.attempt}`, "data-result": c.result },
+        h("td", {}, `#${c.attempt}`),
+        h("td", { class: "mono" }, fmtTime(c.start_time)),
+        h("td", {}, h("span", { class: `badge s-${RESULT_CLASS[c.result] || "prepared"}` }, c.result)),
+        h("td", {}, `${Math.round(c.duration_ms)} ms`),
+        h("td", {}, c.retries ? `retry ${c.retries}` : "first call"),
+        h("td", { class: "mono" }, c.next_retry_time ? `next ${fmtTime(c.next_retry_time)}` : ""),
+        h("td", { class: "reason" }, c.reason || "", c.server ? h("div", { class: "muted" }, c.server) : null)));
+    }
+    return h("table", { class: "calls" },
+      h("thead", {}, h("tr", {}, ["call", "time", "result", "duration", "retry", "next retry", "reason"]
+        .map((x) => h("th", {}, x)))),
+      h("tbody", {}, rows));
+  }
+
   function facts(pairs) {
     return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== "" && v !== undefined)
       .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -307,6 +337,8 @@
         ["owner", t.owner || ""], ["custom data", t.custom_data || ""],
         [t.trans_type === "workflow" ? "callback" : "query prepared", t.query_prepared || ""],
       ])), actions);
+      const calls = data.calls || [];
+      const callsOf = (id, op) => calls.filter((c) => c.branch_id === id && c.op === op);
       const items = timelineOrder(data.branches).map((b) => h("li", { class: `s-${b.status}`, "data-branch": `${b.branch_id}/${b.op}` },
         h("div", { class: "branch-head" }, h("span", { class: "op" }, `${b.branch_id} · ${b.op}`),
           badge(b.status), h("span", { class: "mono" }, b.url || "")),
@@ -316,9 +348,18 @@
           // a workflow's recorded step carries its end time whether it succeeded or failed
           b.finish_time ? ` · ${b.status === "failed" ? "failed" : "succeeded"} ${fmtTime(b.finish_time)}` : "",
           b.rollback_time ? ` · failed ${fmtTime(b.rollback_time)}` : "",
-          b.status === "prepared" ? " · no result yet: not called, or retried after an error" : "",
+          b.status === "prepared" && !callsOf(b.branch_id, b.op).length ? " · not called yet" : "",
         ].join("")),
+        callRows(callsOf(b.branch_id, b.op)),
         payload(b.bin_data, `${gid}/${b.branch_id}/${b.op}`)));
+      // a msg's query_prepared calls (branch 00) have no branch row of their own
+      const asked = callsOf("00", "msg");
+      if (asked.length) {
+        items.unshift(h("li", { "data-branch": "00/msg" },
+          h("div", { class: "branch-head" }, h("span", { class: "op" }, "00 · query prepared"),
+            h("span", { class: "mono" }, t.query_prepared || "")),
+          callRows(asked)));
+      }
       timeline.replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No branches.")]));
     }
     load().catch(failed);

@@ -14,7 +14,8 @@ itself must exist), and the tables. A schema whose version is behind this code r
 
 Each class owns the SQL of the verbs it writes its own way, over the shared `SqlStore`
 base; the connection set-up of each is in its `*_driver` module. Tables follow DTM
-(`trans_global`, `trans_branch_op`, `kv`) plus `dtmx_schema_version`; the DDL lives in the
+(`trans_global`, `trans_branch_op`, `kv`) plus `dtmx_schema_version` and the call history
+`trans_call` (schema v2, `calls`); the DDL lives in the
 `<dialect>_<NNNN>_*.sql` files of this package. Times are stored as DATETIME(6) UTC (MySQL),
 timestamptz (Postgres, microseconds) or REAL epoch seconds (SQLite); `next_cron_interval`
 is a double (seconds); retry_count lives in the `options` JSON with DTM's field names.
