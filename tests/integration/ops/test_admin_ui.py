@@ -164,7 +164,7 @@ def test_transaction_page_shows_each_call(page: Any, server: ServerProcess, busi
     # compensations were never called: no call rows
     assert page.locator('#timeline li[data-branch="01/compensate"] tr[data-call]').count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "9-timeline.png"))  # the README's docs/admin.png
+    page.screenshot(path=str(ARTIFACTS / "14-calls.png"))  # the README's docs/admin.png
 
 
 def test_topics_and_servers(page: Any, server: ServerProcess, tag: str) -> None:
