@@ -145,6 +145,23 @@ async def test_create_with_many_branches(store: Store) -> None:
     assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in many]
 
 
+async def test_a_large_create_keeps_the_create_contract(store: Store) -> None:
+    # 2,500 rows: over SQLite's OFF_LOOP_ROWS, so its worker-thread path is held to it too
+    g = gid()
+    many = saga_branches(g, 1250)
+    assert await store.create(trans=mk(g), branches=many) is True
+    assert await store.create(trans=mk(g, status=Status.PREPARED), branches=many) is False
+    got = await store.get(gid=g)
+    assert got is not None and got.status is Status.SUBMITTED
+    assert [b.key for b in await store.get_branches(gid=g)] == [b.key for b in many]
+    g2 = gid()
+    twice = [*saga_branches(g2, 1250), br(g2, "01", Op.ACTION)]
+    with pytest.raises(DuplicateBranch):
+        await store.create(trans=mk(g2), branches=twice)
+    assert await store.get(gid=g2) is None
+    assert await store.get_branches(gid=g2) == []
+
+
 async def test_missing_gid(store: Store) -> None:
     assert await store.get(gid=gid()) is None
     assert await store.get_branches(gid=gid()) == []
