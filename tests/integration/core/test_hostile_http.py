@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import pytest
 import requests
 
+from tests.support.probe import ping_ms, pings_while, rss
 from tests.support.server import ServerProcess
 from tests.support.services import store_block
 from tests.support.util import eventually, free_port
@@ -36,35 +35,8 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     s.stop()
 
 
-def _rss(server: ServerProcess) -> int:
-    """Resident set size of the server process, bytes (from /proc)."""
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def _port(server: ServerProcess) -> int:
     return server.http_port
-
-
-def _ping_ms(server: ServerProcess) -> float:
-    t0 = time.perf_counter()
-    r = requests.get(f"{server.base}/api/ping", timeout=5)
-    assert r.ok
-    return (time.perf_counter() - t0) * 1000
-
-
-def _pings_while(server: ServerProcess, done: Callable[[], bool], limit: float = 20.0
-                 ) -> list[float]:
-    """Ping every 50 ms until `done()` (at most `limit` seconds); the times in ms."""
-    times = []
-    deadline = time.monotonic() + limit
-    while not done() and time.monotonic() < deadline:
-        times.append(_ping_ms(server))
-        time.sleep(0.05)
-    return times
 
 
 def _read_answer(stream: BinaryIO) -> tuple[int, bytes]:
@@ -86,7 +58,7 @@ def test_pipelined_queries_from_a_client_that_never_reads(served: ServerProcess)
         "gid": gid, "trans_type": "msg", "steps": [{"action": "http://127.0.0.1:9/x"}],
         "payloads": [payload], "query_prepared": "http://127.0.0.1:9/q"})
     assert r.status_code == 200, r.text
-    before = _rss(served)
+    before = rss(served)
     with socket.create_connection(("127.0.0.1", _port(served)), timeout=10) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         s.sendall(b"GET /api/dtmsvr/query?gid=%s HTTP/1.1\r\nHost: x\r\n\r\n" % gid.encode()
@@ -94,10 +66,10 @@ def test_pipelined_queries_from_a_client_that_never_reads(served: ServerProcess)
         peak = [before]
 
         def settled() -> bool:
-            peak.append(_rss(served))
+            peak.append(rss(served))
             return len(peak) > 40  # two seconds of pings and RSS samples
 
-        pings = _pings_while(served, settled)
+        pings = pings_while(served, settled)
         assert max(pings) < 100, pings
         # each answer is ~1.4 MiB of JSON: all 200 would be ~280 MB
         assert max(peak) - before < 60 * MIB, (before, max(peak))
@@ -107,7 +79,7 @@ def test_pipelined_queries_from_a_client_that_never_reads(served: ServerProcess)
 
 def test_a_huge_request_header_is_refused_with_431(served: ServerProcess) -> None:
     """A 64 MiB header used to be accepted (and 128 MiB stalled ping for 2.5 s)."""
-    before = _rss(served)
+    before = rss(served)
     with socket.create_connection(("127.0.0.1", _port(served)), timeout=10) as s:
         s.sendall(b"GET /api/dtmsvr/newGid HTTP/1.1\r\nHost: x\r\nX-Big: ")
         sent = 0
@@ -117,14 +89,14 @@ def test_a_huge_request_header_is_refused_with_431(served: ServerProcess) -> Non
                 s.sendall(b"a" * MIB)
                 sent += MIB
                 if sent % (8 * MIB) == 0:
-                    pings.append(_ping_ms(served))
+                    pings.append(ping_ms(served))
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused and closed: what we expect once past the limit
         status, body = _read_answer(s.makefile("rb"))
     assert status == 431
     assert b"request header larger than 65536 bytes" in body
     assert not pings or max(pings) < 100, pings
-    assert _rss(served) - before < 20 * MIB
+    assert rss(served) - before < 20 * MIB
 
 
 def test_100_continue_not_sent_before_a_413(served: ServerProcess) -> None:
@@ -186,17 +158,17 @@ def test_a_branch_answering_a_gzip_bomb(served: ServerProcess) -> None:
     naming the cap, the connection is dropped, and the saga keeps retrying."""
     bomb = _BombBranch()
     try:
-        before = _rss(served)
+        before = rss(served)
         gid = f"bomb-{uuid.uuid4().hex[:10]}"
         r = requests.post(f"{served.url}/submit", timeout=10, json={
             "gid": gid, "trans_type": "saga", "payloads": ["{}"],
             "steps": [{"action": f"http://127.0.0.1:{bomb.port}/a",
                        "compensate": f"http://127.0.0.1:{bomb.port}/c"}]})
         assert r.status_code == 200, r.text
-        pings = _pings_while(served, lambda: bomb.calls >= 3)
+        pings = pings_while(served, lambda: bomb.calls >= 3)
         assert bomb.calls >= 3  # retried, each time on a new connection
         assert max(pings) < 100, pings
-        assert _rss(served) - before < 60 * MIB
+        assert rss(served) - before < 60 * MIB
         eventually(lambda: "ResponseTooLarge: branch response larger than 1048576 bytes"
                    in served.log(), timeout=10)
         assert served.status(gid) == "submitted"

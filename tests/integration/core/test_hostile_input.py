@@ -140,7 +140,7 @@ def test_steps_over_the_limit_and_order_graphs(server: ServerProcess, busi: Busi
     refused(post(server, "submit", saga_body(gid, busi, *steps)), 400,
             "1001 steps is more than Limits.MaxBranches (1000)")
     nothing_stored(server, gid)
-    # a reverse chain over 1,000 steps is checked without recursion: accepted
+    # a reverse chain over 1,000 steps is checked and run without recursion, to the end
     n = 1000
     orders = {str(i): [i + 1] for i in range(n - 1)}
     body = {"gid": gid, "trans_type": "saga", "payloads": [""] * n,
@@ -148,6 +148,8 @@ def test_steps_over_the_limit_and_order_graphs(server: ServerProcess, busi: Busi
             "custom_data": json.dumps({"concurrent": True, "orders": orders})}
     r = post(server, "submit", body)
     assert r.status_code == 200, r.text
+    q = server.wait_status(gid, "succeed", timeout=20)
+    assert [b["status"] for b in q["branches"] if b["op"] == "action"] == ["succeed"] * n
     body["gid"] = gid + "-c"
     body["custom_data"] = json.dumps({"concurrent": True, "orders": {**orders, str(n - 1): [0]}})
     refused(post(server, "submit", body), 400, "cycle")
