@@ -59,9 +59,12 @@ class Engine:
         limits: Limits | None = None,
         local_functions: Container[str] = frozenset(),
         owner_prefix: str | None = None,
+        owner_header: str = "",
     ) -> None:
         """`owner_prefix` names this process in its owner tokens (default: host, pid and a
-        random tag); a simulation running several engines in one process names each."""
+        random tag); a simulation running several engines in one process names each.
+        `owner_header`, if set, is a header every branch call carries the claim's owner
+        token in."""
         self.store = store
         #: names of the local:// functions this process can call (dtmx.embedded's
         #: registry, read at each run); a transaction naming others is handed back
@@ -75,6 +78,7 @@ class Engine:
         self._owner_prefix = owner_prefix or (
             f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}")
         self._owner_seq = itertools.count(1)
+        self.owner_header = owner_header
         self._background: set[asyncio.Task[Transaction]] = set()
         self._direct = 0
 
@@ -307,7 +311,8 @@ class Engine:
                          timing=self.timing, observer=self.observer, trans=trans,
                          branches=branches, owner=owner,
                          keep_calls=self.limits.MaxCallsPerBranch,
-                         reason_bytes=self.limits.MaxCallReasonBytes).go()
+                         reason_bytes=self.limits.MaxCallReasonBytes,
+                         owner_header=self.owner_header).go()
 
     async def _hand_back(self, trans: Transaction, owner: str, missing: list[str]) -> None:
         """Give a transaction whose local functions live in another process back to the

@@ -56,17 +56,19 @@ class Run:
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
     __slots__ = ("_index", "_index_of", "branches", "calls", "clock", "failure", "invoker",
-                 "keep_calls", "observer", "owner", "pending", "reason_bytes",
+                 "keep_calls", "observer", "owner", "owner_header", "pending", "reason_bytes",
                  "reset_interval", "store", "timing", "trans")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
                  owner: str, keep_calls: int = DEFAULT_KEEP_CALLS,
-                 reason_bytes: int = 512) -> None:
+                 reason_bytes: int = 512, owner_header: str = "") -> None:
         self.store, self.invoker, self.clock = store, invoker, clock
         self.timing, self.observer = timing, observer
         self.trans = trans
         self.owner = owner
+        #: Settings.BranchOwnerHeader: the header that names our claim on each branch call
+        self.owner_header = owner_header
         self.branches = list(branches)
         self.pending: list[BranchUpdate] = []
         #: calls made and not yet written to the history (they go with the next write)
@@ -202,8 +204,14 @@ class Run:
 
     def _call_of(self, url: str, branch_id: str, op: Op | str, payload: bytes, *,
                  force_post: bool = False, json_rpc: bool = False) -> BranchCall:
-        """A call of `url` for this transaction, with its branch headers and timeout."""
+        """A call of `url` for this transaction, with its branch headers (and our owner
+        token, when configured) and timeout."""
         t = self.trans
+        headers = t.options.branch_headers
+        if self.owner_header:  # ours wins over a client's header of the same name
+            headers = {k: v for k, v in headers.items()
+                       if k.lower() != self.owner_header.lower()}
+            headers[self.owner_header] = self.owner
         return BranchCall(
             url=url,
             gid=t.gid,
@@ -211,7 +219,7 @@ class Run:
             branch_id=branch_id,
             op=op,
             payload=payload,
-            headers=t.options.branch_headers,
+            headers=headers,
             timeout=request_timeout(t, self.timing),
             force_post=force_post,
             json_rpc=json_rpc,

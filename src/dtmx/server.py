@@ -91,6 +91,7 @@ class Server:
             ),
             observer=tel.observer,
             limits=s.Limits,
+            owner_header=s.BranchOwnerHeader,
         )
         tel.metrics.gauge_runs_in_flight(lambda: engine.runs_in_flight)
         self.service = Service(engine=engine, new_gid=GidFactory(self.clock), policy=policy)

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import yaml
 
 from dtmx.core.limits import Limits, out_of_range
+from dtmx.core.request import valid_header_name
 from dtmx.errors import ConfigError
 from dtmx.security.config import AuthSettings as AuthSettings  # the security blocks
 from dtmx.security.config import BranchAnswerSettings as BranchAnswerSettings
@@ -107,6 +108,9 @@ class Settings:
     AlertWebHook: str = field(default="", repr=False)  # its URL may hold a token
     AdminBasePath: str = ""
     HeartbeatInterval: float = 5.0
+    #: a header name: every branch call then carries the owner token of the claim that
+    #: makes it (README, "Which server called"); empty (DTM's behaviour): no such header
+    BranchOwnerHeader: str = ""
 
 
 # DTM keys we accept without using them, so a DTM config file loads without noise.
@@ -233,6 +237,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"AdminBasePath must be a path starting with /, not {s.AdminBasePath!r}")
     if not 0 <= s.Store.WriteBatchLanes <= 64:
         raise ConfigError("Store.WriteBatchLanes must be in 0..64")
+    if s.BranchOwnerHeader and not valid_header_name(s.BranchOwnerHeader):
+        raise ConfigError(f"BranchOwnerHeader must be a header name, not {s.BranchOwnerHeader!r}")
     if s.Workers < 1:
         raise ConfigError("Workers must be >= 1")
     if s.Auth is not None:

@@ -74,6 +74,13 @@ def test_write_batch_lanes() -> None:
         load(None, env={"STORE_WRITE_BATCH_LANES": "65"})
 
 
+def test_branch_owner_header_is_off_by_default_and_must_be_a_header_name() -> None:
+    assert load(None, env={}).BranchOwnerHeader == ""
+    assert load(None, env={"BRANCH_OWNER_HEADER": "Dtmx-Owner"}).BranchOwnerHeader == "Dtmx-Owner"
+    with pytest.raises(ConfigError, match="BranchOwnerHeader must be a header name"):
+        load(None, env={"BRANCH_OWNER_HEADER": "Dtmx Owner"})
+
+
 def test_limits_block_from_yaml_and_env(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -319,6 +319,11 @@ def _check_workflow(req: TransRequest, verb: Verb) -> TransRequest:
     return req
 
 
+def valid_header_name(name: str) -> bool:
+    """True if `name` is an HTTP header name (RFC 9110 token)."""
+    return bool(_TOKEN.fullmatch(name))
+
+
 def _check_headers(o: TransOptions) -> None:
     for name, value in o.branch_headers.items():
         if not _TOKEN.fullmatch(name):
