@@ -3,11 +3,11 @@ database through the barrier, and misbehave as `faults.branch_fault` says.
 
 Every effect is a row of `effects`, written in the same local transaction as the balance
 change and the barrier rows, so the table is the exact list of effects applied. Every call is
-logged with the process that made it (found from the TCP peer in /proc) and its start and end
-times; the harness reads the log and the counters at `/chaos/calls` when the run is over.
+logged with the owner token it carried (the servers run with `BranchOwnerHeader`; a call
+without one is the workload's own) and its start and end times; the harness reads the log
+and the counters at `/chaos/calls` when the run is over.
 
-Run: `python -m chaos.bank --port P --db bank.db --seed N --rate 0.2 --timeout 1
---peers peers.json` (peers.json maps pids to names; the harness rewrites it on restarts).
+Run: `python -m chaos.bank --port P --db bank.db --seed N --rate 0.2 --timeout 1`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import aiosqlite
 from aiohttp import web
 
 from chaos.faults import BranchFault, branch_fault, rng_for
-from chaos.procs import holds_socket, socket_inode
 from dtmx.client.barrier import BranchBarrier, Failure, ensure_table
 
 TABLE = "barrier"
+#: the header the servers name their claim in (their `BranchOwnerHeader`)
+OWNER_HEADER = "Dtmx-Owner"
 
 #: route -> (which account of the payload, sign of the balance change)
 MONEY: dict[str, tuple[str, int]] = {
@@ -82,47 +83,11 @@ async def apply(conn: aiosqlite.Connection, route: str, q: dict[str, str],
     return applied
 
 
-class PeerNames:
-    """Which process made a connection: the peer's port -> socket inode -> pid -> name."""
-
-    def __init__(self, peers_file: str, own_port: int) -> None:
-        self.peers_file = Path(peers_file)
-        self.own_port = own_port
-        self._cache: dict[tuple[int, int], str] = {}
-
-    def name(self, transport: Any) -> str:
-        peer = transport.get_extra_info("peername") if transport else None
-        if not peer:
-            return "?"
-        key = (id(transport), int(peer[1]))
-        if key not in self._cache:
-            self._cache[key] = self._lookup(int(peer[1]))
-        return self._cache[key]
-
-    def _lookup(self, port: int) -> str:
-        # /proc/net/tcp is read in pages: a socket can be missed while others come and go
-        for _ in range(3):
-            inode = socket_inode(port, self.own_port)
-            if inode is not None:
-                break
-        else:
-            return "?"
-        try:
-            peers: dict[str, str] = json.loads(self.peers_file.read_text())
-        except (OSError, ValueError):
-            return "?"
-        for pid, name in peers.items():
-            if holds_socket(int(pid), inode):
-                return f"{name}@{pid}"
-        return "?"
-
-
 class Bank:
     """The handlers, the fault decisions and the call log."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.peers = PeerNames(args.peers, args.port)
         self.calls: list[dict[str, Any]] = []
         self.faults: Counter[str] = Counter()
         self.seen: Counter[tuple[str, str, str]] = Counter()
@@ -138,7 +103,7 @@ class Bank:
         route = request.match_info["route"]
         q = {k: request.query.get(k, "") for k in ("gid", "branch_id", "op", "trans_type")}
         raw = await request.read()
-        source = self.peers.name(request.transport)
+        source = request.headers.get(OWNER_HEADER, "")
         key = (q["gid"], q["branch_id"], q["op"])
         self.seen[key] += 1
         fault = branch_fault(self.args.seed, self.args.rate, *key, self.seen[key])
@@ -157,7 +122,7 @@ class Bank:
     async def process(self, route: str, q: dict[str, str], raw: bytes, fault: BranchFault,
                       source: str, *, dup: bool) -> tuple[int, dict[str, Any]]:
         t0 = time.time()
-        entry: dict[str, Any] = {"route": route, **q, "src": source, "t0": t0,
+        entry: dict[str, Any] = {"route": route, **q, "owner": source, "t0": t0,
                                  "fault": fault.value, "dup": dup, "applied": False}
         if fault is not BranchFault.NONE and not dup:
             self.faults[fault.value] += 1
@@ -236,7 +201,6 @@ def main() -> None:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--timeout", type=float, default=1.0, help="the servers' RequestTimeout")
-    p.add_argument("--peers", required=True)
     args = p.parse_args()
     bank = Bank(args)
 

@@ -25,10 +25,11 @@ class Findings:
     violations: list[str] = field(default_factory=list)
     overlaps_under_skew: int = 0
     server_calls: int = 0
-    #: branch calls by the process that made them (server0, client, ...; "?" = unknown)
+    #: branch calls by the process that made them (server0, client, ...)
     sources: Counter[str] = field(default_factory=Counter)
 
-    #: violations by kind (stuck, lost, outcome, effects, money, two_owners, barrier)
+    #: violations by kind (stuck, lost, outcome, effects, money, two_owners, unidentified,
+    #: barrier)
     kinds: Counter[str] = field(default_factory=Counter)
 
     def add(self, kind: str, text: str) -> None:
@@ -43,9 +44,13 @@ def family(kind: Kind) -> str:
 def check(transfers: list[Transfer], statuses: dict[str, str | None],
           effects: list[tuple[str, str, str, int, int]], balances: dict[int, int],
           initial: int, calls: list[dict[str, Any]], skewed: set[str],
-          request_timeout: float) -> Findings:
-    """All invariants; `effects` rows are (gid, branch_id, op, account, delta)."""
+          request_timeout: float, names: dict[int, str]) -> Findings:
+    """All invariants; `effects` rows are (gid, branch_id, op, account, delta); each call
+    carries the `owner` token its server sent ("" from the workload), `names` says which
+    server each pid was."""
     f = Findings()
+    for c in calls:
+        c["src"] = caller(c, names)
     by_gid: dict[str, Counter[Effect]] = defaultdict(Counter)
     for gid, bid, op, _acc, _delta in effects:
         by_gid[gid][(bid, op)] += 1
@@ -73,6 +78,21 @@ def check(transfers: list[Transfer], statuses: dict[str, str | None],
     skewed_gids |= {c["gid"] for c in calls if str(c["src"]).split("@")[0] in skewed}
     _overlaps(f, calls, skewed, request_timeout, skewed_gids)
     return f
+
+
+def caller(c: dict[str, Any], names: dict[int, str]) -> str:
+    """`server<i>@<pid>` from the call's owner token (<host>:<pid>:<tag>:<n>), or `client`
+    for a call without one (the workload's tries and workflow steps)."""
+    owner = str(c.get("owner") or "")
+    if not owner:
+        return "client"
+    parts = owner.rsplit(":", 3)
+    pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else -1
+    return f"{names.get(pid, 'unknown')}@{pid}"
+
+
+#: the calls only the workload makes: TCC tries (its own and the late ones)
+_CLIENT_OPS = {"try"}
 
 
 def _outcome(f: Findings, t: Transfer, status: str | None) -> None:
@@ -117,13 +137,16 @@ def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect])
 
 def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
               request_timeout: float, skewed_gids: set[str]) -> None:
-    """Two servers calling branches of one transaction at the same time.
+    """Two claims calling branches of one transaction at the same time.
 
-    Leases keep a live owner's claim from running out while it calls (it is extended
-    before each call to more than a request timeout), so two processes overlapping on one
-    gid means two owners at once, unless one of them is the server whose clock was moved
-    (its leases are wrong by the jump, by design of any lease), or the transaction was
-    created or touched by that server: its create time and leases are then wrong for all.
+    Every call a server makes names its claim (the owner token of `BranchOwnerHeader`:
+    a fresh one per claim, also for a server that claims again). Leases keep a live
+    owner's claim from running out while it calls (it is extended before each call to
+    more than a request timeout), so two tokens overlapping on one gid means two owners
+    at once, from two servers or from one server's stale and new claims, unless one of
+    them is the server whose clock was moved (its leases are wrong by the jump, by design
+    of any lease), or the transaction was created or touched by that server: its create
+    time and leases are then wrong for all.
     A server stops waiting for a call after the request timeout, so a call counts as the
     server's from its start to its end or to the request timeout, whichever comes first:
     the bank may go on with it (a killed server's call too), which is the barrier's
@@ -132,8 +155,16 @@ def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
     per_gid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in calls:
         f.sources[str(c["src"]).split("@")[0] + (" (redelivered)" if c["dup"] else "")] += 1
-        if str(c["src"]).startswith("server") and not c["dup"]:
+        if c["dup"]:
+            continue
+        if c.get("owner"):
             per_gid[c["gid"]].append(c)
+            if str(c["src"]).startswith("unknown"):
+                f.add("unidentified", f"{c['gid']}: {c['branch_id']} {c['op']} called under "
+                      f"{c['owner']}, a process no server of this run was")
+        elif c["op"] not in _CLIENT_OPS and c.get("trans_type") != "workflow":
+            f.add("unidentified", f"{c['gid']}: {c['branch_id']} {c['op']} called without "
+                  "an owner token: no server of ours made it, nor the workload")
     f.server_calls = sum(len(v) for v in per_gid.values())
     for gid, cs in per_gid.items():
         cs.sort(key=lambda c: c["t0"])
@@ -142,8 +173,8 @@ def _overlaps(f: Findings, calls: list[dict[str, Any]], skewed: set[str],
             for b in cs[i + 1:]:
                 if b["t0"] >= a_end:
                     break
-                if a["src"] == b["src"]:
-                    continue
+                if a["owner"] == b["owner"]:
+                    continue  # one claim: the lease covers its calls
                 if gid in skewed_gids:
                     f.overlaps_under_skew += 1
                     continue

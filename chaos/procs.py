@@ -7,7 +7,6 @@ redis-server), so a run needs no lock shared with other tests.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -269,10 +268,3 @@ class DtmxServer:
                 return False
 
         wait_until(up, timeout, f"server{self.index}")
-
-
-def write_peers(path: Path, names: dict[int, str]) -> None:
-    """Tell the bank which pid is which process (atomically: it reads on new connections)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(pid): name for pid, name in names.items()}))
-    tmp.replace(path)

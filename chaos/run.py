@@ -29,7 +29,6 @@ from chaos.procs import (
     free_port,
     holds_socket,
     socket_inode,
-    write_peers,
 )
 from chaos.proxy import ProxyThread
 from chaos.workload import Workload
@@ -39,7 +38,9 @@ INITIAL = 100_000
 #: the servers' timing: short, so a run sees many retries, timeouts and lease expiries
 TIMING: dict[str, float | str] = {
     "TransCronInterval": 0.1, "RetryInterval": 0.3, "MaxRetryInterval": 2,
-    "TimeoutToFail": 4, "RequestTimeout": 2, "LeaseSeconds": 5, "LogLevel": "warn"}
+    "TimeoutToFail": 4, "RequestTimeout": 2, "LeaseSeconds": 5, "LogLevel": "warn",
+    # each branch call names the claim that made it: the two-owners check reads it
+    "BranchOwnerHeader": bank_mod.OWNER_HEADER}
 
 
 @dataclass
@@ -89,7 +90,8 @@ class Harness:
         self.bank: Proc | None = None
         self.bank_port = free_port()
         self.bank_db = str(self.workdir / "bank.db")
-        self.peers = self.workdir / "peers.json"
+        #: every server process of the run, by pid (owner tokens name the pid)
+        self.names: dict[int, str] = {}
         self.result = Result(cfg, workdir=str(self.workdir))
         self._restarts: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -114,21 +116,19 @@ class Harness:
         for s in self.servers:  # one at a time: the first creates the schema
             s.start(wait=False)
             await self._wait_up(s)
-        self._write_peers()
+        self._note_pids()
         await bank_mod.init_db(self.bank_db, ACCOUNTS, INITIAL)
         self.bank = Proc([sys.executable, "-m", "chaos.bank", "--port", str(self.bank_port),
                           "--db", self.bank_db, "--seed", str(cfg.seed),
                           "--rate", str(cfg.branch_fault_rate),
-                          "--timeout", str(TIMING["RequestTimeout"]),
-                          "--peers", str(self.peers)], self.workdir, "bank").start()
+                          "--timeout", str(TIMING["RequestTimeout"])],
+                         self.workdir, "bank").start()
         await self._wait_http(f"http://127.0.0.1:{self.bank_port}/chaos/calls", "bank")
 
-    def _write_peers(self) -> None:
-        names = {os.getpid(): "client"}
+    def _note_pids(self) -> None:
         for s in self.servers:
             for pid in s.pids:
-                names[pid] = f"server{s.index}"
-        write_peers(self.peers, names)
+                self.names[pid] = f"server{s.index}"
 
     async def _wait_up(self, s: DtmxServer) -> None:
         url = f"http://127.0.0.1:{s.http_port}/api/ping"
@@ -214,7 +214,7 @@ class Harness:
             if s.proc.alive():
                 return
             s.start(wait=False)
-            self._write_peers()
+            self._note_pids()
             try:
                 await self._wait_up(s)
                 return
@@ -241,7 +241,7 @@ class Harness:
                 if s.proc.alive():
                     break
                 s.start(wait=False)
-                self._write_peers()
+                self._note_pids()
                 try:
                     await self._wait_up(s)
                 except RuntimeError:
@@ -337,7 +337,8 @@ class Harness:
         res = self.result
         res.findings = check(workload.transfers, statuses, effects,
                              balances, INITIAL, log["calls"], skewed,
-                             request_timeout=float(TIMING["RequestTimeout"]))
+                             request_timeout=float(TIMING["RequestTimeout"]),
+                             names=self.names)
         for gid, bid, op, _acc, _delta in effects:
             if (gid, bid, op) not in barrier:
                 res.findings.add("barrier", f"{gid}: effect ({bid}, {op}) without its barrier row")

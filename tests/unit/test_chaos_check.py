@@ -20,16 +20,23 @@ def ok_effects(gid: str = "g1") -> list[tuple[str, str, str, int, int]]:
     return [(gid, "01", "action", 0, -10), (gid, "02", "action", 1, 10)]
 
 
-def call(src: str, t0: float, t1: float, gid: str = "g1") -> dict[str, Any]:
-    return {"gid": gid, "branch_id": "01", "op": "action", "src": src, "t0": t0, "t1": t1,
-            "dup": False}
+NAMES = {1: "server0", 2: "server1", 3: "server2"}
+
+
+def call(src: str, t0: float, t1: float, gid: str = "g1", claim: int = 1,
+         op: str = "action") -> dict[str, Any]:
+    """A call from `src` ("server0@1": pid 1; "" for the workload's own) under its claim."""
+    pid = src.partition("@")[2]
+    owner = f"host:{pid}:ab12:{claim}" if src else ""
+    return {"gid": gid, "branch_id": "01", "op": op, "trans_type": "saga", "owner": owner,
+            "t0": t0, "t1": t1, "dup": False}
 
 
 def run_check(transfers: list[Transfer], statuses: dict[str, str | None],
               effects: list[tuple[str, str, str, int, int]], balances: dict[int, int],
               calls: list[dict[str, Any]] | None = None) -> list[str]:
     return check(transfers, statuses, effects, balances, INITIAL, calls or [],
-                 {"server2"}, request_timeout=1.0).violations
+                 {"server2"}, request_timeout=1.0, names=NAMES).violations
 
 
 def test_a_clean_run_has_no_violation() -> None:
@@ -71,11 +78,35 @@ def test_two_servers_calling_one_transaction_at_once_is_named_unless_one_was_ske
     on_skewed = saga()
     on_skewed.server = 2
     assert check([on_skewed], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010}, INITIAL,
-                 others, {"server2"}, request_timeout=1.0).violations == []
+                 others, {"server2"}, request_timeout=1.0, names=NAMES).violations == []
     # the bank went on with a call its server had given up on (request timeout 1 s)
     late = [call("server0@1", 0.0, 4.0), call("server1@2", 2.5, 3.0)]
     assert run_check([saga()], {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010},
                      late) == []
+
+
+def test_two_claims_of_one_server_overlapping_are_named_one_claim_is_not() -> None:
+    ok = (saga(), {"g1": "succeed"}, ok_effects(), {0: 990, 1: 1010})
+    stale = [call("server0@1", 0.0, 1.0, claim=1), call("server0@1", 0.5, 1.5, claim=2)]
+    found = run_check([ok[0]], ok[1], ok[2], ok[3], stale)
+    assert any("server0@1" in v and "at the same time" in v for v in found), found
+    one_claim = [call("server0@1", 0.0, 1.0), call("server0@1", 0.5, 1.5)]
+    assert run_check([ok[0]], ok[1], ok[2], ok[3], one_claim) == []
+
+
+def test_every_call_is_named_and_a_server_op_without_an_owner_is_a_violation() -> None:
+    transfers, statuses, effects, balances = [saga()], {"g1": "succeed"}, ok_effects(), \
+        {0: 990, 1: 1010}
+    calls = [call("server0@1", 0.0, 0.1), call("", 0.2, 0.3, op="try")]
+    f = check(transfers, statuses, effects, balances, INITIAL, calls, set(),
+              request_timeout=1.0, names=NAMES)
+    assert f.violations == [] and f.sources == {"server0": 1, "client": 1}
+    # a pid no server of the run had is named as such, never guessed
+    stranger = run_check(transfers, statuses, effects, balances, [call("server7@9", 0, 0.1)])
+    assert any("a process no server of this run was" in v for v in stranger), stranger
+    no_owner = [call("", 0.0, 0.1, op="compensate")]
+    found = run_check(transfers, statuses, effects, balances, no_owner)
+    assert any("without an owner token" in v for v in found), found
 
 
 def test_the_seed_reproduces_the_schedule_and_the_branch_faults() -> None:
