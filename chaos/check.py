@@ -91,8 +91,9 @@ def caller(c: dict[str, Any], names: dict[int, str]) -> str:
     return f"{names.get(pid, 'unknown')}@{pid}"
 
 
-#: the calls only the workload makes: TCC tries (its own and the late ones)
-_CLIENT_OPS = {"try"}
+#: the ops the workload calls itself: TCC tries (its own and the late ones), and the msg's
+#: QueryPrepared, which `do_and_submit` asks after its submit erred (as DTM's SDK does)
+_CLIENT_OPS = {"try", "msg"}
 
 
 def _outcome(f: Findings, t: Transfer, status: str | None) -> None:

@@ -97,10 +97,12 @@ def test_two_claims_of_one_server_overlapping_are_named_one_claim_is_not() -> No
 def test_every_call_is_named_and_a_server_op_without_an_owner_is_a_violation() -> None:
     transfers, statuses, effects, balances = [saga()], {"g1": "succeed"}, ok_effects(), \
         {0: 990, 1: 1010}
-    calls = [call("server0@1", 0.0, 0.1), call("", 0.2, 0.3, op="try")]
+    # the workload's own: a try, and do_and_submit's QueryPrepared after a submit error
+    calls = [call("server0@1", 0.0, 0.1), call("", 0.2, 0.3, op="try"),
+             call("", 0.4, 0.5, op="msg")]
     f = check(transfers, statuses, effects, balances, INITIAL, calls, set(),
               request_timeout=1.0, names=NAMES)
-    assert f.violations == [] and f.sources == {"server0": 1, "client": 1}
+    assert f.violations == [] and f.sources == {"server0": 1, "client": 2}
     # a pid no server of the run had is named as such, never guessed
     stranger = run_check(transfers, statuses, effects, balances, [call("server7@9", 0, 0.1)])
     assert any("a process no server of this run was" in v for v in stranger), stranger
