@@ -6,6 +6,7 @@ these at the store adapter, so nothing above the store sees a driver exception.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from dtmx.wire import DtmResult
@@ -17,6 +18,9 @@ class DtmxError(Exception):
     http_status: ClassVar[int] = 500
     grpc_code: ClassVar[str] = "INTERNAL"
     dtm_result: ClassVar[DtmResult | None] = None
+    #: a fault of the server itself (its store answering an error): logged with its
+    #: traceback; everything else is one log line (client errors, an unreachable store)
+    server_fault: ClassVar[bool] = False
 
     def __init__(self, message: str | None = None, **context: Any) -> None:
         self.message = message or (self.__class__.__doc__ or "error").strip()
@@ -66,10 +70,22 @@ class StoreError(DtmxError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+    server_fault = True
 
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached."""
+
+    server_fault = False  # an outage: one line per refused request, not a traceback each
+
+
+def log_error(logger: logging.Logger, e: DtmxError, fmt: str, *args: Any) -> None:
+    """Log an error answered to a client: `fmt % args` on one line, at INFO for a client
+    error and WARNING for a 5xx; a server fault at ERROR with its traceback."""
+    if e.server_fault:
+        logger.error(fmt, *args, exc_info=e)
+    else:
+        logger.log(logging.WARNING if e.http_status >= 500 else logging.INFO, fmt, *args)
 
 
 class DuplicateBranch(Failure):

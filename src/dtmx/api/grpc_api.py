@@ -35,7 +35,7 @@ from dtmx.core.request import (
     parse_topic,
     parse_trans_type,
 )
-from dtmx.errors import BadRequest, ConfigError, DeadlineExpired, DtmxError
+from dtmx.errors import BadRequest, ConfigError, DeadlineExpired, DtmxError, log_error
 from dtmx.service import Service
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ async def _guard(
         return await fn()
     except DtmxError as e:
         code, message = grpc.StatusCode[e.grpc_code], e.message
-        level = logging.WARNING if e.http_status >= 500 else logging.INFO
-        log.log(level, "grpc %s %s %s", method, code.name, message)
+        log_error(log, e, "grpc %s %s %s", method, code.name, message)
     except NotImplementedError:
         code, message = grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
     except Exception:

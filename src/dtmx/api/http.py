@@ -34,7 +34,7 @@ from dtmx.core.request import (
     parse_trans_type,
 )
 from dtmx.core.timing import reset_cron_after
-from dtmx.errors import BadRequest, DtmxError
+from dtmx.errors import BadRequest, DtmxError, log_error
 from dtmx.metrics import Metrics
 from dtmx.net.api_server import (
     HttpServer,
@@ -60,8 +60,7 @@ DEFAULT_PAGE = 100
 
 def _error_response(request: Request, e: Exception) -> Response:
     if isinstance(e, DtmxError):
-        level = logging.WARNING if e.http_status >= 500 else logging.INFO
-        log.log(level, "%s %s %d %s", request.method, request.path, e.http_status, e.message)
+        log_error(log, e, "%s %s %d %s", request.method, request.path, e.http_status, e.message)
         return json_response(e.body(), e.http_status)
     log.error("%s %s 500 failed", request.method, request.path, exc_info=e)
     return json_response({"message": "internal server error"}, 500)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from dtmx.core.request import Verb, parse_registration
-from dtmx.errors import BadRequest, DtmxError
+from dtmx.errors import BadRequest, DtmxError, log_error
 from dtmx.net.api_server import Request, Response
 from dtmx.wire import DtmResult
 
@@ -106,8 +106,7 @@ class JsonRpcApi:
             return _answer(rid, error=RpcError(INVALID_PARAMS, f"Invalid params: {e.message}"))
         except DtmxError as e:
             failed = e.dtm_result is DtmResult.FAILURE
-            log.log(logging.WARNING if e.http_status >= 500 else logging.INFO,
-                    "json-rpc %s %s", req.get("method"), e.message)
+            log_error(log, e, "json-rpc %s %s", req.get("method"), e.message)
             return _answer(rid, error=RpcError(CODE_FAILURE if failed else INTERNAL_ERROR,
                                                e.message))
         except Exception as e:

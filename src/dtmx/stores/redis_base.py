@@ -46,6 +46,19 @@ def _load_lua(name: str) -> str:
 
 
 # ---- the store ------------------------------------------------------------------------
+
+# Error replies of a Redis that is starting, failing over or not yet a master: an outage
+# (retried, one log line each), not a fault of ours.
+_TRANSIENT = ("LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY ")
+
+
+def _translated(e: ReplyError) -> StoreError:
+    """The error of ours for an error reply."""
+    if str(e).startswith(_TRANSIENT):
+        return StoreUnavailable(f"redis unavailable: {e}")
+    return StoreError(f"redis error: {e}")
+
+
 class RedisBase:
     """Connections, scripts and layout of a `RedisStore` (see `dtmx.stores.redis_store`).
 
@@ -102,7 +115,7 @@ class RedisBase:
         try:
             return await self._client.execute(*args, key=key)
         except ReplyError as e:
-            raise StoreError(f"redis error: {e}") from e
+            raise _translated(e) from e
         except (ConnectionError, OSError) as e:
             raise StoreUnavailable(f"redis unreachable: {e}") from e
 
@@ -115,7 +128,7 @@ class RedisBase:
                 "EVALSHA", self._shas[name], len(keys), *keys, *args, key=keys[0])
         except ReplyError as e:
             if not str(e).startswith("NOSCRIPT"):
-                raise StoreError(f"redis error: {e}") from e
+                raise _translated(e) from e
         except (ConnectionError, OSError) as e:
             raise StoreUnavailable(f"redis unreachable: {e}") from e
         await self._call(keys[0], "SCRIPT", "LOAD", self._bodies[name])
@@ -169,7 +182,7 @@ class RedisBase:
                 return await self._client.execute_on_masters(*args)
             return [await self._client.execute(*args)]
         except ReplyError as e:
-            raise StoreError(f"redis error: {e}") from e
+            raise _translated(e) from e
         except (ConnectionError, OSError) as e:
             raise StoreUnavailable(f"redis unreachable: {e}") from e
 

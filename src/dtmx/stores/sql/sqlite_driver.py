@@ -56,6 +56,8 @@ def _busy(e: sqlite3.OperationalError) -> bool:
 class _Busy(StoreError):
     """Another process holds the database's write lock."""
 
+    server_fault = False  # contention, not a fault: one line, as an outage
+
 
 @contextmanager
 def _translated() -> Iterator[None]:
