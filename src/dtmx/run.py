@@ -237,7 +237,8 @@ class Run:
     async def _timed(self, b: Branch) -> CallResult:
         start = self.clock.now()
         res = await self.invoker.call(self._branch_call(b))
-        self._record(b.branch_id, b.op, start, res)
+        if b.url:  # an op without a URL (an empty compensation) is a no-op, not a call
+            self._record(b.branch_id, b.op, start, res)
         return res
 
     async def _call(self, step: Call, now: float) -> bool:

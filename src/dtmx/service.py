@@ -96,16 +96,9 @@ class Service:
         return await self.engine.prepare_workflow(req)
 
     # ---- reading ----------------------------------------------------------------------
-    async def query(self, gid: str) -> tuple[Transaction | None, list[Branch]]:
-        """A transaction and its branches; (None, []) if there is none."""
-        trans = await self.store.get(gid=gid)
-        if trans is None:
-            return None, []
-        return trans, await self.store.get_branches(gid=gid)
-
-    async def query_history(self, gid: str
-                            ) -> tuple[Transaction | None, list[Branch], list[CallRecord]]:
-        """`query` with the transaction's call history (branches and calls read together);
+    async def query(self, gid: str
+                    ) -> tuple[Transaction | None, list[Branch], list[CallRecord]]:
+        """A transaction, its branches and its call history (the two read together);
         (None, [], []) if there is none."""
         trans = await self.store.get(gid=gid)
         if trans is None:

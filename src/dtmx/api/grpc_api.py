@@ -268,7 +268,7 @@ class DtmServicer(dtmgimp_pb2_grpc.DtmServicer):
         """dtmx's addition to DTM's API: the JSON text GET query answers."""
 
         async def run() -> dtmgimp_pb2.DtmQueryReply:
-            answer = query_json(*await self._service.query_history(check_gid(request.Gid)))
+            answer = query_json(*await self._service.query(check_gid(request.Gid)))
             return dtmgimp_pb2.DtmQueryReply(Json=orjson.dumps(answer).decode())
 
         return await _guard(context, "Query", request, run)

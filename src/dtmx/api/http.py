@@ -228,7 +228,7 @@ class HttpApi:
         gid = r.query.get("gid", "")
         if not gid:
             raise BadRequest("no gid specified")
-        return query_json(*await self.svc.query_history(check_gid(gid)))
+        return query_json(*await self.svc.query(check_gid(gid)))
 
     async def all(self, r: Request) -> Any:
         """GET all: transactions newest first, filtered and paged by an opaque position."""

@@ -87,9 +87,8 @@ class EmbeddedTransport:
         await _mapped(lambda: self.service.register_branch(parse_registration(body)))
 
     async def query(self, gid: str) -> dict[str, Any]:
-        """The transaction and its branches, as the HTTP query answers them."""
-        trans, branches = await _mapped(lambda: self.service.query(gid))
-        return query_json(trans, branches)
+        """The transaction, its branches and its calls, as the HTTP query answers them."""
+        return query_json(*await _mapped(lambda: self.service.query(gid)))
 
     async def call_local(self, url: str, *, gid: str, trans_type: str, branch_id: str,
                          op: Op, data: str | bytes | None,

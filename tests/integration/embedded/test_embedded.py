@@ -296,3 +296,9 @@ async def test_a_long_failure_message_is_capped_in_the_reason(store: StoreSettin
         assert state is not None and state.status is Status.FAILED
         reason = state.raw["transaction"]["rollback_reason"]
         assert "xxx" in reason and len(reason) < 1000
+        # the call history keeps the call, its reason cut to Limits.MaxCallReasonBytes
+        calls = state.raw["calls"]
+        assert [(c["branch_id"], c["op"], c["result"]) for c in calls] == [
+            ("01", "action", "FAILURE")]
+        assert "xxx" in calls[0]["reason"]
+        assert len(calls[0]["reason"].encode()) <= 512 + len("...(truncated)")
