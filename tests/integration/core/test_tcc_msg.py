@@ -124,8 +124,16 @@ def test_msg_query_prepared_ongoing_then_success(server: ServerProcess, busi: Bu
                                                  gid: str) -> None:
     busi.state.set("QueryPrepared", "ONGOING", "SUCCESS")
     assert post(server, "prepare", msg_body(gid, busi)).status_code == 200
-    server.wait_status(gid, "succeed")
+    q = server.wait_status(gid, "succeed")
     assert busi.state.count("QueryPrepared", gid) == 2
+    # the call history: the two questions as branch 00, then each step's one call
+    asked = [c for c in q["calls"] if c["branch_id"] == "00"]
+    assert [(c["op"], c["attempt"], c["result"]) for c in asked] == [
+        ("msg", 1, "ONGOING"), ("msg", 2, "SUCCESS")]
+    assert "next_retry_time" in asked[0] and "next_retry_time" not in asked[1]
+    steps = sorted((c["branch_id"], c["op"], c["result"]) for c in q["calls"]
+                   if c["branch_id"] != "00")
+    assert steps == [("01", "action", "SUCCESS"), ("02", "action", "SUCCESS")]
 
 
 def test_msg_action_failure_is_retried_not_fatal(server: ServerProcess, busi: BusiServer,

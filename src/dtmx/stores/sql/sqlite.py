@@ -58,6 +58,10 @@ def _insert(db: sqlite3.Connection, trans: Transaction, branches: Sequence[Branc
     return True
 
 
+#: A call, answering its attempt number.
+_INSERT_CALL_RETURNING = f"{INSERT_CALL} RETURNING attempt"
+
+
 class SqliteStore(SqlStore):
     """A store in the SQLite file `path` (created with its schema on first open, unless
     `create` is False)."""
@@ -98,8 +102,10 @@ class SqliteStore(SqlStore):
                     for b in change.branches
                 ])
             for c in change.calls:
-                await tx.execute(INSERT_CALL, insert_call_args(gid, c, d))
-                await tx.execute(TRIM_CALLS, trim_calls_args(gid, c, change.keep_calls))
+                # in process, every statement costs CPU: trim only once there is more
+                got = await tx.fetch(_INSERT_CALL_RETURNING, insert_call_args(gid, c, d))
+                if int(got[0][0]) > change.keep_calls:
+                    await tx.execute(TRIM_CALLS, trim_calls_args(gid, c, change.keep_calls))
             return True
 
     async def _take(self, cas: tuple[str, list[Any]], gid: str
