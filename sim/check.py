@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dtmx.core import saga
-from dtmx.core.models import Branch, Op, Status, TransType
+from dtmx.core.models import Branch, Op, Status, Transaction, TransType
+from dtmx.core.workflow import CALLBACK_BRANCH
 from dtmx.invoke.base import BranchCall
 from sim.net import MSG_BRANCH, Bank
 from sim.store import MemoryStore
+from sim.workflow import commit_steps, result_of
 
 if TYPE_CHECKING:
     from sim.config import TxSpec
@@ -23,6 +25,7 @@ EDGES: dict[TransType, set[tuple[Status, Status]]] = {
     TransType.TCC: {(P, S), (P, A), (S, OK), (A, F)},
     TransType.XA: {(P, S), (P, A), (S, OK), (A, F)},
     TransType.MSG: {(P, S), (P, F), (S, OK)},
+    TransType.WORKFLOW: {(P, OK), (P, F)},
 }
 #: The status a call of each op needs committed before it is made.
 CALLED_IN = {Op.ACTION: S, Op.COMPENSATE: A, Op.CONFIRM: S, Op.CANCEL: A, Op.MSG: P,
@@ -49,18 +52,22 @@ def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float) -
     if got is None:
         return f"{what}: no such transaction"
     trans, branches = got
-    if call.op is Op.MSG and trans.status is not P:
+    workflow = trans.trans_type is TransType.WORKFLOW
+    if workflow and (call.branch_id, call.url) != (CALLBACK_BRANCH, trans.query_prepared):
+        return f"{what}: the server called a workflow's step (only its app does)"
+    if (call.op is Op.MSG or workflow) and trans.status is not P:
         # Benign, and left as is: a poller's run claimed the prepared msg at its timeout
         # and asks query_prepared, while the client's own submit or abort (a take, which
         # by design compares status, not owner) moved it on; the answer's write is then
         # refused. The query is read-only for a committed msg, and the barrier's rollback
-        # row it may insert is what the msg's failure means anyway.
+        # row it may insert is what the msg's failure means anyway. Likewise a workflow's
+        # callback, when its app submitted meanwhile: the replay finds it finished.
         return ""
     if trans.owner != owner:
         return f"{what}: the stored owner is {trans.owner} (two engines at once)"
     if (trans.next_cron_time or 0.0) <= now:
         return f"{what}: the claim ran out at {trans.next_cron_time} (now {now})"
-    if trans.status is not CALLED_IN[Op(call.op)]:
+    if trans.status is not (P if workflow else CALLED_IN[Op(call.op)]):
         return f"{what}: called while {trans.status}"
     if call.op is Op.COMPENSATE:
         step = int(call.branch_id) - 1
@@ -112,6 +119,9 @@ def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
         elif trans.trans_type in PHASES:
             v += _registered(gid, trans.trans_type, trans.status, branches,
                              out.registered.get(gid, []), eff)
+        elif trans.trans_type is TransType.WORKFLOW:
+            assert spec is not None
+            v += _workflow(trans, branches, spec, bank, out)
         else:
             v += _msg(gid, trans.status, steps, eff, bank)
     return v
@@ -177,3 +187,37 @@ def _msg(gid: str, status: Status, steps: list[str], eff: dict[tuple[str, str, O
     if status is F and (committed or applied):
         return [f"{gid}: failed; local commit {committed}, actions applied {applied}"]
     return []
+
+
+def _workflow(trans: Transaction, branches: list[Branch], spec: TxSpec, bank: Bank,
+              out: Outcomes) -> list[str]:
+    """A workflow did what its code says, once: all actions and the commits if it
+    succeeded; if a step failed for good, the actions before it and then their rollbacks
+    newest first; every acknowledged record kept as it was; the result is the recorded
+    results' (a replay returned them, not new ones)."""
+    gid, v = trans.gid, []
+    eff = {(k[1], k[2]): t for k, t in bank.effects.items() if k[0] == gid}
+    steps = [f"{i + 1:02d}" for i in range(spec.steps)]
+    failing = min(spec.failing, default=spec.steps)
+    ran = [s for s in steps if (s, Op.ACTION) in eff]
+    if ran != steps[:failing]:
+        v.append(f"{gid}: {trans.status}; actions applied {ran}, step {failing + 1} fails")
+    commits = [s for s in steps if (s, Op.COMMIT) in eff]
+    undone = [s for s in steps if (s, Op.ROLLBACK) in eff]
+    want = (commit_steps(spec), []) if trans.status is OK else ([], ran)
+    if (commits, undone) != want or trans.status is not (OK if failing == spec.steps else F):
+        v.append(f"{gid}: {trans.status}; commits {commits}, rollbacks {undone}, "
+                 f"expected {want}")
+    for forward, phase in ((False, Op.ROLLBACK), (False, Op.COMMIT), (True, Op.ACTION)):
+        times = [eff[s, phase] for s in steps if (s, phase) in eff]
+        if times != sorted(times, reverse=not forward):
+            v.append(f"{gid}: {phase}s applied out of order ({times})")
+    rows = {(b.branch_id, b.op): (b.status, b.data) for b in branches}
+    for (g, bid, op), (rec, _) in out.recorded.items():
+        if g == gid and rows.get((bid, op)) != rec:
+            v.append(f"{gid}: step {bid} {op} recorded {rec}, stored {rows.get((bid, op))}")
+    results = [rows[s, Op.ACTION][1] for s in ran if (s, Op.ACTION) in rows]
+    if trans.result != result_of(results):
+        v.append(f"{gid}: result {trans.result!r}, the recorded steps give "
+                 f"{result_of(results)!r}")
+    return v

@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dtmx.core.limits import Limits
 from dtmx.core.models import Op, Outcome, TransType
@@ -27,6 +27,7 @@ from sim.net import QUERY_URL
 if TYPE_CHECKING:
     from sim.world import World
 
+T = TypeVar("T")
 CLIENT_TIMEOUT = 5.0
 URL = "sim://bank/"
 #: the server's default limits, checked as the API would
@@ -41,6 +42,11 @@ class Client:
 
     async def api(self, rng: random.Random, verb: Callable[[Engine], Awaitable[None]]) -> str:
         """One request to a live node: 'ok', 'error', or 'lost' (no answer)."""
+        return (await self.ask(rng, verb))[0]
+
+    async def ask(self, rng: random.Random, verb: Callable[[Engine], Awaitable[T]]
+                  ) -> tuple[str, T | None]:
+        """One request to a live node: ('ok', its answer), or ('error' | 'lost', None)."""
         while True:
             alive = [n for n in self.w.nodes if not (n.dead or n.stopping)]
             if alive:
@@ -51,14 +57,14 @@ class Client:
         task.add_done_callback(self._server_error)
         done, _ = await asyncio.wait({task}, timeout=CLIENT_TIMEOUT)
         if not done:
-            return "lost"
+            return "lost", None
         if task.exception() is not None:
-            return "error"
+            return "error", None
         if rng.random() < self.w.faults.lose_reply:
-            return "lost"
-        return "ok"
+            return "lost", None
+        return "ok", task.result()
 
-    def _server_error(self, task: asyncio.Future[None]) -> None:
+    def _server_error(self, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
             return
         e = task.exception()
@@ -83,6 +89,8 @@ class Client:
             await self._saga(gid, spec, rng)
         elif spec.kind in ("tcc", "xa"):
             await self._registered(gid, spec, rng)
+        elif spec.kind == "workflow":
+            await self.w.workflows.client(gid, spec, rng)
         else:
             await self._msg(gid, spec, rng)
 

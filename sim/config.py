@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from sim.net import Faults
 
-KINDS = ("saga", "tcc", "msg", "xa")
+KINDS = ("saga", "tcc", "msg", "xa", "workflow")
 
 
 @dataclass(slots=True)
@@ -135,7 +135,9 @@ def _tx(r: random.Random) -> TxSpec:
         timeout_to_fail=r.choice((0, 2, 3, 5, 8)) if kind != "saga" else r.choice((0, 0, 4)),
         retry_limit=r.choice((0, 0, 2)) if kind == "saga" else 0,
         failing=failing,
-        crash_at=r.choice((-1, -1, -1, r.randint(0, steps + 1))),
+        # a workflow's app has more points to die at: before and after each call
+        crash_at=r.choice((-1, -1, -1, r.randint(0, 4 * steps + 2 if kind == "workflow"
+                                                 else steps + 1))),
         orders=orders,
         repeat=r.random() < 0.15,
     )

@@ -9,6 +9,8 @@ ONGOING, an error after the effect was committed).
 `SimInvoker` is the engine's `Invoker`: a call is a message that may be refused at once,
 lost, delayed past the caller's timeout, duplicated, or whose answer is lost after the
 branch applied it. The caller gets ERROR at its timeout, as from the real HTTP client.
+A call to a URL an app listens on (a workflow's callback) is handed to that app, which
+answers when its handler is done, or never if it died.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from dtmx.core.models import Op, Outcome
@@ -70,7 +72,7 @@ class Bank:
 
     def handle(self, call: BranchCall) -> Outcome:
         """One delivery of `call` to its service: apply it (at most once) and answer."""
-        op = Op(call.op)  # the simulation runs no workflows: every op is one of DTM's
+        op = Op(call.op)  # a workflow's callback (its name as op) goes to its app
         if op is Op.MSG:
             return self._query_prepared(call.gid)
         key = (call.gid, call.branch_id, op)
@@ -120,14 +122,22 @@ class Bank:
         return Outcome.SUCCESS if got == "commit" else Outcome.FAILURE
 
 
+#: An app's handler of calls to one URL: its answer, or None if it died meanwhile.
+App = Callable[[BranchCall], Awaitable[Outcome | None]]
+
+
 class Network:
-    """Carries calls to the bank with the configured faults, on the loop's timers."""
+    """Carries calls to the bank (or to an app listening on their URL) with the configured
+    faults, on the loop's timers."""
 
     def __init__(self, bank: Bank, rng: Callable[[str], random.Random], faults: Faults
                  ) -> None:
         self.bank = bank
         self.rng = rng
         self.faults = faults
+        self.apps: dict[str, App] = {}
+        #: the apps' running handlers (kept referenced until the run ends)
+        self.handling: list[asyncio.Task[None]] = []
 
     def _delay(self, rng: random.Random, timeout: float) -> float:
         if rng.random() < self.faults.slow:
@@ -146,10 +156,19 @@ class Network:
             if not answer.done():
                 answer.set_result(CallResult(outcome, "sim"))
 
-        def deliver(first: bool) -> None:
-            outcome = self.bank.handle(call)
-            if first and rng.random() >= f.lose_reply:
+        def answer_with(first: bool, outcome: Outcome | None) -> None:
+            if outcome is not None and first and rng.random() >= f.lose_reply:
                 loop.call_later(self._delay(rng, call.timeout), reply, outcome)
+
+        async def serve(app: App, first: bool) -> None:
+            answer_with(first, await app(call))
+
+        def deliver(first: bool) -> None:
+            app = self.apps.get(call.url)
+            if app is not None:  # it answers when its handler is done (or never)
+                self.handling.append(loop.create_task(serve(app, first)))
+                return
+            answer_with(first, self.bank.handle(call))
 
         if rng.random() >= f.drop:
             loop.call_later(self._delay(rng, call.timeout), deliver, True)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from dtmx.core.models import Status, Transaction
+from dtmx.core.models import Op, Status, Transaction
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.errors import StoreUnavailable
@@ -31,6 +31,7 @@ from sim.config import Config, TxSpec
 from sim.loop import VirtualLoop
 from sim.net import Bank, Faults, Network, current_owner
 from sim.store import MemoryStore
+from sim.workflow import WF_CALLBACK, WorkflowApp
 
 T0 = 1_800_000_000.0
 TIMING = Timing(retry_interval=1.0, max_retry_interval=8.0, request_timeout=2.0,
@@ -144,6 +145,9 @@ class Outcomes:
     registered: dict[str, list[str]] = field(default_factory=dict)
     failing: dict[str, tuple[int, ...]] = field(default_factory=dict)
     kinds: dict[str, TxSpec] = field(default_factory=dict)
+    #: (gid, branch, op) -> a workflow step's record, as acknowledged, and when
+    recorded: dict[tuple[str, str, Op], tuple[tuple[Status, bytes], float]] = field(
+        default_factory=dict)
 
 
 class World:
@@ -169,6 +173,11 @@ class World:
         self.tasks: list[asyncio.Task[None]] = []
         self.graveyard: list[Node] = []
         self.clients = Client(self)
+        self.workflows = WorkflowApp(self)
+        self.net.apps[WF_CALLBACK] = self.workflows.callback
+        self.limits = LIMITS
+        #: faults have stopped (the apps stop dying too)
+        self.calm = False
         self.waived = 0
 
     def now(self) -> float:
@@ -264,6 +273,7 @@ class World:
         await asyncio.sleep(FAULTS_UNTIL)
         for k in Faults.__dataclass_fields__:
             setattr(self.faults, k, 0.0)
+        self.calm = True
         for i, n in enumerate(self.nodes):
             if n.dead:
                 self.start_node(i)

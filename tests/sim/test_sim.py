@@ -14,16 +14,19 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dtmx.core import admission, processors
 from dtmx.core.admission import Act, Admission, Stored, Take
-from dtmx.core.models import Branch, Status, Transaction, TransType
-from dtmx.core.plan import Plan, Transition
+from dtmx.core.models import Branch, Op, Status, Transaction, TransType
+from dtmx.core.plan import Plan, Transition, Wait
 from dtmx.core.request import TransRequest
 from dtmx.core.timing import Timing
+from dtmx.engine import Engine
 from sim.config import Config
+from sim.store import MemoryStore
 from sim.world import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +126,73 @@ def test_it_finds_the_abort_takeover_when_the_fix_is_undone(
     monkeypatch.setitem(admission._RULES, Act.ABORT, taking_over)
     caught = run(Config.from_json(ABORT_TAKEOVER)).violations
     assert any("two engines at once" in v for v in caught), caught
+
+
+# Workflows: schedules (shrunk with the fault put back) on which the simulation notices a
+# workflow that is never resumed, a resume that misses recorded steps, and a recorded step
+# overwritten; each passes as the code is.
+WF_NEVER_RESUMED = (
+    '{"seed":0,"nodes":1,"net_seed":3562077770,"txs":[{"kind":"workflow","start":17.629,"'
+    'steps":1,"seed":1911213317,"wait_result":false,"concurrent":false,"timeout_to_fail":'
+    '0,"retry_limit":0,"failing":[],"crash_at":9,"orders":{},"repeat":false}],"crashes":['
+    '],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_reply":0.0,"transient'
+    '":0.3,"store":0.0},"outages":[],"skews":[],"jumps":[]}')
+WF_RECORDS_MISSED = (
+    '{"seed":4,"nodes":1,"net_seed":78114823,"txs":[{"kind":"workflow","start":12.931,"st'
+    'eps":2,"seed":692866723,"wait_result":false,"concurrent":false,"timeout_to_fail":2,"'
+    'retry_limit":0,"failing":[],"crash_at":-1,"orders":{},"repeat":false}],"crashes":[],'
+    '"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_reply":0.0,"transient":'
+    '0.3,"store":0.0},"outages":[],"skews":[0.0],"jumps":[]}')
+WF_RECORD_OVERWRITTEN = (
+    '{"seed":141,"nodes":2,"net_seed":2877389403,"txs":[{"kind":"workflow","start":8.525,'
+    '"steps":3,"seed":1392919451,"wait_result":false,"concurrent":false,"timeout_to_fail"'
+    ':8,"retry_limit":0,"failing":[],"crash_at":17,"orders":{},"repeat":false}],"crashes"'
+    ':[],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_reply":0.0,"transie'
+    'nt":0.0,"store":0.0},"outages":[],"skews":[0.697,0.0],"jumps":[]}')
+
+
+def test_the_workflow_schedules_pass_now() -> None:
+    for text in (WF_NEVER_RESUMED, WF_RECORDS_MISSED, WF_RECORD_OVERWRITTEN):
+        assert run(Config.from_json(text)).violations == []
+
+
+def test_it_finds_a_workflow_never_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planner that never calls the callback leaves a workflow whose client died
+    prepared for ever."""
+    monkeypatch.setitem(processors.PLANNERS, TransType.WORKFLOW, lambda *_: Wait())
+    caught = run(Config.from_json(WF_NEVER_RESUMED)).violations
+    assert any("still prepared after quiescence" in v for v in caught), caught
+
+
+def test_it_finds_recorded_steps_missing_from_prepare_workflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prepareWorkflow answering only the actions' records: the replay's check sees a
+    commit recorded earlier missing."""
+    prepare = Engine.prepare_workflow
+
+    async def actions_only(self: Engine, req: TransRequest
+                           ) -> tuple[Transaction, list[Branch]]:
+        trans, branches = await prepare(self, req)
+        return trans, [b for b in branches if b.op is Op.ACTION]
+
+    monkeypatch.setattr(Engine, "prepare_workflow", actions_only)
+    caught = run(Config.from_json(WF_RECORDS_MISSED)).violations
+    assert any("missing from prepareWorkflow" in v for v in caught), caught
+
+
+def test_it_finds_a_recorded_step_overwritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that lets a second replay's record replace the first (an upsert instead of
+    a refused duplicate): the recorded result changes under the workflow."""
+    add = MemoryStore.add_branches
+
+    async def upsert(self: MemoryStore, **kw: Any) -> bool:
+        got = self.peek(kw["gid"])
+        if got is not None and got[0].status is Status.PREPARED:
+            keys = {b.key for b in kw["branches"]}
+            got[1][:] = [b for b in got[1] if b.key not in keys]  # the live rows
+        return await add(self, **kw)
+
+    monkeypatch.setattr(MemoryStore, "add_branches", upsert)
+    caught = run(Config.from_json(WF_RECORD_OVERWRITTEN)).violations
+    assert any("recorded twice" in v for v in caught), caught
