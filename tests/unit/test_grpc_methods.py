@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dtmx.api.grpc_api import _METHODS, SERVICE_NAME, Malformed, _lenient
+import pytest
+
+from dtmx.api.grpc_api import _METHODS, SERVICE_NAME, Malformed, _before_write, _lenient
+from dtmx.errors import DeadlineExpired
 from dtmx.proto import dtmgimp_pb2
 
 
@@ -36,3 +39,21 @@ def test_workflow_callback_service_matches_dtms() -> None:
     [data] = wf_pb2.WorkflowData.DESCRIPTOR.fields
     assert (data.name, data.number, data.type) == ("Data", 1, data.TYPE_BYTES)
     assert wf_pb2.WorkflowData(Data=b"x").SerializeToString() == b"\n\x01x"
+
+
+class _Remaining:
+    """What _before_write reads of a call's context: the time left to its deadline."""
+
+    def __init__(self, left: float | None) -> None:
+        self.left = left
+
+    def time_remaining(self) -> float | None:
+        return self.left
+
+
+def test_a_call_already_past_its_deadline_is_refused_before_any_write() -> None:
+    for left in (0.0, -0.5):
+        with pytest.raises(DeadlineExpired):
+            _before_write(_Remaining(left))  # type: ignore[arg-type]
+    for left in (None, 0.2):  # no deadline, or time left: go on
+        _before_write(_Remaining(left))  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import uuid
 from typing import Any
 
@@ -300,21 +301,92 @@ async def test_request_timeout_of_2_63_is_invalid_argument_and_not_stored(
     assert (await _query(server, gid))["transaction"] is None
 
 
+class _SlowAnswers:
+    """A TCP proxy to the server's gRPC port that can hold the server's bytes back for
+    `delay` seconds (the client's bytes pass at once)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self.delay = 0.0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection(*self._upstream)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, slow: bool) -> None:
+            while data := await r.read(65536):
+                if slow and self.delay:
+                    await asyncio.sleep(self.delay)
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        for t in (asyncio.create_task(pipe(cr, uw, False)),
+                  asyncio.create_task(pipe(ur, cw, True))):
+            self._tasks.add(t)
+
+
 async def test_a_call_past_its_deadline_leaves_the_state_a_retry_would(
-        server: ServerProcess, dtm: dtmgimp_pb2_grpc.DtmStub) -> None:
-    """A call whose deadline passed before the store write is refused (DEADLINE_EXCEEDED,
-    nothing stored); one that expires during the write may be stored, and then the state is
-    exactly the one its retry produces (prepare is idempotent on a gid): a prepared TCC with
-    no branches. The client cannot tell which happened, so both are checked the same way."""
-    for _ in range(5):
-        gid = _gid()
-        try:
-            await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="tcc"), timeout=1e-6)
-        except grpc.aio.AioRpcError as e:
-            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=gid, TransType="tcc"))  # the retry
-        q = await _query(server, gid)
-        assert q["transaction"]["status"] == "prepared" and q["branches"] == []
+        server: ServerProcess) -> None:
+    """Both cases of a prepare whose client deadline expires, each forced:
+    1. it expires while the call waits for the store (the test holds SQLite's write lock):
+       DEADLINE_EXCEEDED and nothing is stored, even once the lock is free;
+    2. it expires after the store write (the answer is held back on the way): the client
+       sees DEADLINE_EXCEEDED, yet the TCC is stored, prepared with no branches, which is
+       exactly the state the retry (prepare is idempotent on a gid) produces.
+    (A call arriving after its deadline is refused before any write: _before_write, in
+    tests/unit/test_grpc_methods.py.)"""
+    req = dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="tcc")
+    lock = sqlite3.connect(server.conf["Store"]["Db"], isolation_level=None)
+    try:
+        async with grpc.aio.insecure_channel(server.grpc_target) as ch:
+            dtm = dtmgimp_pb2_grpc.DtmStub(ch)
+            await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="tcc"))  # connect
+            lock.execute("BEGIN IMMEDIATE")
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await dtm.Prepare(req, timeout=0.3)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            lock.execute("ROLLBACK")
+            # the server retries a locked write every 50 ms at most: a call still alive
+            # would have stored it well within a second
+            for _ in range(20):
+                assert (await _query(server, req.Gid))["transaction"] is None
+                await asyncio.sleep(0.05)
+            await dtm.Prepare(req)  # the retry stores it
+            q = await _query(server, req.Gid)
+            assert q["transaction"]["status"] == "prepared" and q["branches"] == []
+    finally:
+        lock.close()
+
+    req = dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="tcc")
+    proxy = _SlowAnswers(server.grpc_target)
+    async with proxy as target, grpc.aio.insecure_channel(target) as ch:
+        dtm = dtmgimp_pb2_grpc.DtmStub(ch)
+        await dtm.Prepare(dtmgimp_pb2.DtmRequest(Gid=_gid(), TransType="tcc"))  # connect
+        proxy.delay = 1.0
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await dtm.Prepare(req, timeout=0.3)
+        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        stored = await _query(server, req.Gid)  # stored although the client gave up
+        assert stored["transaction"]["status"] == "prepared" and stored["branches"] == []
+        proxy.delay = 0.0
+    async with grpc.aio.insecure_channel(server.grpc_target) as ch:
+        await dtmgimp_pb2_grpc.DtmStub(ch).Prepare(req)  # the retry: accepted, no change
+    again = await _query(server, req.Gid)
+    assert again["transaction"] == stored["transaction"] and again["branches"] == []
 
 
 async def test_requests_are_bounded_by_max_body_bytes_not_grpcs_4_mib(
