@@ -6,7 +6,9 @@ pooled aiohttp session. Both paths keep the same rules:
 
 - the answer is read up to `max_response` bytes, counted as read and after gzip/deflate
   decoding (`branch_wire.BodyDecoder`); beyond it the call fails with `ResponseTooLarge`
-  and its connection is dropped, not reused;
+  and its connection is dropped, not reused (on the aiohttp path, unless aiohttp had
+  already received the whole answer, e.g. a small gzip bomb: that connection is clean,
+  and aiohttp put it back in its pool before the decoder saw the answer);
 - redirects are never followed (a 3xx is the branch's answer, and so Basic credentials
   from the URL never travel to another host);
 - errors are `TimeoutError`, `OSError` (connect errors, resets), `HttpProtocolError` or
@@ -162,7 +164,7 @@ class BranchClient:
                         decoder.add(piece)
                     data = decoder.finish()
                 except HttpProtocolError:
-                    resp.close()  # drop the connection: the rest of the answer is unread
+                    resp.close()  # drop the connection if the rest of the answer is unread
                     raise
                 return Answer(resp.status, data)
         except (TimeoutError, OSError, HttpProtocolError, HeaderError, asyncio.CancelledError):
