@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dtmx.core import saga
-from dtmx.core.models import Branch, Op, Status, Transaction, TransType
+from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
 from dtmx.core.workflow import CALLBACK_BRANCH
 from dtmx.invoke.base import BranchCall
 from sim.net import MSG_BRANCH, Bank
@@ -30,6 +30,8 @@ EDGES: dict[TransType, set[tuple[Status, Status]]] = {
 #: The status a call of each op needs committed before it is made.
 CALLED_IN = {Op.ACTION: S, Op.COMPENSATE: A, Op.CONFIRM: S, Op.CANCEL: A, Op.MSG: P,
              Op.COMMIT: S, Op.ROLLBACK: A}
+#: The rollback reason `Engine.force_stop` writes: how the checks tell its write apart.
+FORCE_STOPPED = "force stopped"
 #: A registered transaction's (first phase, forward, backward) ops.
 PHASES = {TransType.TCC: (Op.TRY, Op.CONFIRM, Op.CANCEL),
           TransType.XA: (Op.ACTION, Op.COMMIT, Op.ROLLBACK)}
@@ -43,10 +45,20 @@ def legal(trans_type: TransType, before: Status, after: Status) -> bool:
     return (before, after) in EDGES[trans_type]
 
 
-def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float) -> str:
+def force_stop_legal(before: Transaction, change: Change, requested: bool) -> bool:
+    """Whether a write is the operator's force stop, and a legal one: requested, from any
+    unfinished status straight to failed (no compensation: the effects stay as they are,
+    which is what a force stop means in DTM)."""
+    return (requested and change.rollback_reason == FORCE_STOPPED and change.status is F
+            and not before.status.finished)
+
+
+def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float,
+                 stopped_owner: str | None = None) -> str:
     """Why the engine must not make `call` now ('' if it may): only the owner of an
     unexpired claim calls, in the status the op belongs to, and a saga compensates only
-    steps whose action may have run (every step before it succeeded)."""
+    steps whose action may have run (every step before it succeeded). `stopped_owner`: the
+    claim's owner when an operator force-stopped the transaction."""
     got = store.peek(call.gid)
     what = f"{call.op} {call.gid}/{call.branch_id} by {owner or '?'}"
     if got is None:
@@ -67,6 +79,11 @@ def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float) -
         return f"{what}: the stored owner is {trans.owner} (two engines at once)"
     if (trans.next_cron_time or 0.0) <= now:
         return f"{what}: the claim ran out at {trans.next_cron_time} (now {now})"
+    if trans.status is F and stopped_owner and owner == stopped_owner:
+        # the run that held the claim when the operator stopped the transaction: it learns
+        # of the stop at its next write, which is refused (World.check_call holds it to
+        # that); until then it may still call. No other run may (the owner check above).
+        return ""
     if trans.status is not (P if workflow else CALLED_IN[Op(call.op)]):
         return f"{what}: called while {trans.status}"
     if call.op is Op.COMPENSATE:
@@ -103,6 +120,8 @@ def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
     for gid in sorted(out.acked):
         if store.peek(gid) is None:
             v.append(f"{gid}: acknowledged, then lost")
+    for gid in sorted(out.stop_acked - out.stopped.keys()):
+        v.append(f"{gid}: force stop answered success, but never written")
     eff = bank.effects
     for gid in store.gids():
         got = store.peek(gid)
@@ -110,6 +129,12 @@ def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
         trans, branches = got
         if not trans.status.finished:
             v.append(f"{gid}: still {trans.status} after quiescence")
+            continue
+        if gid in out.stopped:
+            # force-stopped: failed for good, effects left as they were (nothing undone);
+            # the bank held them to at most once, the call checks to no new run after it
+            if trans.status is not F:
+                v.append(f"{gid}: force-stopped, yet ended {trans.status}")
             continue
         spec = out.kinds.get(gid)
         steps = sorted({b.branch_id for b in branches})

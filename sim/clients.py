@@ -74,7 +74,7 @@ class Client:
     async def run(self, spec: TxSpec) -> None:
         """Be the client of `spec`, from its start time to its last verb."""
         await asyncio.sleep(spec.start)
-        gid = f"{spec.kind[0]}{spec.seed % 10**6}"  # stable when others are removed
+        gid = gid_of(spec)
         self.w.out.kinds[gid] = spec
         try:
             await self._client(gid, spec)
@@ -82,6 +82,16 @@ class Client:
             self.w.violations.append(f"client {gid} crashed: {type(e).__name__}: {e}")
         finally:
             self.w.clients_done += 1
+
+    async def force_stop(self, spec: TxSpec) -> None:
+        """An operator's `forceStop` of `spec`'s transaction, whatever it is doing then."""
+        await asyncio.sleep(spec.start + spec.force_stop_at)
+        gid = gid_of(spec)
+        self.w.stopping.add(gid)
+        res = await self.api(self.w.rng(f"stop {gid}"), lambda e: e.force_stop(gid))
+        self.w.trace.append(f"{self.w.t()} operator {gid} force-stop {res}")
+        if res == "ok":
+            self.w.out.stop_acked.add(gid)
 
     async def _client(self, gid: str, spec: TxSpec) -> None:
         rng = random.Random(spec.seed)
@@ -185,3 +195,8 @@ class Client:
         if spec.crash_at == 1:
             return
         await self._until_ok(rng, gid, spec, Verb.SUBMIT if committed else Verb.ABORT)
+
+
+def gid_of(spec: TxSpec) -> str:
+    """The gid of `spec`'s transaction: stable when others are removed."""
+    return f"{spec.kind[0]}{spec.seed % 10**6}"

@@ -36,6 +36,8 @@ class TxSpec:
     orders: dict[str, list[int]] = field(default_factory=dict)
     #: the client sends its last verb once more after it was answered
     repeat: bool = False
+    #: an operator force-stops the transaction this long after `start` (-1: never)
+    force_stop_at: float = -1.0
 
 
 @dataclass(slots=True)
@@ -72,7 +74,7 @@ class Config:
     @classmethod
     def generate(cls, seed: int) -> Config:
         """The run of `seed`: 1-3 nodes, 1-8 transactions (one seed in ten: up to 24),
-        some faults, some crashes, store outages, clock skews."""
+        some faults, some crashes, store outages, clock skews, operators' force stops."""
         r = random.Random(seed)
         nodes = r.randint(1, 3)
         # now and then a crowd: more claims per batch, more contention on the pollers
@@ -94,7 +96,12 @@ class Config:
         skews = [round(r.uniform(-1, 1), 3) if r.random() < 0.3 else 0.0 for _ in range(nodes)]
         jumps = [(round(r.uniform(0, 50), 3), r.randrange(nodes), r.choice((-1, 1)) *
                   round(r.uniform(5, 40), 3)) for _ in range(1 if r.random() < 0.1 else 0)]
-        return cls(seed, nodes, r.getrandbits(32), txs, crashes, faults, outages, skews, jumps)
+        net_seed = r.getrandbits(32)
+        # drawn last, so that every earlier draw (and each seed's schedule) stays as it was
+        for t in txs:
+            if r.random() < 0.15:
+                t.force_stop_at = round(r.uniform(0, 12), 3)
+        return cls(seed, nodes, net_seed, txs, crashes, faults, outages, skews, jumps)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

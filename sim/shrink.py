@@ -28,6 +28,9 @@ def _smaller(c: Config) -> Iterator[Config]:
         if getattr(c.faults, f.name):
             yield replace(c, faults=replace(c.faults, **{f.name: 0.0}))
     for i, t in enumerate(c.txs):
+        if t.force_stop_at >= 0:
+            yield replace(c, txs=[*c.txs[:i], replace(t, force_stop_at=-1.0), *c.txs[i + 1:]])
+    for i, t in enumerate(c.txs):
         if t.steps > 1:
             fewer = replace(t, steps=t.steps - 1, failing=tuple(s for s in t.failing
                                                                  if s < t.steps - 1))

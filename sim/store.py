@@ -25,8 +25,8 @@ from dtmx.core.models import (
 )
 from dtmx.errors import DuplicateBranch
 
-#: Called before every status change is applied: (row as stored before, new status).
-StatusHook = Callable[[Transaction, Status], None]
+#: Called before every status change is applied: (row as stored before, the change).
+StatusHook = Callable[[Transaction, Change], None]
 
 
 def _copy_trans(t: Transaction) -> Transaction:
@@ -111,7 +111,7 @@ class MemoryStore:
         t = row.trans
         if change.status is not None:
             if self._on_status is not None:
-                self._on_status(_copy_trans(t), change.status)
+                self._on_status(_copy_trans(t), change)
             t.status = change.status
             if change.status is Status.SUCCEED:
                 t.finish_time = now

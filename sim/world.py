@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from dtmx.core.models import Op, Status, Transaction
+from dtmx.core.models import Change, Op, Status, Transaction
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.errors import StoreUnavailable
@@ -113,6 +113,8 @@ class NodeStore:
             if fault and rng.random() < 0.5:
                 raise StoreUnavailable("sim: the store did not answer")
             result = await target(**kw)
+            if name == "update" and result is False and kw.get("expect_owner"):
+                w.refused.add((kw["gid"], kw["expect_owner"]))  # that run must stop now
             await asyncio.sleep(w.latency(rng))
             await node.gate()
             if fault:
@@ -148,6 +150,10 @@ class Outcomes:
     #: (gid, branch, op) -> a workflow step's record, as acknowledged, and when
     recorded: dict[tuple[str, str, Op], tuple[tuple[Status, bytes], float]] = field(
         default_factory=dict)
+    #: force stops written: gid -> the claim's owner at that moment
+    stopped: dict[str, str] = field(default_factory=dict)
+    #: force stops the operator was answered success for
+    stop_acked: set[str] = field(default_factory=set)
 
 
 class World:
@@ -179,6 +185,10 @@ class World:
         #: faults have stopped (the apps stop dying too)
         self.calm = False
         self.waived = 0
+        #: gids an operator asked to force-stop; (gid, owner) whose CAS write was refused
+        self.stopping: set[str] = set()
+        self.refused: set[tuple[str, str]] = set()
+        self.operators: list[asyncio.Task[None]] = []
 
     def now(self) -> float:
         return T0 + asyncio.get_running_loop().time()
@@ -206,16 +216,24 @@ class World:
         return f"{asyncio.get_running_loop().time():.3f}"
 
     # ---- checks made as things happen -----------------------------------------------
-    def _on_status(self, before: Transaction, status: Status) -> None:
+    def _on_status(self, before: Transaction, change: Change) -> None:
+        status = change.status
+        assert status is not None
         self.trace.append(f"{self.t()} status {before.gid} {before.status}->{status}")
-        if not check.legal(before.trans_type, before.status, status):
+        if check.force_stop_legal(before, change, before.gid in self.stopping):
+            self.out.stopped[before.gid] = before.owner
+        elif not check.legal(before.trans_type, before.status, status):
             self.violations.append(
                 f"illegal transition of {before.gid} ({before.trans_type}): "
                 f"{before.status} -> {status}")
 
     def check_call(self, call: BranchCall, owner: str) -> None:
         self.trace.append(f"{self.t()} call {call.gid} {call.branch_id} {call.op} by {owner}")
-        problem = check.call_allowed(self.store, call, owner, self.now())
+        if (call.gid, owner) in self.refused:
+            self.violations.append(f"{self.t()} {call.op} {call.gid}/{call.branch_id} by "
+                                   f"{owner}: called after that run's write was refused")
+        problem = check.call_allowed(self.store, call, owner, self.now(),
+                                     self.out.stopped.get(call.gid))
         if problem and self.config.jumps:
             self.waived += 1  # see Config.jumps
             self.trace.append(f"{self.t()} waived: {problem}")
@@ -270,6 +288,8 @@ class World:
                 self._crash_later(c.at, c.node, c.down, c.graceful)))
         for spec in cfg.txs:
             self.tasks.append(loop.create_task(self.clients.run(spec)))
+            if spec.force_stop_at >= 0:
+                self.operators.append(loop.create_task(self.clients.force_stop(spec)))
         await asyncio.sleep(FAULTS_UNTIL)
         for k in Faults.__dataclass_fields__:
             setattr(self.faults, k, 0.0)
@@ -279,7 +299,8 @@ class World:
                 self.start_node(i)
         self.trace.append(f"{self.t()} quiet")
         while loop.time() < HORIZON:
-            if self.clients_done == len(cfg.txs) and check.all_final(self.store):
+            if (self.clients_done == len(cfg.txs) and all(o.done() for o in self.operators)
+                    and check.all_final(self.store)):
                 break
             await asyncio.sleep(2.0)
         self.trace.append(f"{self.t()} end")

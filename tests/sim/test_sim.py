@@ -20,11 +20,12 @@ import pytest
 
 from dtmx.core import admission, processors
 from dtmx.core.admission import Act, Admission, Stored, Take
-from dtmx.core.models import Branch, Op, Status, Transaction, TransType
+from dtmx.core.models import Branch, Change, Op, Status, Transaction, TransType
 from dtmx.core.plan import Plan, Transition, Wait
 from dtmx.core.request import TransRequest
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
+from dtmx.run import Run
 from sim.config import Config
 from sim.store import MemoryStore
 from sim.world import run
@@ -89,9 +90,25 @@ ABORT_TAKEOVER = (
     'lts":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_reply":0.0,"transient":0.0,'
     '"store":0.0},"outages":[],"skews":[]}')
 
+FORCE_STOP = (
+    '{"seed":2,"nodes":1,"net_seed":100685599,"txs":[{"kind":"tcc","start":4.101,"steps":'
+    '1,"seed":2191394736,"wait_result":false,"concurrent":false,"timeout_to_fail":3,"retr'
+    'y_limit":0,"failing":[0],"crash_at":1,"orders":{},"repeat":false,"force_stop_at":3.0'
+    '68}],"crashes":[],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_reply'
+    '":0.0,"transient":0.0,"store":0.0},"outages":[],"skews":[],"jumps":[]}')
+REFUSED_WRITE = (
+    '{"seed":159,"nodes":2,"net_seed":176113217,"txs":[{"kind":"saga","start":5.602,"step'
+    's":1,"seed":2155317227,"wait_result":true,"concurrent":false,"timeout_to_fail":0,"re'
+    'try_limit":2,"failing":[0],"crash_at":-1,"orders":{},"repeat":false,"force_stop_at":'
+    '-1.0},{"kind":"tcc","start":12.515,"steps":2,"seed":2975766618,"wait_result":false,"'
+    'concurrent":false,"timeout_to_fail":3,"retry_limit":0,"failing":[],"crash_at":3,"ord'
+    'ers":{},"repeat":false,"force_stop_at":-1.0}],"crashes":[],"faults":{"refuse":0.0,"d'
+    'rop":0.0,"slow":0.2,"dup":0.0,"lose_reply":0.0,"transient":0.0,"store":0.0},"outages'
+    '":[],"skews":[0.0,0.0],"jumps":[[12.614,1,-35.096]]}')
+
 
 def test_the_schedules_that_caught_bugs_pass_now() -> None:
-    for text in (REGISTRATION_RACE, ABORT_TAKEOVER):
+    for text in (REGISTRATION_RACE, ABORT_TAKEOVER, FORCE_STOP, REFUSED_WRITE):
         assert run(Config.from_json(text)).violations == []
 
 
@@ -196,3 +213,34 @@ def test_it_finds_a_recorded_step_overwritten(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(MemoryStore, "add_branches", upsert)
     caught = run(Config.from_json(WF_RECORD_OVERWRITTEN)).violations
     assert any("recorded twice" in v for v in caught), caught
+
+
+def test_it_finds_a_force_stop_answered_without_its_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator's forceStop that answers success must have failed the transaction."""
+
+    async def unwritten(self: Engine, gid: str) -> None:
+        error = admission.force_stop(gid, await self.store.get(gid=gid))
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(Engine, "force_stop", unwritten)
+    caught = run(Config.from_json(FORCE_STOP)).violations
+    assert any("force stop answered success, but never written" in v for v in caught), caught
+
+
+def test_it_finds_a_run_going_on_after_a_refused_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose compare-and-set write was refused (a force stop, a take-over) stops
+    there: no branch call after it."""
+    write = Run._write
+
+    async def ignoring_refusal(self: Run, now: float, change: Change) -> bool:
+        await write(self, now, change)
+        return True
+
+    monkeypatch.setattr(Run, "_write", ignoring_refusal)
+    caught = run(Config.from_json(REFUSED_WRITE)).violations
+    assert any("called after that run's write was refused" in v for v in caught), caught
