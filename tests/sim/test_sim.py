@@ -226,8 +226,7 @@ def test_it_finds_a_force_stop_answered_without_its_write(
             raise error
 
     monkeypatch.setattr(Engine, "force_stop", unwritten)
-    caught = run(Config.from_json(FORCE_STOP)).violations
-    assert any("force stop answered success, but never written" in v for v in caught), caught
+    _replay_catches(FORCE_STOP, "force stop answered success, but never written")
 
 
 def test_it_finds_a_run_going_on_after_a_refused_write(
@@ -242,5 +241,9 @@ def test_it_finds_a_run_going_on_after_a_refused_write(
         return True
 
     monkeypatch.setattr(Run, "_write", ignoring_refusal)
-    caught = run(Config.from_json(REFUSED_WRITE)).violations
-    assert any("called after that run's write was refused" in v for v in caught), caught
+    _replay_catches(REFUSED_WRITE, "called after that run's write was refused")
+
+
+def _replay_catches(schedule: str, violation: str) -> None:
+    caught = run(Config.from_json(schedule)).violations
+    assert any(violation in v for v in caught), caught
