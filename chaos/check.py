@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.workload import Kind, Transfer
+from chaos.workload import EXPECTED, Kind, Transfer
 
 FINAL = ("succeed", "failed")
 Effect = tuple[str, str]  # (branch_id, op)
@@ -16,6 +16,8 @@ _SAGA_OK = {("01", "action"), ("02", "action")}
 _TCC_OK = {("01", "try"), ("01", "confirm"), ("02", "try"), ("02", "confirm")}
 _MSG_OK = {("00", "msg"), ("01", "action")}
 _UNDO = {"action": "compensate", "try": "cancel"}
+#: a workflow's rollback callbacks call the same routes with op rollback
+_WF_UNDO = {"action": "rollback"}
 
 
 @dataclass
@@ -105,6 +107,10 @@ def _outcome(f: Findings, t: Transfer, status: str | None) -> None:
         f.add("stuck", f"{t.gid} ({t.kind}): stuck in {status}")
     elif t.owed and status != t.owed:
         f.add("outcome", f"{t.gid} ({t.kind}): ended {status}, the client was told {t.owed}")
+    elif family(t.kind) == "workflow" and status != EXPECTED[t.kind]:
+        # only the bank's refusal fails a workflow: its kind says how it must end, also
+        # when its client heard nothing (an error before or after its prepare)
+        f.add("outcome", f"{t.gid} ({t.kind}): ended {status}, want {EXPECTED[t.kind]}")
 
 
 def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect]) -> None:
@@ -114,7 +120,7 @@ def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect])
     have = set(got)
     fam = family(t.kind)
     if status == "succeed":
-        want = {"saga": _SAGA_OK, "tcc": _TCC_OK, "msg": _MSG_OK}[fam]
+        want = {"saga": _SAGA_OK, "tcc": _TCC_OK, "msg": _MSG_OK, "workflow": _SAGA_OK}[fam]
         if have != want:
             f.add("effects", f"{t.gid} ({t.kind}) succeeded: effects {sorted(have)}, "
                   f"want {sorted(want)}")
@@ -126,9 +132,9 @@ def _effects(f: Findings, t: Transfer, status: str | None, got: Counter[Effect])
             f.add("effects", f"{t.gid} ({t.kind}) {status or 'absent'}: "
                   f"effects {sorted(have)}, want none")
         return
-    # failed saga / TCC: every first-phase effect undone, no confirm
+    # failed saga / TCC / workflow: every first-phase effect undone, no confirm
     for bid in ("01", "02"):
-        for first, undo in _UNDO.items():
+        for first, undo in (_WF_UNDO if fam == "workflow" else _UNDO).items():
             if ((bid, first) in have) != ((bid, undo) in have):
                 f.add("effects", f"{t.gid} ({t.kind}) failed: branch {bid} has {sorted(have)}: "
                       f"{first} and {undo} do not match")

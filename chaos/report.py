@@ -20,6 +20,9 @@ def render(res: Result) -> str:
                f"branch calls: {res.branch_calls} ({res.findings.server_calls} by servers)")
     out.append("branch calls by caller: " + ", ".join(
         f"{k} {v}" for k, v in sorted(res.findings.sources.items())))
+    resumes = res.workflow_resumes
+    out.append(f"workflow resume calls by servers: {sum(resumes.values())} (answers: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(resumes.items())) + ")")
     out.append("faults injected: " + ", ".join(
         f"{k} {v}" for k, v in sorted(res.faults.items()) if v) or "faults injected: none")
     kinds: dict[str, Counter[str]] = {}

@@ -74,6 +74,8 @@ class Result:
     quiescence: float = 0.0
     branch_calls: int = 0
     transfers: int = 0
+    #: the servers' calls of the workflow resume endpoint, by answer status
+    workflow_resumes: Counter[str] = field(default_factory=Counter)
     workdir: str = ""
 
 
@@ -261,7 +263,8 @@ class Harness:
         workload = Workload(seed=cfg.seed, bank_url=f"http://127.0.0.1:{self.bank_port}/bank",
                             bank_db=self.bank_db, server_urls=[s.url for s in self.servers],
                             accounts=ACCOUNTS, workers=cfg.workers,
-                            prepared_timeout=int(float(TIMING["TimeoutToFail"])))
+                            prepared_timeout=int(float(TIMING["TimeoutToFail"])),
+                            callback_port=free_port(), owner_header=bank_mod.OWNER_HEADER)
         t0 = time.monotonic()
         injector = asyncio.create_task(self.inject(plan, t0))
         try:
@@ -324,6 +327,8 @@ class Harness:
             log = await r.json()
         # calls.json stays in the run directory for a look afterwards
         log["calls"] = json.loads(Path(log["calls_file"]).read_text())
+        # the servers' workflow resume calls, logged by the workload's endpoint
+        log["calls"] += workload.workflows.calls
         for kind, n in log["faults"].items():
             self.result.faults[f"branch_{kind}"] += n
         async with aiosqlite.connect(self.bank_db) as conn:
@@ -348,6 +353,10 @@ class Harness:
         resubmits = sum(t.resubmits for t in workload.transfers)
         if resubmits:
             res.faults["saga_resubmitted_elsewhere"] += resubmits
+        wf = workload.workflows
+        if wf.stopped:
+            res.faults["workflow_client_stopped_halfway"] += wf.stopped
+        res.workflow_resumes = Counter(str(c["status"]) for c in wf.calls)
         late = sum(1 for t in workload.transfers if t.late_try)
         if late:
             res.faults["late_try_after_cancel"] += late

@@ -1,11 +1,13 @@
-"""The bank workload: seeded transfers submitted as sagas, TCCs and msgs through the SDK.
+"""The bank workload: seeded transfers submitted as sagas, TCCs, msgs and workflows through
+the SDK.
 
 Each transfer moves `amount` from one account to another. Besides the plain kinds, some
 transfers are refused by the bank (they must end failed and leave no money moved) and some
 play a misbehaving client: a TCC or msg whose client "crashes" after prepare (the server's
 timeout or query_prepared must settle it), and a TCC whose try arrives after its cancel
-(the barrier must refuse it). What each client was told is recorded: that is what the
-server acknowledged, and the checks hold the server to it.
+(the barrier must refuse it), and a workflow whose client stops after its first step (the
+servers' resume callbacks must finish it; see chaos/wflow.py). What each client was told
+is recorded: that is what the server acknowledged, and the checks hold the server to it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import aiosqlite
+from aiohttp import web
 
 from chaos.bank import TABLE
 from chaos.faults import rng_for
-from dtmx.client import BranchBarrier, DtmClient, DtmError, Failure, Op, Saga, Tcc
+from chaos.wflow import RESUME_PATH, ClientCrash, WorkflowClients, serve
+from dtmx.client import BranchBarrier, DtmClient, DtmError, Failure, Ongoing, Op, Saga, Tcc
 
 
 class Kind(StrEnum):
@@ -35,12 +39,16 @@ class Kind(StrEnum):
     MSG = "msg"
     MSG_CRASH_COMMITTED = "msg_crash_committed"  # local transaction done, never submitted
     MSG_CRASH_UNCOMMITTED = "msg_crash_uncommitted"  # prepared only
+    WORKFLOW = "workflow"
+    WORKFLOW_REFUSED = "workflow_refused"
+    WORKFLOW_CLIENT_CRASH = "workflow_client_crash"  # stops after its first step, once
 
 
 _KIND_WEIGHTS = {
     Kind.SAGA: 6, Kind.SAGA_REFUSED: 1, Kind.TCC: 5, Kind.TCC_REFUSED: 1,
     Kind.TCC_CLIENT_CRASH: 1, Kind.TCC_TRY_AFTER_CANCEL: 1, Kind.MSG: 4,
     Kind.MSG_CRASH_COMMITTED: 1, Kind.MSG_CRASH_UNCOMMITTED: 1,
+    Kind.WORKFLOW: 4, Kind.WORKFLOW_REFUSED: 1, Kind.WORKFLOW_CLIENT_CRASH: 1,
 }
 
 #: what the server must end with, per kind, once the client was acknowledged
@@ -49,6 +57,8 @@ EXPECTED = {
     Kind.TCC_CLIENT_CRASH: "failed", Kind.TCC_TRY_AFTER_CANCEL: "failed",
     Kind.MSG: "succeed", Kind.MSG_CRASH_COMMITTED: "succeed",
     Kind.MSG_CRASH_UNCOMMITTED: "failed",
+    Kind.WORKFLOW: "succeed", Kind.WORKFLOW_REFUSED: "failed",
+    Kind.WORKFLOW_CLIENT_CRASH: "succeed",
 }
 
 
@@ -73,7 +83,7 @@ class Transfer:
 
     @property
     def payload(self) -> dict[str, object]:
-        refused = self.kind in (Kind.SAGA_REFUSED, Kind.TCC_REFUSED)
+        refused = self.kind in (Kind.SAGA_REFUSED, Kind.TCC_REFUSED, Kind.WORKFLOW_REFUSED)
         return {"from": self.src, "to": self.dst, "amount": self.amount, "fail": refused}
 
 
@@ -92,7 +102,8 @@ class Workload:
     """Submits transfers from `workers` concurrent clients until told to stop."""
 
     def __init__(self, *, seed: int, bank_url: str, bank_db: str, server_urls: list[str],
-                 accounts: int, workers: int, prepared_timeout: int) -> None:
+                 accounts: int, workers: int, prepared_timeout: int, callback_port: int,
+                 owner_header: str) -> None:
         self.seed = seed
         self.bank = bank_url
         self.bank_db = bank_db
@@ -102,15 +113,30 @@ class Workload:
         self.prepared_timeout = prepared_timeout
         self.transfers: list[Transfer] = []
         self._next = 0
+        self.callback_port = callback_port
+        self.workflows = WorkflowClients(
+            self.clients, bank_url, f"http://127.0.0.1:{callback_port}{RESUME_PATH}", TABLE,
+            owner_header, self._server_of)
+        self._runner: web.AppRunner | None = None
+
+    def _server_of(self, gid: str) -> int:
+        """The server whose client started `gid` (gids are chaos-<seed>-<index>)."""
+        index = int(gid.rsplit("-", 1)[1])
+        return self.transfers[index].server if index < len(self.transfers) else 0
 
     def url(self, route: str) -> str:
         return f"{self.bank}/{route}"
 
     async def run(self, until: Callable[[], bool]) -> None:
-        """Keep `workers` clients busy until `until()` is true."""
+        """Keep `workers` clients busy until `until()` is true (the resume endpoint is
+        served from now until `close`)."""
+        if self._runner is None:
+            self._runner = await serve(self.workflows.resume_handler, self.callback_port)
         await asyncio.gather(*(self._worker(until) for _ in range(self.workers)))
 
     async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
         for c in self.clients:
             await c.aclose()
 
@@ -134,6 +160,8 @@ class Workload:
             t.owed = EXPECTED[t.kind]
         elif t.kind in (Kind.MSG, Kind.MSG_CRASH_COMMITTED, Kind.MSG_CRASH_UNCOMMITTED):
             await self._msg(t, dtm)
+        elif t.kind in (Kind.WORKFLOW, Kind.WORKFLOW_REFUSED, Kind.WORKFLOW_CLIENT_CRASH):
+            await self._workflow(t)
         else:
             await self._tcc(t, dtm)
 
@@ -151,6 +179,21 @@ class Workload:
                     raise
                 t.resubmits += 1
                 await asyncio.sleep(0.3)
+
+    async def _workflow(self, t: Transfer) -> None:
+        """Run the transfer workflow; once prepared, its outcome is owed (a stop halfway
+        leaves it to the servers' resume calls)."""
+        if t.kind is Kind.WORKFLOW_CLIENT_CRASH:
+            self.workflows.crash_once.add(t.gid)
+        try:
+            await self.workflows.execute(t.server, t.gid, t.payload)
+        except Failure:
+            t.owed = "failed"
+            return
+        except (Ongoing, ClientCrash):  # both come after its prepare and first step
+            t.owed = EXPECTED[t.kind]
+            return
+        t.owed = "succeed"
 
     async def _tcc(self, t: Transfer, dtm: DtmClient) -> None:
         tcc = dtm.tcc(t.gid)

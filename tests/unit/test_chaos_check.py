@@ -111,6 +111,26 @@ def test_every_call_is_named_and_a_server_op_without_an_owner_is_a_violation() -
     assert any("without an owner token" in v for v in found), found
 
 
+def test_a_workflow_is_held_to_its_kind_and_its_rollbacks() -> None:
+    def wf(kind: Kind, owed: str = "") -> Transfer:
+        return Transfer(1, "w1", kind, src=0, dst=1, amount=10, server=0, owed=owed)
+
+    done = {0: 990, 1: 1010}
+    assert run_check([wf(Kind.WORKFLOW, "succeed")], {"w1": "succeed"}, ok_effects("w1"),
+                     done) == []
+    # refused at TransIn: branch 01 rolled back, branch 02 never applied
+    undone = [("w1", "01", "action", 0, -10), ("w1", "01", "rollback", 0, 10)]
+    assert run_check([wf(Kind.WORKFLOW_REFUSED, "failed")], {"w1": "failed"}, undone,
+                     {0: 1000, 1: 1000}) == []
+    kept = run_check([wf(Kind.WORKFLOW_REFUSED, "failed")], {"w1": "failed"}, undone[:1],
+                     {0: 990, 1: 1000})
+    assert any("action and rollback do not match" in v for v in kept), kept
+    # its client heard only an error, yet only a refusal may fail a workflow
+    wrong = run_check([wf(Kind.WORKFLOW_CLIENT_CRASH)], {"w1": "failed"}, [],
+                      {0: 1000, 1: 1000})
+    assert any("ended failed, want succeed" in v for v in wrong), wrong
+
+
 def test_the_seed_reproduces_the_schedule_and_the_branch_faults() -> None:
     a = schedule(7, 60, servers=3, proxy=True, clock_jumps=True)
     assert a == schedule(7, 60, servers=3, proxy=True, clock_jumps=True)
