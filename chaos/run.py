@@ -328,7 +328,9 @@ class Harness:
         # calls.json stays in the run directory for a look afterwards
         log["calls"] = json.loads(Path(log["calls_file"]).read_text())
         # the servers' workflow resume calls, logged by the workload's endpoint
-        log["calls"] += workload.workflows.calls
+        resumes = workload.workflows.calls
+        (self.workdir / "resume_calls.json").write_text(json.dumps(resumes))
+        log["calls"] += resumes
         for kind, n in log["faults"].items():
             self.result.faults[f"branch_{kind}"] += n
         async with aiosqlite.connect(self.bank_db) as conn:
