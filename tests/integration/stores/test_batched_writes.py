@@ -1,6 +1,7 @@
-"""Batched compare-and-set updates (group commit) on MySQL and PostgreSQL.
+"""Batched compare-and-set updates, creates and branch registrations (group commit) on
+MySQL and PostgreSQL.
 
-Concurrent updates ride in shared round trips; each keeps the outcome it would have had
+Concurrent writes ride in shared round trips; each keeps the outcome it would have had
 alone: a stale owner or status loses, its neighbours in the batch win, and two writers of
 one row still see one winner. A store of our own (database / schema `dtmx_test_batch`),
 one lane, so that updates queue behind the first round trip and form batches.
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
-from dtmx.core.models import BranchUpdate, Change, Op, Status
+from dtmx.core.models import Branch, BranchUpdate, Change, Op, Status, TransType
 from dtmx.errors import DuplicateBranch, StoreError
 from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 
 from .conftest import empty_tables, open_current
-from .test_contract import T0, gid, mk, saga_branches
+from .test_contract import T0, br, gid, mk, saga_branches
 
 DB = "dtmx_test_batch"
 
@@ -179,3 +181,82 @@ async def test_a_duplicate_branch_fails_only_its_create(batching: SqlStore) -> N
     assert [got[i] for i in (0, 1, 3)] == [True] * 3
     assert await s.get(gid=dup) is None
     assert all([await s.get(gid=g) for g in gids if g != dup])
+
+
+async def test_concurrent_creates_without_branches_share_round_trips(
+        batching: SqlStore) -> None:
+    # msg/TCC/XA prepares and prepareWorkflow create a transaction without branches
+    s = batching
+    gids = [gid() for _ in range(6)]
+    before = s.roundtrips
+    calls = [s.create(trans=mk(g, status=Status.PREPARED, tt=TransType.WORKFLOW), branches=[])
+             for g in gids]
+    assert await asyncio.gather(*calls) == [True] * 6
+    assert s.roundtrips - before < 6
+    # an existing gid answers False beside new ones (on MySQL the batch is redone alone)
+    more = [gid() for _ in range(3)]
+    calls = [s.create(trans=mk(g, status=Status.PREPARED, tt=TransType.WORKFLOW), branches=[])
+             for g in more]
+    calls.insert(1, s.create(trans=mk(gids[0], status=Status.PREPARED), branches=[]))
+    assert await asyncio.gather(*calls) == [True, False, True, True]
+    gids += more
+    for g in gids:
+        t = await s.get(gid=g)
+        assert t is not None and t.trans_type is TransType.WORKFLOW
+        assert await s.get_branches(gid=g) == []
+
+
+def _step(g: str, branch_id: str, data: bytes) -> Branch:
+    """A workflow's recorded step, its times left to the store's `now` (0.0)."""
+    return replace(br(g, branch_id, Op.ACTION, data, url=""), status=Status.SUCCEED,
+                   create_time=0.0, update_time=0.0, finish_time=T0 + 1)
+
+
+async def test_concurrent_add_branches_each_answer_for_themselves(batching: SqlStore) -> None:
+    s = batching
+    gids = [gid() for _ in range(12)]
+    for i, g in enumerate(gids):
+        tt = TransType.TCC if i % 4 == 3 else TransType.WORKFLOW
+        status = Status.SUBMITTED if i % 4 == 1 else Status.PREPARED
+        assert await s.create(trans=mk(g, status=status, tt=tt), branches=[])
+    full = gids[2]  # room for no more ops: refused
+    assert await s.add_branches(gid=full, now=T0, branches=[_step(full, "01", b"a")],
+                                expect_status=Status.PREPARED)
+    before = s.roundtrips
+    calls = [s.add_branches(gid=g, now=T0 + 1, branches=[_step(g, "02", g.encode())],
+                            expect_status=Status.PREPARED, expect_type=TransType.WORKFLOW,
+                            max_ops=1 if g == full else None)
+             for g in gids]
+    got = await asyncio.gather(*calls)
+    # a wrong status (i % 4 == 1), no room (gids[2]) or another type (i % 4 == 3) loses
+    assert got == [i % 4 == 0 or (i % 4 == 2 and i != 2) for i in range(12)]
+    assert s.roundtrips - before < 12
+    for i, g in enumerate(gids):
+        bs = await s.get_branches(gid=g)
+        if got[i]:
+            (b,) = bs
+            assert (b.branch_id, b.op, b.status, b.data) == ("02", Op.ACTION, Status.SUCCEED,
+                                                              g.encode())
+            assert b.create_time == pytest.approx(T0 + 1)
+            assert b.finish_time == pytest.approx(T0 + 1)
+        else:
+            assert [b.branch_id for b in bs] == (["01"] if g == full else [])
+
+
+async def test_a_duplicate_branch_fails_only_its_add(batching: SqlStore) -> None:
+    s = batching
+    gids = [gid() for _ in range(5)]
+    for g in gids:
+        assert await s.create(trans=mk(g, status=Status.PREPARED, tt=TransType.WORKFLOW),
+                              branches=[])
+    dup = gids[3]
+    assert await s.add_branches(gid=dup, now=T0, branches=[_step(dup, "01", b"first")],
+                                expect_status=Status.PREPARED)
+    calls = [s.add_branches(gid=g, now=T0 + 1, branches=[_step(g, "01", b"second")],
+                            expect_status=Status.PREPARED) for g in gids]
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(got[3], DuplicateBranch)
+    assert [got[i] for i in (0, 1, 2, 4)] == [True] * 4
+    assert [b.data for b in await s.get_branches(gid=dup)] == [b"first"]
+    for g in gids:
+        assert len(await s.get_branches(gid=g)) == 1

@@ -29,7 +29,7 @@ from dtmx.stores.sql.rows import (
     placeholders,
     trans_params,
 )
-from dtmx.stores.sql.store import BELOW_ROOM, NewTrans, SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, NewBranches, NewTrans, SqlStore
 from dtmx.stores.sql.upkeep import UNFINISHED_VALUES
 
 _REMEMBER_MATCHED: Statement = ("SET @dtmx_matched = ROW_COUNT()", ())
@@ -179,6 +179,23 @@ class MysqlStore(SqlStore):
             *_insert_branches(rows, if_matched=True),
         ])
         return results[0][0] > 0
+
+    async def _add_many(self, items: Sequence[NewBranches]) -> list[bool]:
+        """One script: each item's lock and inserts in turn (a duplicate fails the script,
+        UniqueViolation, and then each is redone alone)."""
+        script: list[Statement] = []
+        locks: list[int] = []
+        for a in items:
+            locks.append(len(script))
+            script += [
+                (_LOCK_GLOBAL, [a.gid, a.expect_status.value,
+                                a.expect_type and a.expect_type.value, a.gid, a.room]),
+                _REMEMBER_MATCHED,
+                *_insert_branches([branch_params(b, self._d, a.now) for b in a.branches],
+                                  if_matched=True),
+            ]
+        results = await self._script(script)
+        return [results[i][0] > 0 for i in locks]
 
     def _claim_pick(self, now: float, limit: int) -> tuple[str, list[Any]]:
         """The due rows to claim, one index range per unfinished status.

@@ -26,7 +26,7 @@ from dtmx.stores.sql.rows import (
     CasUpdate,
     trans_params,
 )
-from dtmx.stores.sql.store import BELOW_ROOM, NO_LIMIT, NewTrans, SqlStore
+from dtmx.stores.sql.store import BELOW_ROOM, NO_LIMIT, NewBranches, NewTrans, SqlStore
 
 #: Inserts the branch arrays (args: gid, then the 9 arrays of `_branch_arrays`) if the
 #: CTE `g` has a row.
@@ -50,24 +50,51 @@ _TRANS_TYPES = (
     "text[], text[], text[], text[], text[], text[], text[], timestamptz[], timestamptz[],"
     " timestamptz[], timestamptz[], float8[], timestamptz[], text[], text[], text[], text[]"
 )
-#: Several creates (distinct gids) in one statement: the global rows as arrays of the 17
-#: TRANS_INSERT_COLS, those whose gid is new inserted; then the branch arrays (a gid
-#: array first, then as in `_branch_arrays`), inserted for the new gids only, in order;
-#: the new gids.
-CREATE_MANY = (
-    f"WITH g AS (INSERT INTO trans_global ({TRANS_INSERT_COLS}) SELECT * FROM unnest("
-    + ", ".join(f"?::{t.strip()}" for t in _TRANS_TYPES.split(","))
-    + ") ON CONFLICT (gid) DO NOTHING RETURNING gid),"
-    f" b AS (INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS})"
+#: Inserts branch rows given as arrays (a gid array first, then as in `_branch_arrays`)
+#: for the gids the CTE `g` returned, in order.
+_INSERT_BRANCHES_OF_G = (
+    f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS})"
     " SELECT u.gid, u.url, u.bin_data, u.branch_id, u.op, u.status, u.create_time,"
     " u.update_time, u.finish_time, u.rollback_time"
     " FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[], ?::text[], ?::text[],"
     " ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::timestamptz[])"
     " WITH ORDINALITY AS u(gid, url, bin_data, branch_id, op, status, create_time,"
     " update_time, finish_time, rollback_time, ord)"
-    " WHERE u.gid IN (SELECT gid FROM g) ORDER BY u.ord RETURNING 1)"
+    " WHERE u.gid IN (SELECT gid FROM g) ORDER BY u.ord RETURNING 1"
+)
+#: Several creates (distinct gids) in one statement: the global rows as arrays of the 17
+#: TRANS_INSERT_COLS, those whose gid is new inserted; then the branch arrays, inserted
+#: for the new gids only; the new gids.
+CREATE_MANY = (
+    f"WITH g AS (INSERT INTO trans_global ({TRANS_INSERT_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"?::{t.strip()}" for t in _TRANS_TYPES.split(","))
+    + ") ON CONFLICT (gid) DO NOTHING RETURNING gid),"
+    f" b AS ({_INSERT_BRANCHES_OF_G})"
     " SELECT gid FROM g"
 )
+#: Several add_branches (distinct gids) in one statement: per gid, the expected status,
+#: type (NULL: any) and room, each global row that has them locked as ADD_BRANCHES locks
+#: it; then the branch arrays, inserted for the matched gids only; the matched gids.
+ADD_MANY = (
+    "WITH a AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[])"
+    " AS a(gid, status, trans_type, room)),"
+    " g AS (UPDATE trans_global AS t SET update_time = t.update_time FROM a"
+    " WHERE t.gid = a.gid AND t.status = a.status"
+    " AND t.trans_type = COALESCE(a.trans_type, t.trans_type)"
+    " AND (SELECT count(*) FROM trans_branch_op AS o WHERE o.gid = a.gid) <= a.room"
+    " RETURNING t.gid),"
+    f" b AS ({_INSERT_BRANCHES_OF_G})"
+    " SELECT gid FROM g"
+)
+
+
+def add_many_args(items: Sequence[NewBranches]) -> list[Any]:
+    """The arguments of ADD_MANY."""
+    heads = [(a.gid, a.expect_status.value, a.expect_type and a.expect_type.value, a.room)
+             for a in items]
+    rows = [(a.gid, *_branch_row(b, a.now)) for a in items for b in a.branches]
+    return [*(list(col) for col in _columns(heads, 4)),
+            *(list(col) for col in _columns(rows, 10))]
 
 
 def create_many_args(items: Sequence[tuple[Transaction, Sequence[Branch]]]) -> list[Any]:
@@ -78,11 +105,11 @@ def create_many_args(items: Sequence[tuple[Transaction, Sequence[Branch]]]) -> l
             *(list(col) for col in _columns(rows, 10))]
 
 
-def _branch_row(b: Branch) -> tuple[Any, ...]:
+def _branch_row(b: Branch, now: float | None = None) -> tuple[Any, ...]:
     ts = POSTGRES.ts
     return (b.url, bytes(b.data), b.branch_id, b.op.value, b.status.value,
-            ts(b.create_time or 0.0), ts(b.update_time or 0.0), ts(b.finish_time),
-            ts(b.rollback_time))
+            ts(b.create_time or now or 0.0), ts(b.update_time or now or 0.0),
+            ts(b.finish_time), ts(b.rollback_time))
 
 
 #: Branches if the global row (args: gid, status, trans_type or None for any, gid, room) has
@@ -282,6 +309,12 @@ class PostgresStore(SqlStore):
             rows = await ex.fetch(sql, update_many_args(items))
         matched = {r[0] for r in rows}
         return [u.gid in matched for u in items]
+
+    async def _add_many(self, items: Sequence[NewBranches]) -> list[bool]:
+        async with self._session() as ex:
+            rows = await ex.fetch(ADD_MANY, add_many_args(items))
+        matched = {r[0] for r in rows}
+        return [a.gid in matched for a in items]
 
     async def _take(self, cas: tuple[str, list[Any]], gid: str
                     ) -> tuple[list[Row], list[Row]] | None:

@@ -12,9 +12,10 @@ data-modifying CTEs).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dtmx.core.models import (
     Branch,
@@ -52,12 +53,44 @@ BELOW_ROOM = "(SELECT count(*) FROM trans_branch_op WHERE gid = ?) <= ?"
 NewTrans = tuple[Transaction, Sequence[Branch]]
 
 
-def _gid_of(u: CasUpdate) -> str:
+@dataclass(frozen=True, slots=True)
+class NewBranches:
+    """The arguments of one `add_branches` call, as one item of a batch (`room`: the ops
+    the transaction may hold before, BELOW_ROOM)."""
+
+    gid: str
+    now: float
+    branches: Sequence[Branch]
+    expect_status: Status
+    expect_type: TransType | None
+    room: int
+
+
+ItemT = TypeVar("ItemT", CasUpdate, NewBranches)
+
+
+def _gid_of(u: CasUpdate | NewBranches) -> str:
     return u.gid
 
 
 def _new_gid(new: NewTrans) -> str:
     return new[0].gid
+
+
+def _in_gid_order(many: Callable[[Sequence[ItemT]], Awaitable[list[bool]]]
+                  ) -> Callable[[Sequence[ItemT]], Awaitable[list[bool]]]:
+    """`many` called with the items in gid order (rows locked in that order in every
+    batch, so two batches in flight cannot deadlock), answering in the callers' order."""
+
+    async def sorted_many(items: Sequence[ItemT]) -> list[bool]:
+        order = sorted(range(len(items)), key=lambda i: items[i].gid)
+        got = await many([items[i] for i in order])
+        out = [False] * len(items)
+        for i, ok in zip(order, got, strict=True):
+            out[i] = ok
+        return out
+
+    return sorted_many
 
 
 class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
@@ -76,11 +109,15 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         # (group commit, see there).
         self._updates: GroupCommit[CasUpdate, bool] | None = None
         self._creates: GroupCommit[NewTrans, bool] | None = None
+        self._adds: GroupCommit[NewBranches, bool] | None = None
         if batch_lanes > 0:
-            self._updates = GroupCommit(one=self._update_one, many=self._update_sorted,
+            self._updates = GroupCommit(one=self._update_one,
+                                        many=_in_gid_order(self._update_many),
                                         key=_gid_of, lanes=batch_lanes)
             self._creates = GroupCommit(one=self._create_one, many=self._create_many,
                                         key=_new_gid, lanes=batch_lanes)
+            self._adds = GroupCommit(one=self._add_one, many=_in_gid_order(self._add_many),
+                                     key=_gid_of, lanes=batch_lanes)
 
     # ---- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -103,9 +140,9 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
     async def close(self) -> None:
         """Close the connections (after the batched writes in flight); the store may be
         opened again."""
-        if self._updates is not None and self._creates is not None:
-            await self._updates.close()
-            await self._creates.close()
+        for lane in (self._updates, self._creates, self._adds):
+            if lane is not None:
+                await lane.close()
         await self.backend.close()
 
     async def ping(self) -> None:
@@ -162,7 +199,7 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
     async def create(self, *, trans: Transaction, branches: Sequence[Branch]) -> bool:
         """See `dtmx.stores.base.Store.create`."""
         try:
-            if branches and self._creates is not None:
+            if self._creates is not None:
                 return await self._creates.submit((trans, branches))
             if branches:
                 return await self._create_with_branches(trans, branches)
@@ -220,15 +257,6 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         async with self._session() as ex:
             return await ex.execute(*cas) > 0
 
-    async def _update_sorted(self, items: Sequence[CasUpdate]) -> list[bool]:
-        # rows locked in gid order in every batch, so two batches in flight cannot deadlock
-        order = sorted(range(len(items)), key=lambda i: items[i].gid)
-        got = await self._update_many([items[i] for i in order])
-        out = [False] * len(items)
-        for i, ok in zip(order, got, strict=True):
-            out[i] = ok
-        return out
-
     async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
         """Several compare-and-set updates (distinct gids) in one round trip, each with
         its own outcome. Only the dialects built with batch lanes are asked."""
@@ -276,11 +304,23 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         """See `dtmx.stores.base.Store.add_branches`."""
         # the condition as "ops stored now <= room": the same SQL whatever is given
         room = NO_LIMIT if max_ops is None else max_ops - len(branches)
+        new = NewBranches(gid, now, branches, expect_status, expect_type, room)
         try:
-            return await self._add_branches(gid, now, branches, expect_status, expect_type,
-                                            room)
+            if self._adds is not None:
+                return await self._adds.submit(new)
+            return await self._add_one(new)
         except UniqueViolation as e:
             raise DuplicateBranch(gid=gid) from e
+
+    async def _add_one(self, a: NewBranches) -> bool:
+        return await self._add_branches(a.gid, a.now, a.branches, a.expect_status,
+                                        a.expect_type, a.room)
+
+    async def _add_many(self, items: Sequence[NewBranches]) -> list[bool]:
+        """Several add_branches (distinct gids) in one round trip, each with its own
+        outcome; a duplicate branch fails them all (UniqueViolation: each is then redone
+        alone). Only the dialects built with batch lanes are asked."""
+        raise NotImplementedError
 
     def _claim_pick(self, now: float, limit: int) -> tuple[str, list[Any]]:
         """The SELECT of the ids `claim_due` claims (locking them where it can)."""
