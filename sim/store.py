@@ -141,11 +141,14 @@ class MemoryStore:
                 b.finish_time = now if u.status.finished else None
 
     async def update(self, *, gid: str, now: float, expect_status: Status,
-                     expect_owner: str | None, change: Change) -> bool:
+                     expect_owner: str | None, change: Change,
+                     expect_type: TransType | None = None) -> bool:
         """See `Store.update`."""
         self.roundtrips += 1
         row = self._rows.get(gid)
         if row is None or row.trans.status is not expect_status:
+            return False
+        if expect_type is not None and row.trans.trans_type is not expect_type:
             return False
         if expect_owner is not None and row.trans.owner != expect_owner:
             return False

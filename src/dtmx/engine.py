@@ -168,21 +168,28 @@ class Engine:
 
     async def _take(self, t: Take, gid: str, now: float) -> bool:
         reason = t.reason or None
-        owner = self.new_owner() if t.run else None
+        if not t.run:
+            # only a status change (a workflow's submit, a msg's abort): nothing to read
+            # back, so a compare-and-set update, batched with concurrent ones
+            return await self.store.update(
+                gid=gid, now=now, expect_status=t.expect, expect_owner=None,
+                expect_type=t.trans_type,
+                change=Change(status=t.status, rollback_reason=reason,
+                              result=t.result or None))
+        owner = self.new_owner()
         # A claim with the default lease, as claim_due gives: Run.go extends it at once
         # for a transaction whose stored options need a longer one.
         change = Change(status=t.status, owner=owner, rollback_reason=reason,
                         result=t.result or None,
-                        next_cron_time=claim_until(now, self.timing) if t.run else None)
+                        next_cron_time=claim_until(now, self.timing))
         taken = await self.store.take(gid=gid, now=now, expect_status=t.expect,
                                       expect_type=t.trans_type, change=change)
         if taken is None:
             return False
-        if owner is not None:
-            trans, branches = taken
-            if t.wait_result:
-                trans.options.wait_result = True
-            await self._start(trans, branches, owner)
+        trans, branches = taken
+        if t.wait_result:
+            trans.options.wait_result = True
+        await self._start(trans, branches, owner)
         return True
 
     async def _start(self, trans: Transaction, branches: list[Branch], owner: str) -> None:

@@ -63,10 +63,12 @@ class Store(Protocol):
         expect_status: Status,
         expect_owner: str | None,
         change: Change,
+        expect_type: TransType | None = None,
     ) -> bool:
         """Compare-and-set: apply `change` (global fields and branch statuses) atomically
-        only if the stored status equals `expect_status` and, when `expect_owner` is not
-        None, the stored owner equals it. Returns False and writes nothing otherwise.
+        only if the stored status equals `expect_status`, when `expect_owner` is not None
+        the stored owner equals it, and when `expect_type` is not None the transaction is of
+        that type. Returns False and writes nothing otherwise.
         Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED).
 
         In the same atomic step, `change.calls` are appended to the call history: each

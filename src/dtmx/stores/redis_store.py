@@ -116,6 +116,7 @@ class RedisStore(RedisBase):
         expect_status: Status,
         expect_owner: str | None,
         change: Change,
+        expect_type: TransType | None = None,
     ) -> bool:
         """See `dtmx.stores.base.Store.update`."""
         fields = change_fields(change, now)
@@ -129,6 +130,7 @@ class RedisStore(RedisBase):
             num(now),
             self._fttl_ms,
             self._dttl_ms,
+            "" if expect_type is None else expect_type.value,
             len(fields),
             *flat(fields),
             len(change.branches),

@@ -260,3 +260,25 @@ async def test_a_duplicate_branch_fails_only_its_add(batching: SqlStore) -> None
     assert [b.data for b in await s.get_branches(gid=dup)] == [b"first"]
     for g in gids:
         assert len(await s.get_branches(gid=g)) == 1
+
+
+async def test_updates_expecting_a_type_in_a_batch(batching: SqlStore) -> None:
+    # workflow submits (prepared -> succeed, only a workflow) sharing round trips
+    s = batching
+    gids = [gid() for _ in range(8)]
+    for i, g in enumerate(gids):
+        tt = TransType.MSG if i % 2 else TransType.WORKFLOW
+        assert await s.create(trans=mk(g, status=Status.PREPARED, tt=tt), branches=[])
+    before = s.roundtrips
+    got = await asyncio.gather(*(
+        s.update(gid=g, now=T0 + 1, expect_status=Status.PREPARED, expect_owner=None,
+                 expect_type=TransType.WORKFLOW,
+                 change=Change(status=Status.SUCCEED, result="cg=="))
+        for g in gids))
+    assert got == [i % 2 == 0 for i in range(8)]
+    assert s.roundtrips - before < 8
+    for i, g in enumerate(gids):
+        t = await s.get(gid=g)
+        assert t is not None
+        assert (t.status, t.result) == ((Status.SUCCEED, "cg==") if i % 2 == 0
+                                        else (Status.PREPARED, ""))

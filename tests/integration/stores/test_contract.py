@@ -249,6 +249,32 @@ async def test_update_cas_on_owner(store: Store) -> None:
     assert got is not None and got.owner == "z"
 
 
+async def test_update_cas_on_type(store: Store) -> None:
+    # a workflow's submit: prepared -> succeed with its result, only if it is a workflow
+    g = gid()
+    await store.create(trans=mk(g, status=Status.PREPARED, tt=TransType.TCC), branches=[])
+    change = Change(status=Status.SUCCEED, result="cmVzdWx0")
+    assert not await store.update(gid=g, now=T0 + 1, expect_status=Status.PREPARED,
+                                  expect_owner=None, expect_type=TransType.WORKFLOW,
+                                  change=change)
+    got = await store.get(gid=g)
+    assert got is not None and got.status is Status.PREPARED and got.result == ""
+    w = gid()
+    await store.create(trans=mk(w, status=Status.PREPARED, tt=TransType.WORKFLOW), branches=[])
+    assert await store.update(gid=w, now=T0 + 1, expect_status=Status.PREPARED,
+                              expect_owner=None, expect_type=TransType.WORKFLOW, change=change)
+    got = await store.get(gid=w)
+    assert got is not None and (got.status, got.result) == (Status.SUCCEED, "cmVzdWx0")
+    assert got.finish_time == approx(T0 + 1)
+    # the type is checked together with the status and owner
+    assert not await store.update(gid=g, now=T0 + 2, expect_status=Status.PREPARED,
+                                  expect_owner="x", expect_type=TransType.TCC,
+                                  change=Change(owner="y"))
+    assert await store.update(gid=g, now=T0 + 2, expect_status=Status.PREPARED,
+                              expect_owner=None, expect_type=TransType.TCC,
+                              change=Change(owner="y"))
+
+
 async def test_update_sets_finish_and_rollback_time(store: Store) -> None:
     g1, g2 = gid(), gid()
     await store.create(trans=mk(g1), branches=[])

@@ -154,7 +154,8 @@ class MysqlStore(SqlStore):
         script: list[Statement] = []
         at: list[int] = []
         for u in items:
-            cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
+            cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change,
+                             u.expect_type)
             at.append(len(script))
             script += self._cas_script(cas, u.gid, u.now, u.change)
         results = await self._script(script)

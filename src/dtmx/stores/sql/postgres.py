@@ -155,13 +155,14 @@ TAKE = (
 
 _U = ("gid text, expect_status text, expect_owner text, now timestamptz, status text,"
       " next_cron_time timestamptz, next_cron_interval float8, owner text,"
-      " rollback_reason text, result text, retry_count bigint")
+      " rollback_reason text, result text, retry_count bigint, expect_type text")
 #: Several compare-and-set updates (distinct gids) in one statement: one row of the
 #: arrays per update (columns as in `_U`), a column left NULL keeps the stored value as
 #: in `Change`; the branch updates of the rows that matched; the gids that matched.
 UPDATE_MANY = (
     "WITH u AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[],"
-    " ?::text[], ?::timestamptz[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::bigint[])"
+    " ?::text[], ?::timestamptz[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::bigint[],"
+    " ?::text[])"
     f" AS u({', '.join(c.split()[0] for c in _U.split(', '))})),"
     " g AS (UPDATE trans_global AS t SET update_time = u.now,"
     " status = COALESCE(u.status, t.status),"
@@ -178,7 +179,8 @@ UPDATE_MANY = (
     " (jsonb_set(COALESCE(NULLIF(t.options, ''), '{}')::jsonb, '{retry_count}',"
     " to_jsonb(u.retry_count)))::text END"
     " FROM u WHERE t.gid = u.gid AND t.status = u.expect_status"
-    " AND (u.expect_owner IS NULL OR t.owner = u.expect_owner) RETURNING t.gid),"
+    " AND (u.expect_owner IS NULL OR t.owner = u.expect_owner)"
+    " AND (u.expect_type IS NULL OR t.trans_type = u.expect_type) RETURNING t.gid),"
     " b AS (UPDATE trans_branch_op AS bt SET status = v.status, update_time = v.now,"
     " finish_time = COALESCE(v.finish_time, bt.finish_time)"
     " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
@@ -198,7 +200,7 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
     rows = [
         (u.gid, u.expect_status.value, u.expect_owner, ts(u.now),
          c.status and c.status.value, ts(c.next_cron_time), c.next_cron_interval, c.owner,
-         c.rollback_reason, c.result, c.retry_count)
+         c.rollback_reason, c.result, c.retry_count, u.expect_type and u.expect_type.value)
         for u in items
         for c in (u.change,)
     ]
@@ -208,7 +210,7 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
         for u in items
         for b in u.change.branches
     ]
-    out = [*(list(col) for col in _columns(rows, 11)),
+    out = [*(list(col) for col in _columns(rows, 12)),
            *(list(col) for col in _columns(branches, 6))]
     if any(u.change.calls for u in items):
         out += call_arrays([(u.gid, u.change.keep_calls, u.change.calls) for u in items],

@@ -153,13 +153,15 @@ class CasUpdate:
     expect_status: Status
     expect_owner: str | None
     change: Change
+    expect_type: TransType | None = None
 
 
 def cas_update(
-    d: Dialect, gid: str, now: float, expect_status: Status, expect_owner: str | None, c: Change
+    d: Dialect, gid: str, now: float, expect_status: Status, expect_owner: str | None, c: Change,
+    expect_type: TransType | None = None,
 ) -> tuple[str, list[Any]]:
-    """The compare-and-set UPDATE of the global row applying `c`; its WHERE clause ends it,
-    so a caller may add conditions."""
+    """The compare-and-set UPDATE of the global row applying `c` (only a row of
+    `expect_type`, if given); its WHERE clause ends it, so a caller may add conditions."""
     sets, args = ["update_time = ?"], [d.ts(now)]
     if c.status is not None:
         sets.append("status = ?")
@@ -188,6 +190,9 @@ def cas_update(
     if expect_owner is not None:
         where += " AND owner = ?"
         args.append(expect_owner)
+    if expect_type is not None:
+        where += " AND trans_type = ?"
+        args.append(expect_type.value)
     return f"UPDATE trans_global SET {', '.join(sets)} WHERE {where}", args
 
 

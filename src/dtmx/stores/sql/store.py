@@ -242,16 +242,18 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         expect_status: Status,
         expect_owner: str | None,
         change: Change,
+        expect_type: TransType | None = None,
     ) -> bool:
         """See `dtmx.stores.base.Store.update`; batched with concurrent ones when the
         store has batch lanes."""
-        u = CasUpdate(gid, now, expect_status, expect_owner, change)
+        u = CasUpdate(gid, now, expect_status, expect_owner, change, expect_type)
         if self._updates is not None:
             return await self._updates.submit(u)
         return await self._update_one(u)
 
     async def _update_one(self, u: CasUpdate) -> bool:
-        cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change)
+        cas = cas_update(self._d, u.gid, u.now, u.expect_status, u.expect_owner, u.change,
+                         u.expect_type)
         if u.change.branches or u.change.calls:
             return await self._update_with_rows(cas, u.gid, u.now, u.change)
         async with self._session() as ex:
@@ -274,11 +276,8 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
         """See `dtmx.stores.base.Store.take`."""
         if change.branches or change.calls:
             raise ValueError("take does not write branches; use update")
-        sql, args = cas_update(self._d, gid, now, expect_status, None, change)
-        if expect_type is not None:
-            sql += " AND trans_type = ?"  # the WHERE clause ends the statement
-            args.append(expect_type.value)
-        got = await self._take((sql, args), gid)
+        cas = cas_update(self._d, gid, now, expect_status, None, change, expect_type)
+        got = await self._take(cas, gid)
         if got is None:
             return None
         trows, brows = got
