@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,20 @@ DBOS_DB = "bench_embed_dbos"
 Write = Callable[[str, str], Awaitable[None]]
 
 
-async def app_db(store: str, workdir: Path) -> tuple[Write, Callable[[], Awaitable[None]]]:
-    """The application's database: one table, one INSERT per step."""
+async def _keep_session(_conn: object) -> None:
+    """No session reset when a connection goes back to the pool."""
+
+
+async def app_db(store: str, workdir: Path, db: str = "postgres", *, pool_reset: bool = True
+                 ) -> tuple[Write, Callable[[], Awaitable[None]]]:
+    """The application's database: one table, one INSERT per step (PostgreSQL: in the
+    schema APP_SCHEMA of database `db`; without `pool_reset`, asyncpg's pool does not send
+    its session reset, a round trip, each time a connection goes back)."""
     if store == "postgres":
         import asyncpg
 
-        pool = await asyncpg.create_pool(f"{PG}/postgres", min_size=4, max_size=16)
+        reset = {} if pool_reset else {"reset": _keep_session}
+        pool = await asyncpg.create_pool(f"{PG}/{db}", min_size=4, max_size=16, **reset)
         await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {APP_SCHEMA}")
         await pool.execute(f"CREATE TABLE IF NOT EXISTS {APP_SCHEMA}.effects "
                            "(gid TEXT NOT NULL, step TEXT NOT NULL)")
@@ -68,34 +76,54 @@ async def app_db(store: str, workdir: Path) -> tuple[Write, Callable[[], Awaitab
     return sqlite_write, conn.close
 
 
+#: A CPU meter: cumulative CPU seconds by process id (read at the window's edges).
+Meter = Callable[[], Mapping[int, float]]
+
+
+def _meter_delta(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """CPU seconds spent in the window: processes started inside it count from zero."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 async def closed_loop(one: Callable[[], Awaitable[None]], clients: int, warmup: float,
-                      seconds: float) -> dict[str, float]:
-    """N clients, each one transaction in flight; counts and CPU inside the window only."""
-    done = [0]
+                      seconds: float, meters: Mapping[str, Meter] | None = None
+                      ) -> dict[str, float]:
+    """N clients, each one transaction in flight; counts and CPU inside the window only
+    (this process's, and `<name>_cpu_ms_per_tx` of each meter); `total` counts every
+    transaction completed, warm-up and drain included."""
+    done = [0, 0]
     window: dict[str, float] = {}
     stop = asyncio.Event()
     lat: list[float] = []
+    meters = meters or {}
 
     async def client() -> None:
         while not stop.is_set():
             t0 = time.perf_counter()
             await one()
+            done[1] += 1
             if "t0" in window and "t1" not in window:
                 done[0] += 1
                 lat.append(time.perf_counter() - t0)
 
     tasks = [asyncio.create_task(client()) for _ in range(clients)]
     await asyncio.sleep(warmup)
+    at0 = {name: m() for name, m in meters.items()}
     window["t0"], window["cpu0"] = time.perf_counter(), time.process_time()
     await asyncio.sleep(seconds)
     window["t1"], window["cpu1"] = time.perf_counter(), time.process_time()
+    at1 = {name: m() for name, m in meters.items()}
     n = done[0]
     stop.set()
     await asyncio.gather(*tasks)
     lat.sort()
     el = window["t1"] - window["t0"]
-    return {"tx": n, "tps": n / el, "cpu_ms_per_tx": 1000 * (window["cpu1"] - window["cpu0"]) / n,
-            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+    out = {"tx": n, "tps": n / el, "total": done[1],
+           "cpu_ms_per_tx": 1000 * (window["cpu1"] - window["cpu0"]) / n,
+           "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+    for name in meters:
+        out[f"{name}_cpu_ms_per_tx"] = 1000 * _meter_delta(at0[name], at1[name]) / n
+    return out
 
 
 async def run_dtmx(store: str, workdir: Path, a: argparse.Namespace) -> dict[str, float]:

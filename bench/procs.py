@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +42,30 @@ def cpu_seconds(pid: int) -> float:
 _STORE_SERVER_COMM = {"postgres": ("postgres",), "mysql": ("mariadbd", "mysqld")}
 
 
-def store_server_cpu(store: str) -> float:
-    """utime + stime of the database server's processes (0.0 for SQLite and Redis' none).
-
-    Counts every process of that server, so work of other clients of the same server in
-    the window is included: a shared machine makes this an upper bound."""
+def store_server_cpus(store: str) -> dict[int, float]:
+    """utime + stime of each of the database server's processes, by pid (none for SQLite
+    and Redis). Every process of that server: other clients' work counts too."""
     names = _STORE_SERVER_COMM.get(store)
     if not names:
-        return 0.0
-    total = 0.0
+        return {}
+    out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             if (d / "comm").read_text().strip() in names:
-                total += cpu_seconds(int(d.name))
+                out[int(d.name)] = cpu_seconds(int(d.name))
         except OSError:  # ended meanwhile
             continue
-    return total
+    return out
+
+
+def store_server_cpu(store: str) -> float:
+    """utime + stime of the database server's processes (0.0 for SQLite and Redis' none).
+
+    Counts every process of that server, so work of other clients of the same server in
+    the window is included: a shared machine makes this an upper bound."""
+    return sum(store_server_cpus(store).values())
 
 
 def self_cpu() -> float:
@@ -212,3 +219,52 @@ def _root() -> str:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="dtmx-bench-"))
+
+
+def pg_backend_pids(dbs: Sequence[str]) -> list[int]:
+    """The PostgreSQL server processes serving connections to the databases `dbs`."""
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s)",
+                            [list(dbs)]).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def pg_backends_cpu(dbs: Sequence[str]) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the databases `dbs` (only
+    those: other clients of the shared server do not count)."""
+    out = {}
+    for pid in pg_backend_pids(dbs):
+        try:
+            out[pid] = cpu_seconds(pid)
+        except OSError:  # its connection closed meanwhile
+            continue
+    return out
+
+
+#: pg_stat_database counters summed by `pg_db_stats`.
+PG_DB_STATS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+#: What `pg_db_stats` answers.
+PG_COUNTS = (*PG_DB_STATS, "xids")
+
+
+def pg_db_stats(dbs: Sequence[str]) -> dict[str, int]:
+    """PG_DB_STATS summed over the databases `dbs`, and `xids`: the server's next
+    transaction id (only a writing transaction takes one; all databases count). A backend
+    reports its counts when it goes idle, at most once a second, and when it exits: read
+    them after the clients closed their connections."""
+    import psycopg
+
+    cols = ", ".join(f"coalesce(sum({c}), 0)" for c in PG_DB_STATS)
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(f"SELECT {cols} FROM pg_stat_database WHERE datname = ANY(%s)",
+                           [list(dbs)]).fetchone()
+        xid = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())").fetchone()
+    assert row is not None and xid is not None
+    out = {c: int(v) for c, v in zip(PG_DB_STATS, row, strict=True)}
+    out["xids"] = int(xid[0])  # the server's next transaction id: all its databases
+    return out
