@@ -157,12 +157,13 @@ async def run_dtmx(store: str, workdir: Path, a: argparse.Namespace) -> dict[str
     return out
 
 
-async def run_dbos(store: str, workdir: Path, a: argparse.Namespace) -> dict[str, float]:
+async def dbos_loop(write: Write, url: str, a: argparse.Namespace,
+                    meters: Mapping[str, Meter] | None = None) -> dict[str, float]:
+    """The closed loop over DBOS's 2-step workflow (system database `url`): each step one
+    `write`, as `@DBOS.step`s of an awaited `@DBOS.workflow`."""
     import uuid
 
     from dbos import DBOS, DBOSConfig, SetWorkflowID
-
-    write, close = await app_db(store, workdir)
 
     @DBOS.step()
     async def step(gid: str, name: str) -> None:
@@ -173,8 +174,6 @@ async def run_dbos(store: str, workdir: Path, a: argparse.Namespace) -> dict[str
         await step(gid, "step1")
         await step(gid, "step2")
 
-    url = (f"{PG}/{DBOS_DB}" if store == "postgres"
-           else f"sqlite:///{workdir / 'dbos.sqlite'}")
     config: DBOSConfig = {"name": "bench-embed", "system_database_url": url,
                           "log_level": "WARNING", "sys_db_pool_size": 40}
     DBOS(config=config)
@@ -186,10 +185,19 @@ async def run_dbos(store: str, workdir: Path, a: argparse.Namespace) -> dict[str
             await saga(gid)
 
     try:
-        return await closed_loop(one, a.clients, a.warmup, a.seconds)
+        return await closed_loop(one, a.clients, a.warmup, a.seconds, meters)
+    finally:
+        DBOS.destroy()
+
+
+async def run_dbos(store: str, workdir: Path, a: argparse.Namespace) -> dict[str, float]:
+    write, close = await app_db(store, workdir)
+    url = (f"{PG}/{DBOS_DB}" if store == "postgres"
+           else f"sqlite:///{workdir / 'dbos.sqlite'}")
+    try:
+        return await dbos_loop(write, url, a)
     finally:
         await close()
-        DBOS.destroy()
 
 
 def reset(store: str) -> None:

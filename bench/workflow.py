@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import procs
-from bench.embedded import PG, Meter, Write, app_db, closed_loop
+from bench.embedded import PG, Meter, Write, app_db, closed_loop, dbos_loop
 
 if TYPE_CHECKING:
     from dtmx.client.workflow import Workflows
@@ -133,35 +133,11 @@ async def run_serve(a: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_dbos(a: argparse.Namespace) -> dict[str, Any]:
-    from dbos import DBOS, DBOSConfig, SetWorkflowID
-
     write, close = await app_db("postgres", Path(a.workdir), APP_DB, pool_reset=a.pool_reset)
-
-    @DBOS.step()
-    async def step(gid: str, name: str) -> None:
-        await write(gid, name)
-
-    @DBOS.workflow()
-    async def wf2(gid: str) -> None:
-        await step(gid, "step1")
-        await step(gid, "step2")
-
-    config: DBOSConfig = {"name": "bench-wf", "system_database_url": f"{PG}/{DBOS_DB}",
-                          "log_level": "WARNING", "sys_db_pool_size": 40}
-    DBOS(config=config)
-    DBOS.launch()
-
-    async def one() -> None:
-        gid = uuid.uuid4().hex
-        with SetWorkflowID(gid):
-            await wf2(gid)
-
     try:
-        return await closed_loop(one, a.clients, a.warmup, a.seconds,
-                                 _pg_meters(DBOS_DB, APP_DB))
+        return await dbos_loop(write, f"{PG}/{DBOS_DB}", a, _pg_meters(DBOS_DB, APP_DB))
     finally:
         await close()
-        DBOS.destroy()
 
 
 def reset() -> None:
