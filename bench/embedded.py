@@ -222,16 +222,22 @@ def contender(a: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(run(a.store, workdir, a))), flush=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--stores", default="postgres,sqlite")
-    p.add_argument("--store", default="")
+def loop_args(p: argparse.ArgumentParser) -> None:
+    """The options of a closed-loop comparison: the contender process's own
+    (--contender, --workdir) and the load's."""
     p.add_argument("--contender", default="")
     p.add_argument("--workdir", default="")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--rounds", type=int, default=2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--stores", default="postgres,sqlite")
+    p.add_argument("--store", default="")
+    loop_args(p)
     a = p.parse_args()
     if a.contender:
         contender(a)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import procs
-from bench.embedded import PG, Meter, Write, app_db, closed_loop, dbos_loop
+from bench.embedded import PG, Meter, Write, app_db, closed_loop, dbos_loop, loop_args
 
 if TYPE_CHECKING:
     from dtmx.client.workflow import Workflows
@@ -185,12 +185,7 @@ def one_phase(who: str, a: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--contenders", default=",".join(CONTENDERS))
-    p.add_argument("--contender", default="")
-    p.add_argument("--workdir", default="")
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=8.0)
-    p.add_argument("--warmup", type=float, default=1.5)
-    p.add_argument("--rounds", type=int, default=2)
+    loop_args(p)
     p.add_argument("--no-pool-reset", dest="pool_reset", action="store_false",
                    help="the application's asyncpg pool does not reset the connections it "
                         "takes back (asyncpg's default does: one more round trip per write)")
