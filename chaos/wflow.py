@@ -87,10 +87,14 @@ class WorkflowClients:
                                  "t0": time.time(), "fault": "none", "dup": False,
                                  "applied": False}
         registry = self.registries[self.registry_of(q["gid"])]
-        # every outcome is an answer (a ClientCrash too: an error, called again later)
-        status, body = await resume(registry, request.query, await request.read())
-        entry["t1"], entry["status"] = time.time(), status
-        self.calls.append(entry)
+        entry["status"] = 499  # the caller went away and the handler was cancelled
+        try:
+            # every outcome is an answer (a ClientCrash too: an error, called again later)
+            status, body = await resume(registry, request.query, await request.read())
+            entry["status"] = status
+        finally:  # logged whatever happens: the two-owners check needs every call
+            entry["t1"] = time.time()
+            self.calls.append(entry)
         return web.json_response(body, status=status)
 
 
