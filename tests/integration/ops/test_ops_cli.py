@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -65,6 +66,27 @@ def test_tx_show_lists_every_call_of_a_branch(server: ServerProcess, busi: BusiS
     assert [(r[0], r[1], r[2], r[5]) for r in rows[1:]] == [
         ("01", "action", "1", "ERROR"), ("01", "action", "2", "ERROR"),
         ("01", "action", "3", "SUCCESS")]
+
+
+def test_the_history_limits_come_from_the_settings(busi: BusiServer, tag: str,
+                                                    tmp_path: Path) -> None:
+    """Limits.MaxCallsPerBranch 3: of six calls the first and the newest two are kept;
+    Limits.MaxCallReasonBytes 16: each reason cut to 16 bytes and marked."""
+    s = ServerProcess(workdir=str(tmp_path), extra={
+        "Limits": {"MaxCallsPerBranch": 3, "MaxCallReasonBytes": 16},
+        "RetryInterval": 0.05}).start()
+    try:
+        gid, route = f"{tag}-limits", f"Limits{tag}"
+        busi.state.set(route, *["ERROR"] * 5, "SUCCESS")
+        body = {"gid": gid, "trans_type": "saga", "payloads": ["{}"],
+                "steps": [{"action": f"{busi.url}/{route}", "compensate": ""}]}
+        assert requests.post(f"{s.url}/submit", json=body, timeout=10).status_code == 200
+        calls = s.wait_status(gid, "succeed", timeout=30)["calls"]
+        assert [(c["attempt"], c["result"]) for c in calls] == [
+            (1, "ERROR"), (5, "ERROR"), (6, "SUCCESS")]
+        assert calls[0]["reason"] == '500 {"message": ...(truncated)'  # 16 bytes + mark
+    finally:
+        s.stop()
 
 
 def test_tx_list_show_retry_stop(server: ServerProcess, busi: BusiServer, tag: str) -> None:
