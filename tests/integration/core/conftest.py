@@ -10,8 +10,9 @@ import pytest
 import requests
 
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import free_port
 
 
@@ -33,18 +34,15 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     saga/TCC/msg modules also on a Redis Cluster. A module's `SERVER_EXTRA` settings, if
     it has them, are added to its server's."""
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_it_{uuid.uuid4().hex[:8]}"
+    url = ""
     if request.param == "redis-cluster":
         if request.module.__name__.rpartition(".")[2] not in _ON_CLUSTER:
             pytest.skip("the cluster runs the saga/TCC/msg scenarios only")
         url = request.getfixturevalue("redis_cluster").url
-        block = {"Driver": "redis", "Url": url, "RedisPrefix": "{" + name + "}"}
-    else:
-        block = store_block(request.param, name, workdir)
     extra = getattr(request.module, "SERVER_EXTRA", None)
-    s = ServerProcess(store=block, workdir=workdir, extra=extra).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_it", workdir, url) as block, \
+            ServerProcess(store=block, workdir=workdir, extra=extra) as s:
+        yield s
 
 
 @pytest.fixture

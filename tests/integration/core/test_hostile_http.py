@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from tests.support.probe import ping_ms, pings_while, rss
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
 from tests.support.util import eventually, free_port
 
 MIB = 1024 * 1024
@@ -28,11 +28,9 @@ MIB = 1024 * 1024
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_hostile_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir,
-                      extra={"LogLevel": "info"}).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_hostile", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir, extra={"LogLevel": "info"}) as s:
+        yield s
 
 
 def _port(server: ServerProcess) -> int:

@@ -5,7 +5,6 @@ server log has one line per client error, never a traceback. SQLite and Redis.""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +13,8 @@ import requests
 
 from tests.integration.core.conftest import TRANSFER, post, saga_body
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
 from tests.support.util import eventually
 
 FANOUT = 50
@@ -25,11 +24,10 @@ FANOUT = 50
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServerProcess]:
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_it_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir,
-                      extra={"Limits": {"MaxTopicFanout": FANOUT}}).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_it", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir,
+                          extra={"Limits": {"MaxTopicFanout": FANOUT}}) as s:
+        yield s
 
 
 def get(server: ServerProcess, route: str, **params: Any) -> requests.Response:

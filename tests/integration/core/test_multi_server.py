@@ -14,8 +14,9 @@ import requests
 
 from tests.support.busi import BusiServer
 from tests.support.sagas import BAD_STEPS, OK_STEPS, assert_applied_exactly_once, body, unfinished
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import eventually, free_port
 
 
@@ -27,12 +28,8 @@ def test_three_servers_one_killed(driver: str, tmp_path: object, request: pytest
     busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransOut", "SLEEP:0.2")
     busi.state.set("TransOutTry", "FAILURE")
-    name = f"dtmx_ms_{uuid.uuid4().hex[:8]}"
-    if driver == "redis-cluster":
-        url = request.getfixturevalue("redis_cluster").url
-        block = {"Driver": "redis", "Url": url, "RedisPrefix": "{" + name + "}"}
-    else:
-        block = store_block(driver, name, str(tmp_path))
+    url = request.getfixturevalue("redis_cluster").url if driver == "redis-cluster" else ""
+    block = cleanup.enter_context(scratch_store(driver, "dtmx_ms", str(tmp_path), url))
     fast = {"RequestTimeout": 0.5, "LeaseSeconds": 1}
     servers = [cleanup.enter_context(ServerProcess(store=block, extra=fast)) for _ in range(3)]
     acked: list[tuple[str, bool]] = []

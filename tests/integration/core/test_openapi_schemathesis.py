@@ -6,18 +6,18 @@ one run on Redis. Bounded: a fixed seed and a fixed number of examples per route
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
 from dtmx.api.http import openapi_document
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
 from tests.support.util import eventually
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -25,10 +25,10 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
-def test_every_answer_matches_the_document(store: str, tmp_path: Path) -> None:
-    name = f"dtmx_st_{uuid.uuid4().hex[:8]}"
-    server = ServerProcess(store=store_block(store, name, str(tmp_path)),
-                           workdir=str(tmp_path)).start()
+def test_every_answer_matches_the_document(store: str, tmp_path: Path,
+                                           cleanup: contextlib.ExitStack) -> None:
+    block = cleanup.enter_context(scratch_store(store, "dtmx_st", str(tmp_path)))
+    server = ServerProcess(store=block, workdir=str(tmp_path)).start()
     try:
         base = f"http://127.0.0.1:{server.http_port}"
         served = requests.get(f"{base}/api/openapi.json", timeout=5)

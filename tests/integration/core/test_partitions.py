@@ -15,6 +15,7 @@ from dtmx.net.resp_cluster import ClusterClient
 from tests.support.busi import BusiServer
 from tests.support.redis_cluster import RedisCluster
 from tests.support.sagas import OK_STEPS, assert_applied_exactly_once, body, unfinished
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
 from tests.support.util import eventually, free_port
 
@@ -40,9 +41,9 @@ def test_two_servers_divide_partitions_and_one_takes_over(
         redis_cluster: RedisCluster, cleanup: contextlib.ExitStack) -> None:
     busi = cleanup.enter_context(BusiServer(free_port()))
     busi.state.set("TransOut", "SLEEP:0.3")
-    base = f"dtmx_pt_{uuid.uuid4().hex[:8]}"
-    block = {"Driver": "redis", "Url": redis_cluster.url, "RedisPrefix": "{" + base + "}",
-             "RedisPartitions": PARTITIONS}
+    block = cleanup.enter_context(scratch_store("redis-cluster", "dtmx_pt", "", redis_cluster.url))
+    block["RedisPartitions"] = PARTITIONS
+    base = block["RedisPrefix"].strip("{}")
     fast = {"RequestTimeout": 1, "LeaseSeconds": 1}
     a, b = (cleanup.enter_context(ServerProcess(store=block, extra=fast)) for _ in range(2))
     pid_a, pid_b = a.proc.pid, b.proc.pid  # type: ignore[union-attr]

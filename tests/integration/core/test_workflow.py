@@ -28,8 +28,9 @@ from google.protobuf import empty_pb2
 from dtmx.proto import dtmgimp_pb2, wf_pb2, wf_pb2_grpc
 from tests.integration.core.conftest import post
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import eventually, free_port
 from tests.support.workflow import (
     DUPLICATE_CODES,
@@ -201,7 +202,7 @@ def test_two_servers_never_call_one_workflow_back_at_once(
         store: str, busi: BusiServer, tmp_path: Any, cleanup: contextlib.ExitStack) -> None:
     # both servers poll the same store every 0.05 s; each callback takes longer than the
     # retry interval, so only the owner token and the lease keep the calls apart
-    block = store_block(store, f"dtmx_wf_{uuid.uuid4().hex[:8]}", str(tmp_path))
+    block = cleanup.enter_context(scratch_store(store, "dtmx_wf", str(tmp_path)))
     servers = [cleanup.enter_context(ServerProcess(store=block)) for _ in range(2)]
     gid = f"wf2-{uuid.uuid4().hex}"
     busi.state.set("Workflow", "SLEEP:0.3")

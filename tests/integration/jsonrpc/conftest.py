@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.jrpc_busi import JsonRpcBranches
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import free_port
 
 
@@ -18,12 +18,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            ) -> Iterator[ServerProcess]:
     """One server per store (SQLite, MySQL, PostgreSQL, Redis), isolated under a name of its
     own: a database, a schema, a key prefix or a file."""
-    name = f"jrpc_{uuid.uuid4().hex[:8]}"
     workdir = str(tmp_path_factory.mktemp("jrpc"))
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir,
-                      extra={"JsonRpcPort": free_port()}).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "jrpc", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir, extra={"JsonRpcPort": free_port()}) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

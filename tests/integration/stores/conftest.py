@@ -4,14 +4,14 @@ sqlite: a file in tmp_path; mysql: database `dtmx_test_store`; postgres: databas
 schema `dtmx_test_store` (both ours, migrated to this code's schema and emptied at fixture
 start; DTMX_TEST_STORE_DB names others), with the server's default
 of two batch lanes (concurrent writes share round trips); redis: a unique key prefix,
-deleted afterwards; memory: `sim.store.MemoryStore`, the simulation's store, held to the
-same contract so that what the simulation proves is about a faithful store.
+deleted afterwards (tests.support.scratch); memory: `sim.store.MemoryStore`, the
+simulation's store, held to the same contract so that what the simulation proves is about a
+faithful store.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from dtmx.stores.sql import SqlStore, migrate
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 from dtmx.stores.sql.sqlite import SqliteStore
+from tests.support.scratch import scratch
 
 TEST_DB = os.environ.get("DTMX_TEST_STORE_DB", "dtmx_test_store")
 REDIS_URL = os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -50,20 +51,6 @@ async def empty_tables(s: SqlStore) -> None:
             await ex.execute(f"DELETE FROM {table}")
 
 
-async def _drop_redis_keys(url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    r = aioredis.Redis.from_url(url)
-    try:
-        # the store's own keys and its partitions' ({base}..., {base:0}..., ...)
-        match = "{" + prefix.strip("{}") + "*"
-        keys = [k async for k in r.scan_iter(match=match, count=500)]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
-
-
 @pytest.fixture(params=["sqlite", "mysql", "postgres", "redis", "redis-cluster", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     kind: str = request.param
@@ -75,17 +62,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if kind.startswith("redis"):
         from dtmx.stores.redis_store import RedisStore
 
-        prefix = "{dtmx-test-" + uuid.uuid4().hex[:12] + "}"
         # the cluster is this session's own: dropped whole at the end, no clean-up here
         url = REDIS_URL if kind == "redis" else request.getfixturevalue("redis_cluster").url
-        rs = RedisStore(url, prefix=prefix, finished_ttl=86400.0)
-        await rs.open()
-        try:
-            yield rs
-        finally:
-            await rs.close()
-            if kind == "redis":
-                await _drop_redis_keys(url, prefix)
+        with scratch(kind, "dtmx_store") as name:
+            rs = RedisStore(url, prefix="{" + name + "}", finished_ttl=86400.0)
+            await rs.open()
+            try:
+                yield rs
+            finally:
+                await rs.close()
         return
     s = sql_store(kind, tmp_path)
     await open_current(s)

@@ -5,6 +5,7 @@ create script itself (redis_v1_create.lua, kept as it was)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dtmx.errors import ConfigError
 from dtmx.net.resp import RedisAddress, RespClient
 from dtmx.stores.redis_codec import encode_branch, encode_trans, flat, num
 from dtmx.stores.redis_store import RedisStore
+from tests.support.scratch import scratch
 
 URL = os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 OLD_CREATE = (Path(__file__).with_name("redis_v1_create.lua")).read_text()
@@ -48,8 +50,9 @@ async def _old_create(c: RespClient, p: str, t: Transaction, bs: list[Branch]) -
     assert await c.execute("EVAL", OLD_CREATE, len(keys), *keys, *args) == 1
 
 
-async def test_old_layout_is_refused_then_migrated(tmp_path: Path) -> None:
-    prefix = "{dtmx-mig-" + uuid.uuid4().hex[:10] + "}"
+async def test_old_layout_is_refused_then_migrated(tmp_path: Path,
+                                                  cleanup: contextlib.ExitStack) -> None:
+    prefix = "{" + cleanup.enter_context(scratch("redis", "dtmx_store")) + "}"
     raw = RespClient(RedisAddress.from_url(URL))
     old = [_trans(i, [Status.SUBMITTED, Status.SUCCEED, Status.FAILED][i % 3]) for i in range(9)]
     try:
@@ -92,7 +95,4 @@ async def test_old_layout_is_refused_then_migrated(tmp_path: Path) -> None:
         finally:
             await store.close()
     finally:
-        keys = await raw.execute("KEYS", "{" + prefix.strip("{}") + "*")
-        if keys:
-            await raw.execute("DEL", *keys)
         await raw.close()

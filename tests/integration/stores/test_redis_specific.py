@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,26 +25,18 @@ from dtmx.core.models import (
 from dtmx.errors import ConfigError, DuplicateBranch, StoreUnavailable
 from dtmx.stores.base import Store
 from dtmx.stores.redis_store import RedisStore
+from tests.support.scratch import scratch
 from tests.support.util import free_port
 
 URL = os.environ.get("DTMX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0
 
 
-async def _drop(prefix: str) -> None:
-    r = aioredis.Redis.from_url(URL)
-    try:
-        match = "{" + prefix.strip("{}") + "*"  # the store's keys and its partitions'
-        keys = [k async for k in r.scan_iter(match=match, count=500)]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
-
-
 @pytest.fixture
-def prefix() -> str:
-    return "{dtmx-rs-" + uuid.uuid4().hex[:12] + "}"
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys (and its partitions') deleted at the end."""
+    with scratch("redis", "dtmx_store") as name:
+        yield "{" + name + "}"
 
 
 @pytest.fixture
@@ -55,7 +47,6 @@ async def store(prefix: str) -> AsyncIterator[RedisStore]:
         yield s
     finally:
         await s.close()
-        await _drop(prefix)
 
 
 @pytest.fixture
@@ -372,7 +363,6 @@ async def test_burst_on_one_connection(prefix: str) -> None:
         assert got == [*ts, *[saga_branches(t.gid) for t in ts]]
     finally:
         await s.close()
-        await _drop(prefix)
 
 
 async def test_unavailable() -> None:

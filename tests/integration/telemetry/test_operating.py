@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dtmx.api.proto import dtmgimp_pb2_grpc
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
 from tests.support.util import eventually, free_port
 from tests.support.webhook import WebhookListener
 
@@ -47,7 +47,6 @@ def busi() -> Iterator[BusiServer]:
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            hook: WebhookListener) -> Iterator[ServerProcess]:
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_tel_{uuid.uuid4().hex[:8]}"
     extra = {
         "Log": {"Format": "json", "AccessLog": True},
         "Telemetry": {"DtmLabels": request.param == "postgres"},
@@ -56,10 +55,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "Alert": {"Notify": "retry,failed,stuck", "StuckAfter": 1, "Backoff": 0.2},
         "NoSuchKey": 1,  # its warning must come out through the JSON logger
     }
-    s = ServerProcess(store=store_block(request.param, name, workdir), extra=extra,
-                      workdir=workdir).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_tel", workdir) as block, \
+            ServerProcess(store=block, extra=extra, workdir=workdir) as s:
+        yield s
 
 
 def new_gid() -> str:

@@ -15,8 +15,9 @@ from dtmx.client import DtmClient
 from dtmx.client.workflow import Workflows, aiohttp_handler
 from dtmx.client.workflow.grpc import EXECUTE_METHOD, add_grpc_servicer
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import aeventually, free_port
 
 
@@ -25,10 +26,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            ) -> Iterator[ServerProcess]:
     """Every workflow scenario runs once per store: SQLite, MySQL, PostgreSQL and Redis."""
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_wf_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_wf", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir) as s:
+        yield s
 
 
 @pytest.fixture

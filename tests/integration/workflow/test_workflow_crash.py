@@ -6,10 +6,10 @@ another path on replay than the one recorded is stopped, naming the step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +23,9 @@ from tests.integration.workflow.conftest import WfApp, wait_status
 from tests.integration.workflow.crash_app import POINTS
 from tests.integration.workflow.ledger import Ledger
 from tests.support.busi import BusiServer
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.util import aeventually, free_port
 
 APP = Path(__file__).with_name("crash_app.py")
@@ -36,11 +37,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """Crash tests start processes (1-2 s each): SQLite, and the other stores where a test
     asks (indirect parametrisation)."""
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_wfc_{uuid.uuid4().hex[:8]}"
     driver = getattr(request, "param", "sqlite")
-    s = ServerProcess(store=store_block(driver, name, workdir), workdir=workdir).start()
-    yield s
-    s.stop()
+    with scratch_store(driver, "dtmx_wfc", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir) as s:
+        yield s
 
 
 def due_now(server: ServerProcess, gid: str) -> None:
@@ -179,11 +179,11 @@ async def _resume(app: WfApp, gid: str) -> tuple[int, dict[str, str]]:
 
 @pytest.mark.parametrize("driver", STORES)
 async def test_server_kill9_mid_run(
-    busi: BusiServer, tmp_path: Path, gid: str, driver: str
+    busi: BusiServer, tmp_path: Path, gid: str, driver: str, cleanup: contextlib.ExitStack
 ) -> None:
     # The server dies while branch 02 is being called: recording it fails, the workflow
     # stops; the restarted server resumes it, branch 01 answers from its record.
-    store = store_block(driver, f"dtmx_wfk_{uuid.uuid4().hex[:8]}", str(tmp_path))
+    store = cleanup.enter_context(scratch_store(driver, "dtmx_wfk", str(tmp_path)))
     own = ServerProcess(store=store, workdir=str(tmp_path)).start()
     app = await WfApp(own).start()
     ledger = await Ledger(tmp_path / "bank.db").setup()

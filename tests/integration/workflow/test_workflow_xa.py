@@ -4,7 +4,6 @@ the server on every store."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -15,8 +14,9 @@ from dtmx.client import Failure, Ongoing
 from dtmx.client.workflow import Workflow, Workflows
 from tests.integration.workflow.conftest import WfApp, wait_status
 from tests.support import xa_busi
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -26,10 +26,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     steps' own databases (MariaDB, PostgreSQL) vary by `db`."""
     xa_busi.setup_tables()
     workdir = str(tmp_path_factory.mktemp("dtmx"))
-    name = f"dtmx_wfx_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "dtmx_wfx", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir) as s:
+        yield s
 
 
 @pytest.fixture(params=xa_busi.DBS)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from dtmx.client import DtmClient
 from tests.support import xa_busi
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import STORES, store_block
+from tests.support.services import STORES
 from tests.support.xa_busi import XaBranches
 
 
@@ -19,11 +19,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            ) -> Iterator[ServerProcess]:
     """One server per store (SQLite, MySQL, PostgreSQL, Redis), isolated under a name of its
     own: a database, a schema, a key prefix or a file."""
-    name = f"xa_{uuid.uuid4().hex[:8]}"
     workdir = str(tmp_path_factory.mktemp("xa"))
-    s = ServerProcess(store=store_block(request.param, name, workdir), workdir=workdir).start()
-    yield s
-    s.stop()
+    with scratch_store(request.param, "xa", workdir) as block, \
+            ServerProcess(store=block, workdir=workdir) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
