@@ -36,6 +36,9 @@ ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "admin"
 # No network of its own: no updates, no sync, nothing but the page under test.
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
+# The browser's zone: not UTC (the server's), and half an hour off, so that a page mixing
+# local and UTC times shows it.
+BROWSER_TZ, BROWSER_OFFSET_MIN = "Asia/Kolkata", -330
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -55,7 +58,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id=BROWSER_TZ)
     pg = ctx.new_page()
     pg.set_default_timeout(10_000)
     errors: list[str] = []
@@ -332,9 +335,15 @@ def test_type_filter(page: Any, server: ServerProcess, busi: BusiServer, tag: st
     shot(page, "11-type-saga")
 
 
-LOCAL_INPUT = """ms => { const d = new Date(ms), p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}` +
-         `T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; }"""
+def _shown_created(page: Any, gid: str) -> str:
+    """The Created cell of `gid`'s row, as the list shows it."""
+    return str(page.locator(f'#transactions tr[data-gid="{gid}"] td').nth(3).inner_text())
+
+
+def _typed(shown: str, plus: int = 0) -> str:
+    """A time read off the list (`plus` seconds on), as an operator types it into a filter."""
+    t = datetime.strptime(shown, "%Y-%m-%d %H:%M:%SZ") + timedelta(seconds=plus)
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def test_time_range_filter(page: Any, server: ServerProcess, busi: BusiServer,
@@ -351,23 +360,27 @@ def test_time_range_filter(page: Any, server: ServerProcess, busi: BusiServer,
     late_s = math.floor(created(late))
     assert late_s >= early_s + 2
 
-    def local(seconds: int) -> str:  # the datetime-local value, in the browser's zone
-        return str(page.evaluate(LOCAL_INPUT, seconds * 1000))
-
+    # the browser is in another zone than UTC; the list shows UTC, the filter takes UTC
     page.goto(f"{_admin(server)}#/transactions?prefix={tag}")
+    assert page.evaluate("new Date().getTimezoneOffset()") == BROWSER_OFFSET_MIN
     assert sorted(_listed(page, 2)) == sorted([early, late])
-    page.fill('#filters input[name="from"]', local(late_s))
+    shown = {g: _shown_created(page, g) for g in (early, late)}
+    for g, s in ((early, early_s), (late, late_s)):
+        assert shown[g] == datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    labels = page.locator("#filters label").all_inner_texts()
+    assert {"Created from (UTC)", "to (UTC)"} <= {t.strip() for t in labels}
+    page.fill('#filters input[name="from"]', _typed(shown[late]))
     page.click('#filters button[type="submit"]')
     page.wait_for_function("location.hash.includes('from=')")
     assert _listed(page, 1) == [late]
     shot(page, "12-from")
     page.fill('#filters input[name="from"]', "")
-    page.fill('#filters input[name="to"]', local(early_s + 1))
+    page.fill('#filters input[name="to"]', _typed(shown[early], 1))
     page.click('#filters button[type="submit"]')
     page.wait_for_function("location.hash.includes('to=') && !location.hash.includes('from=')")
     assert _listed(page, 1) == [early]
-    page.fill('#filters input[name="from"]', local(early_s))
-    page.fill('#filters input[name="to"]', local(late_s + 1))
+    page.fill('#filters input[name="from"]', _typed(shown[early]))
+    page.fill('#filters input[name="to"]', _typed(shown[late], 1))
     page.click('#filters button[type="submit"]')
     page.wait_for_function("location.hash.includes('from=') && location.hash.includes('to=')")
     assert sorted(_listed(page, 2)) == sorted([early, late])

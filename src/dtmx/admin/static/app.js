@@ -148,7 +148,9 @@
   }
 
   // ---- transactions list ----------------------------------------------------------------
-  function toMs(local) { return local ? String(Date.parse(local)) : ""; }
+  // The created-time filter is in UTC, as the list shows times (…Z): an operator types in
+  // the time read off a row, wherever the browser is. The labels say so.
+  function toMs(utc) { return utc ? String(Date.parse(`${utc}Z`)) : ""; }
 
   function showList(params) {
     const f = Object.fromEntries(params.entries());
@@ -160,8 +162,8 @@
       h("label", {}, "Status", h("select", { name: "status" }, opt(STATUSES, f.status))),
       h("label", {}, "Type", h("select", { name: "type" }, opt(TYPES, f.type))),
       h("label", {}, "Gid prefix", h("input", { name: "prefix", value: f.prefix || "", size: 18 })),
-      h("label", {}, "Created from", h("input", { type: "datetime-local", name: "from", step: 1, value: f.from || "" })),
-      h("label", {}, "to", h("input", { type: "datetime-local", name: "to", step: 1, value: f.to || "" })),
+      h("label", {}, "Created from (UTC)", h("input", { type: "datetime-local", name: "from", step: 1, value: f.from || "" })),
+      h("label", {}, "to (UTC)", h("input", { type: "datetime-local", name: "to", step: 1, value: f.to || "" })),
       h("label", {}, "Per page", h("select", { name: "limit" },
         ["20", "50", "100"].map((v) => h("option", { value: v, selected: v === limit }, v)))),
       h("button", { class: "primary", type: "submit" }, "Apply"),
