@@ -1,5 +1,6 @@
 """Scratch stores: a MySQL database, a PostgreSQL schema or a Redis key prefix that one
-fixture makes for itself and drops when it ends, so test runs leave nothing behind.
+fixture names for itself (its store creates it) and drops when it ends, so test runs leave
+nothing behind.
 
 A name is `<prefix>_t<unix seconds>_<8 hex>`, e.g. `dtmx_it_t1764570000_3fa9c2d1`, with one
 of PREFIXES. The embedded creation time tells a later run an abandoned name (its run was
@@ -58,73 +59,86 @@ def stale(names: Iterable[str], now: float, age: float = SWEEP_AGE) -> list[str]
     return [n for n in names if (t := made_at(n)) is not None and now - t > age]
 
 
-def _sql(driver: str) -> Any:
+def sql_run(driver: str, *statements: str) -> list[tuple[Any, ...]]:
+    """Run `statements` on the MySQL or PostgreSQL server (no database chosen; PostgreSQL's
+    `postgres`), locks waited for _LOCK_WAIT seconds at most; the last one's rows."""
+    rows: list[tuple[Any, ...]] = []
     if driver == "mysql":
         import pymysql
 
-        conn = pymysql.connect(**mysql().kwargs(), autocommit=True)
-        conn.cursor().execute(f"SET SESSION lock_wait_timeout = {_LOCK_WAIT}")
-        return conn
-    import psycopg
+        conn: Any = pymysql.connect(**mysql().kwargs(), autocommit=True)
+        first = f"SET SESSION lock_wait_timeout = {_LOCK_WAIT}"
+    else:
+        import psycopg
 
-    conn = psycopg.connect(**postgres().kwargs("postgres", db_key="dbname"), autocommit=True)
-    conn.execute(f"SET lock_timeout = '{_LOCK_WAIT}s'")
-    return conn
+        conn = psycopg.connect(**postgres().kwargs("postgres", db_key="dbname"),
+                               autocommit=True)
+        first = f"SET lock_timeout = '{_LOCK_WAIT}s'"
+    try:
+        cur = conn.cursor()
+        for sql in (first, *statements):
+            cur.execute(sql)
+            rows = list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+    return rows
 
 
-def _redis() -> Any:
+def sql_ddl(driver: str, verb: str, name: str) -> str:
+    """The CREATE or DROP (`verb`) of database `name` (MySQL) or schema `name` (PostgreSQL)."""
+    what = "DATABASE" if driver == "mysql" else "SCHEMA"
+    quoted = f"`{name}`" if driver == "mysql" else f'"{name}"'
+    if verb == "CREATE":
+        return f"CREATE {what} {quoted}"
+    return f"DROP {what} IF EXISTS {quoted}" + (" CASCADE" if driver == "postgres" else "")
+
+
+def existing(driver: str) -> list[str]:
+    """The databases (MySQL), schemas (PostgreSQL) or key tags (Redis) there are now."""
+    if driver == "redis":
+        return list(redis_keys("{*"))
+    query = ("SHOW DATABASES" if driver == "mysql"
+             else "SELECT schema_name FROM information_schema.schemata")
+    return [row[0] for row in sql_run(driver, query)]
+
+
+def redis_client() -> Any:
+    """A client of the test Redis (tests.support.services.redis_url)."""
     import redis
 
     return redis.Redis.from_url(redis_url())
 
 
-def _redis_keys(r: Any, match: str) -> dict[str, list[bytes]]:
-    """Keys matching `match`, grouped by the name in their hash tag."""
+def redis_keys(match: str) -> dict[str, list[bytes]]:
+    """Keys matching `match`, grouped by the name in their hash tag ({name} or {name:N})."""
     out: dict[str, list[bytes]] = {}
-    for k in r.scan_iter(match=match, count=1000):
-        m = _REDIS_TAG.match(k.decode(errors="replace"))
-        if m:
-            out.setdefault(m.group(1), []).append(k)
-    return out
-
-
-def _create(driver: str, name: str) -> None:
-    if driver == "redis":
-        return  # a key prefix exists by its keys
-    conn = _sql(driver)
+    r = redis_client()
     try:
-        if driver == "mysql":
-            conn.cursor().execute(f"CREATE DATABASE `{name}` DEFAULT CHARACTER SET utf8mb4")
-        else:
-            conn.execute(f'CREATE SCHEMA "{name}"')
+        for k in r.scan_iter(match=match, count=1000):
+            m = _REDIS_TAG.match(k.decode(errors="replace"))
+            if m:
+                out.setdefault(m.group(1), []).append(k)
     finally:
-        conn.close()
+        r.close()
+    return out
 
 
 def _drop(driver: str, names: list[str], keys: dict[str, list[bytes]] | None = None) -> None:
     """Drop `names` (scratch names only) on `driver`; for Redis, `keys` if already found."""
     names = [n for n in names if made_at(n) is not None]
-    if not names:
+    if driver != "redis":
+        if names:
+            sql_run(driver, *(sql_ddl(driver, "DROP", n) for n in names))
         return
-    if driver == "redis":
-        r = _redis()
+    found = [k for n in names
+             for k in (keys if keys is not None else redis_keys("{" + n + "[}:]*")).get(n, [])]
+    if found:
+        r = redis_client()
         try:
-            for n in names:
-                found = keys[n] if keys is not None else _redis_keys(r, "{" + n + "[}:]*").get(n)
-                for i in range(0, len(found or []), 500):
-                    r.delete(*(found or [])[i:i + 500])
+            for i in range(0, len(found), 500):
+                r.delete(*found[i:i + 500])
         finally:
             r.close()
-        return
-    conn = _sql(driver)
-    try:
-        for n in names:
-            if driver == "mysql":
-                conn.cursor().execute(f"DROP DATABASE IF EXISTS `{n}`")
-            else:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{n}" CASCADE')
-    finally:
-        conn.close()
 
 
 def sweep(driver: str, now: float | None = None, age: float = SWEEP_AGE) -> list[str]:
@@ -132,26 +146,11 @@ def sweep(driver: str, now: float | None = None, age: float = SWEEP_AGE) -> list
     killed before their teardown); the names dropped. Younger ones may be a run's under way."""
     now = time.time() if now is None else now
     if driver == "redis":
-        r = _redis()
-        try:
-            keys = _redis_keys(r, "{*_t[0-9]*")
-        finally:
-            r.close()
+        keys = redis_keys("{*_t[0-9]*")
         old = stale(keys, now, age)
         _drop(driver, old, keys)
         return old
-    conn = _sql(driver)
-    try:
-        if driver == "mysql":
-            cur = conn.cursor()
-            cur.execute("SHOW DATABASES")
-            names = [row[0] for row in cur.fetchall()]
-        else:
-            names = [row[0] for row in conn.execute(
-                "SELECT schema_name FROM information_schema.schemata").fetchall()]
-    finally:
-        conn.close()
-    old = stale(names, now, age)
+    old = stale(existing(driver), now, age)
     for n in old:
         # another run's sweep may drop it at the same moment: that is as good
         with contextlib.suppress(Exception):
@@ -169,16 +168,16 @@ def _sweep_once(driver: str) -> None:
 
 @contextlib.contextmanager
 def scratch(driver: str, prefix: str) -> Iterator[str]:
-    """A new name under `prefix`, made on `driver` (a MySQL database, a PostgreSQL schema in
-    database postgres, a Redis key prefix "{name}") and dropped when the block ends. SQLite
-    ("a file in the fixture's tmp dir") and "redis-cluster" (the session's own cluster, gone
-    with it) get a name only."""
+    """A new name under `prefix` for `driver`, dropped when the block ends: a MySQL database,
+    a PostgreSQL schema in database postgres, a Redis key prefix "{name}". The store under
+    test creates it, as it would a user's (with its own character set and collation).
+    SQLite (a file in the fixture's tmp dir) and "redis-cluster" (the session's own cluster,
+    gone with it) get a name only."""
     name = new_name(prefix)
     if driver not in ("mysql", "postgres", "redis"):
         yield name
         return
     _sweep_once(driver)
-    _create(driver, name)
     try:
         yield name
     finally:

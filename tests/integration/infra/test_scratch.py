@@ -11,62 +11,28 @@ import pytest
 from tests.support import scratch as sc
 
 
-def names(driver: str) -> set[str]:
-    """The databases (MySQL), schemas (PostgreSQL) or key tags (Redis) there are now."""
-    if driver == "redis":
-        r = sc._redis()
-        try:
-            return set(sc._redis_keys(r, "{*"))
-        finally:
-            r.close()
-    conn = sc._sql(driver)
-    try:
-        if driver == "mysql":
-            cur = conn.cursor()
-            cur.execute("SHOW DATABASES")
-            return {row[0] for row in cur.fetchall()}
-        return {row[0] for row in conn.execute(
-            "SELECT schema_name FROM information_schema.schemata").fetchall()}
-    finally:
-        conn.close()
-
-
 def make(driver: str, name: str) -> None:
     """`name` made as a scratch store is, under any name (a key under its tag on Redis)."""
-    if driver == "redis":
-        r = sc._redis()
-        try:
-            r.set("{" + name + "}:probe", "1")
-            r.set("{" + name + ":3}:probe", "1")  # a partition's key
-        finally:
-            r.close()
-    else:
-        conn = sc._sql(driver)
-        try:
-            if driver == "mysql":
-                conn.cursor().execute(f"CREATE DATABASE `{name}`")
-            else:
-                conn.execute(f'CREATE SCHEMA "{name}"')
-        finally:
-            conn.close()
+    if driver != "redis":
+        sc.sql_run(driver, sc.sql_ddl(driver, "CREATE", name))
+        return
+    r = sc.redis_client()
+    try:
+        r.set("{" + name + "}:probe", "1")
+        r.set("{" + name + ":3}:probe", "1")  # a partition's key
+    finally:
+        r.close()
 
 
 def unmake(driver: str, name: str) -> None:
-    if driver == "redis":
-        r = sc._redis()
-        try:
-            r.delete("{" + name + "}:probe", "{" + name + ":3}:probe")
-        finally:
-            r.close()
+    if driver != "redis":
+        sc.sql_run(driver, sc.sql_ddl(driver, "DROP", name))
         return
-    conn = sc._sql(driver)
+    r = sc.redis_client()
     try:
-        if driver == "mysql":
-            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-        else:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        r.delete("{" + name + "}:probe", "{" + name + ":3}:probe")
     finally:
-        conn.close()
+        r.close()
 
 
 def test_names_carry_their_time_and_only_ours_parse() -> None:
@@ -85,10 +51,9 @@ def test_names_carry_their_time_and_only_ours_parse() -> None:
 @pytest.mark.parametrize("driver", ["mysql", "postgres", "redis"])
 def test_scratch_is_dropped_with_its_block(driver: str) -> None:
     with sc.scratch(driver, "dtmx_it") as name:
-        if driver == "redis":
-            make(driver, name)  # a prefix exists by its keys
-        assert name in names(driver)
-    assert name not in names(driver)
+        make(driver, name)  # as the store under test does
+        assert name in sc.existing(driver)
+    assert name not in sc.existing(driver)
 
 
 @pytest.mark.parametrize("driver", ["mysql", "postgres", "redis"])
@@ -103,7 +68,7 @@ def test_sweep_drops_old_scratch_names_only(driver: str) -> None:
         for n in made:
             make(driver, n)
         dropped = sc.sweep(driver, now=now)
-        there = names(driver)
+        there = set(sc.existing(driver))
         assert old in dropped and old not in there
         assert {young, legacy, foreign} <= there
         assert all(sc.made_at(n) is not None for n in dropped)
