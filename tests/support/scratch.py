@@ -29,7 +29,7 @@ from tests.support.services import mysql, postgres, redis_url, store_block
 
 PREFIXES = (
     "dtmx_it", "dtmx_wf", "dtmx_wfx", "dtmx_wfc", "dtmx_wfk", "dtmx_tel", "dtmx_hostile",
-    "dtmx_st", "dtmx_ms", "dtmx_pt", "dtmx_store", "dtmx_embed", "xa", "jrpc",
+    "dtmx_st", "dtmx_ms", "dtmx_pt", "dtmx_store", "dtmx_embed", "dtmx_fault", "xa", "jrpc",
 )
 SWEEP_AGE = 3600.0  # seconds; a whole test run is bounded far below (scripts/test.sh)
 _NAME = re.compile("(?:" + "|".join(PREFIXES) + r")_t(\d{10})_[0-9a-f]{8}")

@@ -15,8 +15,8 @@ import pytest
 import redis
 import requests
 
+from tests.support.scratch import scratch_store
 from tests.support.server import ServerProcess
-from tests.support.services import store_block
 from tests.support.util import eventually
 
 TOKEN = "fault-" + uuid.uuid4().hex  # the secret: it must never be logged or answered
@@ -49,17 +49,10 @@ BREAK: dict[str, Callable[[ServerProcess, str], str]] = {
 
 @pytest.fixture(params=["sqlite", "redis"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
-    name = f"dtmx_fault_{uuid.uuid4().hex[:8]}"
-    s = ServerProcess(store=store_block(request.param, name, str(tmp_path)),
-                      workdir=str(tmp_path), extra={"Auth": AUTH}, token=TOKEN).start()
-    yield s
-    s.stop()
-    if request.param == "redis":
-        store = s.conf["Store"]
-        r = redis.Redis(host=store["Host"], port=store["Port"], db=int(store["Db"]))
-        for k in r.scan_iter(match=store["RedisPrefix"][:-1] + "*"):
-            r.delete(k)
-        r.close()
+    with scratch_store(request.param, "dtmx_fault", str(tmp_path)) as block, \
+            ServerProcess(store=block, workdir=str(tmp_path), extra={"Auth": AUTH},
+                          token=TOKEN) as s:
+        yield s
 
 
 def test_a_store_fault_is_a_5xx_with_its_traceback_logged_and_no_secret(
