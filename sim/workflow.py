@@ -83,8 +83,8 @@ class WorkflowApp:
 
     async def execute(self, gid: str, spec: TxSpec, rng: random.Random, crash_at: int,
                       client: bool) -> Outcome | None:
-        """One run: SUCCESS or FAILURE once the workflow is final, ERROR if it stopped
-        (resumed later), None if the app died."""
+        """One run: SUCCESS or FAILURE once the workflow is final, ERROR or ONGOING (as
+        its step answered) if it stopped and is resumed later, None if the app died."""
         run = f"r{next(self.runs)}"
         points = itertools.count()
 
@@ -120,7 +120,7 @@ class WorkflowApp:
             if step is None:
                 res = await self._call(gid, bid, Op.ACTION)
                 if res not in (Outcome.SUCCESS, Outcome.FAILURE):
-                    return Outcome.ERROR  # not recorded: the resume runs it again
+                    return res  # ERROR or ONGOING, not recorded: the resume runs it again
                 step = ((Status.SUCCEED, f"{bid}:{run}@{self.w.t()}".encode())
                         if res is Outcome.SUCCESS else (Status.FAILED, b"failed for good"))
                 point()
@@ -137,8 +137,9 @@ class WorkflowApp:
             point()
             if (bid, phase) in rec:
                 continue
-            if await self._call(gid, bid, phase) is not Outcome.SUCCESS:
-                return Outcome.ERROR  # a second phase must succeed: the resume retries it
+            res = await self._call(gid, bid, phase)
+            if res is not Outcome.SUCCESS:  # a second phase must succeed: resumed later
+                return Outcome.ONGOING if res is Outcome.ONGOING else Outcome.ERROR
             point()
             if not await self._record(gid, bid, phase, (Status.SUCCEED, b""), rng):
                 return Outcome.ERROR
