@@ -5,8 +5,12 @@
 transaction finishes or must wait. The order of effects is what makes it safe:
 - a status change is committed before any call that depends on it;
 - branch results are buffered and written together with the next change, and before the
-  next branch call while that call can still change the outcome, so a saga of two steps
-  costs three store writes in all, and a TCC's confirms are written with its final status;
+  next branch call while that call can still change the outcome, unless the plan lets them
+  stay unwritten (a plain sequential saga's successes, in batches: see dtmx.core.saga), so
+  a saga of two steps costs two store writes in all (create, final status), a 1,000-step
+  one a write per batch of steps, and a TCC's confirms are written with its final status;
+- a status change and a saga action's failure are never left unwritten: each is written,
+  with every result buffered before it, before anything that depends on it is done;
 - every write is compare-and-set on (status, owner): when another server has taken the
   transaction over (our lease ran out), our write fails and we stop.
 """
@@ -244,14 +248,16 @@ class Run:
     async def _call(self, step: Call, now: float) -> bool:
         if self.pending:
             # The buffered results go out before the next call, unless the outcome is
-            # decided (see Call.decided): then they ride on a later write. Either way the
-            # claim is extended once less than half a lease is left; leaving
-            # next_cron_time alone otherwise keeps the write off the due-time index, which
-            # SQL stores pay for.
+            # decided (see Call.decided) or the plan lets that many stay unwritten (see
+            # Call.unwritten, and the argument in dtmx.core.saga): then they ride on a
+            # later write. Either way the claim is extended once less than half a lease
+            # is left; leaving next_cron_time alone otherwise keeps the write off the
+            # due-time index, which SQL stores pay for.
             if lease_running_out(self.trans, now, self.timing):
                 if not await self._write(now, Change(next_cron_time=now + self._lease())):
                     return False
-            elif not step.decided and not await self._write(now, Change()):
+            elif (not step.decided and len(self.pending) > step.unwritten
+                  and not await self._write(now, Change())):
                 return False
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]

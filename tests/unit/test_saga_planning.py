@@ -8,7 +8,8 @@ import time
 import pytest
 
 from dtmx.core import saga
-from dtmx.core.models import Branch, Status, Transaction, TransType
+from dtmx.core.models import Branch, Op, Status, Transaction, TransOptions, TransType
+from dtmx.core.plan import Call
 from dtmx.core.timing import Timing
 from dtmx.errors import BadRequest
 
@@ -79,3 +80,27 @@ def test_a_long_reverse_chain_of_orders_is_checked_without_recursion() -> None:
         saga.check_orders(cyclic, n, 10_000)
     with pytest.raises(BadRequest, match="MaxOrderEdges"):
         saga.check_orders(custom, n, 100)
+
+
+def _next_action(t: Transaction, bs: list[Branch], now: float) -> Call:
+    step = saga.plan(t, bs, now, D)
+    assert isinstance(step, Call) and step.keys[0] == ("02", Op.ACTION), step
+    return step
+
+
+def test_a_plain_sequential_saga_lets_successes_stay_unwritten_for_a_while() -> None:
+    """Issue 10: less than one write per step, only where no clock can abort the saga."""
+    t, bs = mk(3)
+    t.update_time = 10.0
+    bs[1].status = Status.SUCCEED
+    assert _next_action(t, bs, 10.5).unwritten == saga.UNWRITTEN_STEPS
+    # the batch is bounded in time since the last write, too
+    assert _next_action(t, bs, 10.0 + saga.UNWRITTEN_SECONDS).unwritten == 0
+    # a clock may abort these: every success is written before the next action
+    for options in (TransOptions(timeout_to_fail=60), TransOptions(retry_limit=3),
+                    TransOptions(concurrent=True)):
+        t.options = options
+        assert _next_action(t, bs, 10.5).unwritten == 0, options
+    # compensations are decided: nothing changes for them
+    t.options, t.status = TransOptions(), Status.ABORTING
+    assert saga.plan(t, bs, 10.5, D) == Call((("02", Op.COMPENSATE),), decided=True)

@@ -20,11 +20,18 @@ class Call:
     compensation), so no answer of these calls can change its course; every one of them is
     retried until it succeeds, and each branch is idempotent (the barrier). Results of
     earlier calls then need not be stored before these calls are made: they may ride on a
-    later write. Before a call that can still change the course (a saga action), they must.
+    later write. Before a call that can still change the course (a saga action), they must,
+    except:
+
+    `unwritten`: up to this many results of earlier calls may still be unwritten when these
+    calls are made (they ride on a later write). Only for calls whose transaction cannot
+    change course but by an answer of a call (see `dtmx.core.saga`), where losing an
+    unwritten success in a crash only means that call is made again.
     """
 
     keys: tuple[tuple[str, Op], ...]
     decided: bool = False
+    unwritten: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from dtmx.core.custom import custom_object
 from dtmx.core.models import Branch, Op, Status, Transaction
 from dtmx.core.plan import Call, Plan, Transition, Wait
-from dtmx.core.timing import Timing, timeout_reason
+from dtmx.core.timing import Timing, timeout_of, timeout_reason
 from dtmx.errors import BadRequest
 
 
@@ -113,8 +113,44 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Tim
         if reason:
             return Transition(Status.ABORTING, reason)
     if not concurrent and _laid_out(branches):
-        return _plan_sequential(trans.status, branches)
+        return _plan_sequential(trans.status, branches, _unwritten(trans, now, timing))
     return _plan_general(trans.status, branches, custom, concurrent)
+
+
+# Unwritten successes (issue 10: a step must cost less than one commit). A plain sequential
+# saga's action results are written once per batch of steps, not before every next action:
+# the success of action i may still be unwritten when action i+1 is called. Why that is
+# safe, and only for a saga that has neither timeout_to_fail nor retry_limit:
+# - A success lost in a crash (or with a lost claim) leaves that action `prepared` in the
+#   store, so the next run calls it again. Actions are idempotent (DTM's rule; the barrier
+#   makes them so): a repeated action that had succeeded answers success again, without a
+#   second effect. The next run therefore walks the stored prefix up to the true frontier
+#   (the one action that may have been in flight) before it can learn anything new, and
+#   whatever it decides from there is what the crashed run would have decided.
+# - Such a saga leaves `submitted` only through an answer of an action: FAILURE
+#   (-> aborting) or the last success (-> succeed). Both are written as the transition, in
+#   the same atomic store write as every unwritten result before them, so a failure is
+#   durable before any compensation, and every step's result before the final status (and
+#   so before the final answer to wait_result).
+# - A timeout or a retry limit could abort a saga on the clock, in a run that has not
+#   walked that prefix again: it would compensate from the stored frontier and miss the
+#   actions called past it. Those sagas (and concurrent ones, whose compensation set
+#   depends on which actions ran) keep the strict rule: results written before the next
+#   action is called.
+# The batch is bounded in steps and in time since the last write, which bounds the work
+# redone after a crash and how stale /query's branch statuses may be while the saga runs.
+#: most successes of a plain sequential saga left unwritten when its next action is called
+UNWRITTEN_STEPS = 32
+#: ... and only while the last write is more recent than this (seconds)
+UNWRITTEN_SECONDS = 1.0
+
+
+def _unwritten(trans: Transaction, now: float, timing: Timing) -> int:
+    if timeout_of(trans, timing) or trans.options.retry_limit:
+        return 0
+    if now - trans.update_time >= UNWRITTEN_SECONDS:
+        return 0
+    return UNWRITTEN_STEPS
 
 
 # A sequential saga's branches are stored as gen_branches made them: step i is
@@ -147,7 +183,7 @@ def _first(n: int, pred: Callable[[int], bool]) -> int:
     return lo
 
 
-def _plan_sequential(status: Status, branches: Sequence[Branch]) -> Plan:
+def _plan_sequential(status: Status, branches: Sequence[Branch], unwritten: int) -> Plan:
     n = len(branches) // 2
     # k: the first action that has not succeeded (all before it have)
     k = _first(n, lambda i: branches[2 * i + 1].status is not Status.SUCCEED)
@@ -157,7 +193,7 @@ def _plan_sequential(status: Status, branches: Sequence[Branch]) -> Plan:
         action = branches[2 * k + 1]
         if action.status is Status.FAILED:
             return Transition(Status.ABORTING)
-        return Call((action.key,))
+        return Call((action.key,), unwritten=unwritten)
     if status is Status.ABORTING:
         # steps 0..k may have run (k itself may have taken effect before failing or timing
         # out); they are compensated from the top, so their compensations are
