@@ -261,7 +261,11 @@ class Run:
                 return False
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
-        results: list[CallResult] = await asyncio.gather(*(self._timed(b) for b in todo))
+        results: list[CallResult]
+        if len(todo) == 1:  # a sequential step: no task and gathering future per call
+            results = [await self._timed(todo[0])]
+        else:
+            results = await asyncio.gather(*(self._timed(b) for b in todo))
         unsettled: list[Outcome] = []
         later = self.clock.now()
         t = self.trans
