@@ -20,7 +20,6 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from dtmx.errors import BadRequest
@@ -195,6 +194,10 @@ class BranchPolicy:
     schemes: frozenset[str] = frozenset(DEFAULT_SCHEMES)
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = field(default_factory=lambda: tuple(map(Rule.parse, DEFAULT_DENY)))
+    #: Entry-time verdicts by URL (a memo, not part of the value). Kept on the policy: a
+    #: cache keyed by (policy, url) hashed every rule of the policy on each URL checked.
+    _verdicts: dict[str, Violation | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @staticmethod
     def build(*, schemes: tuple[str, ...] | None = None, allow: tuple[str, ...] = (),
@@ -244,9 +247,20 @@ class BranchPolicy:
         return Violation(url, "Allow", f"{where}:{port} matches no Allow rule")
 
 
-@lru_cache(maxsize=4096)
+#: URLs whose verdicts a policy keeps; past it the memo starts again.
+_VERDICTS_KEPT = 4096
+
+
 def _cached(policy: BranchPolicy, url: str) -> Violation | None:
-    return policy.check_url(url)
+    memo = policy._verdicts
+    try:
+        return memo[url]
+    except KeyError:
+        pass
+    if len(memo) >= _VERDICTS_KEPT:
+        memo.clear()
+    v = memo[url] = policy.check_url(url)
+    return v
 
 
 def refuse_denied(policy: BranchPolicy, urls: Iterable[str]) -> None:
