@@ -5,6 +5,7 @@ the test moves the clock instead of waiting."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +205,10 @@ async def test_decided_calls_write_their_results_with_the_final_status(
     tmp_path: Path, busi: BusiServer
 ) -> None:
     """A TCC's confirms cannot change its outcome: both confirm results go in the one final
-    write. A saga's actions can: the first action's result is written before the second
-    action is called, and its compensations (decided again) ride on the final write."""
+    write. A plain sequential saga's first success rides on the write of the second action's
+    FAILURE (the aborting transition: one atomic write, before any compensation); one with a
+    timeout_to_fail (which a timeout could abort) writes the first action's result before
+    the second action is called. Compensations ride on the final write."""
     clock = FakeClock()
     store = SqliteStore(str(tmp_path / "d.db"))
     await store.open()
@@ -233,6 +236,19 @@ async def test_decided_calls_write_their_results_with_the_final_status(
         recording.changes.clear()
         busi.state.set("TransIn", "FAILURE")
         await svc.submit(saga("s1", busi))
+        await settle(svc)
+        aborting, final = recording.changes
+        assert aborting.status is Status.ABORTING
+        assert [(b.branch_id, b.op, b.status) for b in aborting.branches] == [
+            ("01", Op.ACTION, Status.SUCCEED), ("02", Op.ACTION, Status.FAILED)]
+        assert final.status is Status.FAILED
+        assert {(b.branch_id, b.op) for b in final.branches} == {
+            ("01", Op.COMPENSATE), ("02", Op.COMPENSATE)}
+
+        recording.changes.clear()
+        timed = saga("s2", busi)
+        timed.options = replace(timed.options, timeout_to_fail=60)
+        await svc.submit(timed)
         await settle(svc)
         after_out, aborting, final = recording.changes
         assert [(b.branch_id, b.op) for b in after_out.branches] == [("01", Op.ACTION)]
