@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,17 @@ async def empty_tables(s: SqlStore) -> None:
             await ex.execute(f"DELETE FROM {table}")
 
 
+@asynccontextmanager
+async def fresh(s: SqlStore) -> AsyncIterator[SqlStore]:
+    """`s` opened at this code's schema with every table emptied; closed afterwards."""
+    await open_current(s)
+    try:
+        await empty_tables(s)
+        yield s
+    finally:
+        await s.close()
+
+
 @pytest.fixture(params=["sqlite", "mysql", "postgres", "redis", "redis-cluster", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     kind: str = request.param
@@ -72,10 +84,5 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             finally:
                 await rs.close()
         return
-    s = sql_store(kind, tmp_path)
-    await open_current(s)
-    try:
-        await empty_tables(s)
+    async with fresh(sql_store(kind, tmp_path)) as s:
         yield s
-    finally:
-        await s.close()

@@ -21,7 +21,7 @@ from dtmx.stores.sql import SqlStore
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 
-from .conftest import empty_tables, open_current
+from .conftest import fresh
 from .test_contract import T0, br, gid, mk, saga_branches
 
 DB = "dtmx_test_batch"
@@ -35,12 +35,8 @@ async def batching(request: pytest.FixtureRequest) -> AsyncIterator[SqlStore]:
     else:
         s = PostgresStore("127.0.0.1", 5432, "postgres", "", "postgres", DB, pool_size=4,
                           batch_lanes=1)
-    await open_current(s)
-    try:
-        await empty_tables(s)
+    async with fresh(s):
         yield s
-    finally:
-        await s.close()
 
 
 async def _created(s: SqlStore, n: int, owner: str = "o1") -> list[str]:
