@@ -105,7 +105,15 @@ class MemoryStore:
     def _apply(self, row: _Row, now: float, change: Change) -> None:
         for c in change.calls:
             kept = row.calls.setdefault((c.branch_id, c.op.value), [])
-            kept.append(replace(c, attempt=kept[-1].attempt + 1 if kept else 1))
+            if c.attempt == 0:  # numbered here
+                kept.append(replace(c, attempt=kept[-1].attempt + 1 if kept else 1))
+            else:  # numbered by the engine; a first call lives in its op's row
+                b = next((b for b in row.branches if b.key == (c.branch_id, c.op)), None)
+                if b is not None:
+                    b.calls = max(b.calls, c.attempt)
+                elif c.attempt == 1:
+                    continue  # no row to keep it in, as an SQL UPDATE matching nothing
+                kept.append(c)
             if len(kept) > change.keep_calls:
                 del kept[1:len(kept) - change.keep_calls + 1]
         t = row.trans

@@ -235,8 +235,14 @@ class Run:
         reason = "" if res.outcome is Outcome.SUCCESS else cap_text(res.detail,
                                                                      self.reason_bytes)
         server = self.owner.rsplit(":", 1)[0]  # the process, without the claim's number
+        # numbered after the op's stored calls and this run's (a failed write ends the
+        # run, and a reload reads the count back); an op without a row: the store numbers
+        b = self._by_key().get((branch_id, op))
+        attempt = 0
+        if b is not None:
+            b.calls = attempt = b.calls + 1
         self.calls.append(CallRecord(branch_id, op, start, max(0.0, self.clock.now() - start),
-                                     res.outcome, reason, server))
+                                     res.outcome, reason, server, None, attempt))
 
     async def _timed(self, b: Branch) -> CallResult:
         start = self.clock.now()

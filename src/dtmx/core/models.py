@@ -82,6 +82,10 @@ class Branch:
     update_time: float = 0.0
     finish_time: float | None = None
     rollback_time: float | None = None
+    #: How many calls of this op the store has recorded (the run numbers its next call
+    #: after them, see CallRecord.attempt). Bookkeeping, not what the op is: equality
+    #: ignores it.
+    calls: int = field(default=0, compare=False)
 
     @property
     def key(self) -> tuple[str, Op]:
@@ -106,8 +110,13 @@ class CallRecord:
 
     `reason` is the engine's bounded explanation of a non-success (never request headers);
     `next_retry` the time the transaction was scheduled to be tried again after it (None
-    when the run went on); `attempt` is numbered by the store, 1 for the first call of the
-    branch op (0 in a record not yet stored).
+    when the run went on). `attempt` numbers the calls of one branch op from 1. The engine
+    numbers the calls of an op that has a branch row (`Branch.calls` stored before, plus
+    one per call since): the store keeps attempt 1 in that row (an op without a row must
+    not be given 1) and the later ones in its history, and takes the number as given. A
+    call given as 0 (an op without a branch row, such as a msg's query_prepared) is
+    numbered by the store after the calls of that op in its history. Read back, a record
+    always carries its number.
     """
 
     branch_id: str

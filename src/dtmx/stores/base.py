@@ -71,9 +71,12 @@ class Store(Protocol):
         that type. Returns False and writes nothing otherwise.
         Sets update_time to `now` (and finish_time / rollback_time on SUCCEED / FAILED).
 
-        In the same atomic step, `change.calls` are appended to the call history: each
-        gets the next attempt number of its (branch_id, op) (1 for the first; a branch op
-        need not exist), and the branch op then keeps its first call and its newest
+        In the same atomic step, `change.calls` are appended to the call history: a call
+        numbered by the engine (`CallRecord.attempt` >= 1) keeps its number, attempt 1 is
+        kept with its branch op's row (not kept if there is none) and the op's stored
+        count (`Branch.calls`) becomes the highest number given; a call given as 0 gets the
+        next number after the op's calls in the history (1 for the first; a branch op need
+        not exist). The branch op then keeps its first call and its newest
         `change.keep_calls` - 1."""
 
     async def take(

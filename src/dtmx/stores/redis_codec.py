@@ -28,6 +28,7 @@ from dtmx.core.models import (
 )
 from dtmx.core.request import clamp_stored
 from dtmx.errors import DuplicateBranch
+from dtmx.stores.op_writes import op_writes
 
 _OPTION_FIELDS = tuple(f.name for f in dc_fields(TransOptions) if f.name != "retry_count")
 _TEXT_FIELDS = ("query_prepared", "custom_data", "owner", "rollback_reason", "result", "ext_data")
@@ -134,9 +135,31 @@ def decode_branches(gid: str, raw: dict[bytes, bytes]) -> list[Branch]:
                 update_time=float(raw[b"u:%d" % i]),
                 finish_time=None if fin is None else float(fin),
                 rollback_time=None if rb is None else float(rb),
+                calls=int(raw.get(b"k:%d" % i, b"0")),
             )
         )
     return out
+
+
+def decode_first_calls(raw: dict[bytes, bytes]) -> list[CallRecord]:
+    """The first calls kept in a branch hash (its HGETALL: c:<i>, update.lua)."""
+    out: list[CallRecord] = []
+    for field, rec in raw.items():
+        if not field.startswith(b"c:"):
+            continue
+        static = raw.get(b"d:" + field[2:])
+        if static is None:
+            continue
+        branch_id, op = orjson.loads(static.partition(b"\n")[0])[:2]
+        out.append(_call(branch_id, op, 1, rec))
+    return out
+
+
+def _call(branch_id: str, op: str, attempt: int, rec: bytes) -> CallRecord:
+    start, duration, outcome, reason, server, next_retry = orjson.loads(rec)
+    return CallRecord(branch_id, Op(op), float(start), float(duration), Outcome(outcome),
+                      reason, server, None if next_retry is None else float(next_retry),
+                      attempt)
 
 
 def encode_call(c: CallRecord) -> bytes:
@@ -154,12 +177,27 @@ def decode_calls(raw: dict[bytes, bytes]) -> list[CallRecord]:
         branch_id, _, op = field[2:].decode().partition("\n")
         for line in lines.split(b"\n"):
             attempt, _, rec = line.partition(b" ")
-            start, duration, outcome, reason, server, next_retry = orjson.loads(rec)
-            out.append(CallRecord(branch_id, Op(op), float(start), float(duration),
-                                  Outcome(outcome), reason, server,
-                                  None if next_retry is None else float(next_retry),
-                                  int(attempt)))
+            out.append(_call(branch_id, op, int(attempt), rec))
     return out
+
+
+def op_args(change: Change) -> list[Any]:
+    """update.lua's arguments from the number of branch op writes on: per op its status,
+    count and first call, then keep and the history calls (see there)."""
+    ops, history = op_writes(change)
+    args: list[Any] = [len(ops)]
+    for w in ops:
+        st = w.status
+        # a branch op that ends (succeed or failed) gets finish_time, as DTM and the SQL
+        # stores do
+        stamp = "f" if st in (Status.SUCCEED, Status.FAILED) else ""
+        args += [branch_key(w.branch_id, w.op), "" if st is None else st.value, stamp,
+                 "" if w.count is None else w.count,
+                 b"" if w.first is None else encode_call(w.first)]
+    args.append(change.keep_calls)
+    for c in history:
+        args += [branch_key(c.branch_id, c.op), c.attempt, encode_call(c)]
+    return args
 
 
 def check_unique(branches: Sequence[Branch]) -> None:

@@ -36,19 +36,19 @@ from dtmx.core.models import (
 from dtmx.errors import DuplicateBranch
 from dtmx.stores.redis_base import RedisBase
 from dtmx.stores.redis_codec import (
-    branch_key,
     change_fields,
     check_unique,
     decode_branches,
     decode_calls,
+    decode_first_calls,
     decode_kv,
     decode_trans,
     encode_branch,
-    encode_call,
     encode_kv,
     encode_trans,
     flat,
     num,
+    op_args,
     opt_num,
     pairs,
 )
@@ -133,24 +133,18 @@ class RedisStore(RedisBase):
             "" if expect_type is None else expect_type.value,
             len(fields),
             *flat(fields),
-            len(change.branches),
         ]
-        for bu in change.branches:
-            # a branch op that ends (succeed or failed) gets finish_time, as DTM and the SQL
-            # stores do
-            stamp = "f" if bu.status in (Status.SUCCEED, Status.FAILED) else ""
-            args += [branch_key(bu.branch_id, bu.op), bu.status.value, stamp]
-        args.append(change.keep_calls)
-        for c in change.calls:
-            args += [branch_key(c.branch_id, c.op), encode_call(c)]
+        args += op_args(change)
         keys = [*self._keys(gid), f"{self.layout.tag(gid)}:c:{gid}"]
         return bool(await self._run("update", keys, args))
 
     async def get_calls(self, *, gid: str) -> list[CallRecord]:
         """See `dtmx.stores.base.Store.get_calls`."""
-        c = f"{self.layout.tag(gid)}:c:{gid}"
-        raw: list[bytes] = await self._call(c, "HGETALL", c)
-        return sorted(decode_calls(pairs(raw)),
+        c, b = f"{self.layout.tag(gid)}:c:{gid}", self._b(gid)
+        # both keys are in the gid's partition: one node, one pipelined send
+        raw, braw = await self._each([self._call(c, "HGETALL", c),
+                                      self._call(b, "HGETALL", b)])
+        return sorted([*decode_first_calls(pairs(braw)), *decode_calls(pairs(raw))],
                       key=lambda r: (r.start, r.branch_id, r.op.value, r.attempt))
 
     async def take(

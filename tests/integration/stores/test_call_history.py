@@ -130,3 +130,88 @@ async def test_an_update_with_calls_is_one_round_trip(store: Store) -> None:
     assert await store.update(gid=g, now=T0, expect_status=Status.SUBMITTED, expect_owner=None,
                               change=Change(calls=(call("01", Op.ACTION, T0),)))
     assert store.roundtrips - before == 1
+
+
+def numbered(c: CallRecord, attempt: int) -> CallRecord:
+    return CallRecord(c.branch_id, c.op, c.start, c.duration, c.outcome, c.reason, c.server,
+                      c.next_retry, attempt)
+
+
+async def counts(store: Store, g: str) -> dict[tuple[str, Op], int]:
+    return {b.key: b.calls for b in await store.get_branches(gid=g)}
+
+
+async def test_engine_numbered_first_call_rides_with_its_op_and_retries_follow(
+    store: Store,
+) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    assert set((await counts(store, g)).values()) == {0}
+    # the happy path: each op's status change with its first call
+    assert await store.update(
+        gid=g, now=T0 + 1, expect_status=Status.SUBMITTED, expect_owner=None,
+        change=Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),),
+                      calls=(numbered(call("01", Op.ACTION, T0, Outcome.SUCCESS), 1),
+                             numbered(call("02", Op.ACTION, T0 + 0.5, reason="busy",
+                                           next_retry=T0 + 9), 1))))
+    # a retry of 02 that fails, and a msg-like call of an op without a row (numbered by
+    # the store)
+    assert await store.update(
+        gid=g, now=T0 + 10, expect_status=Status.SUBMITTED, expect_owner=None,
+        change=Change(branches=(BranchUpdate("02", Op.ACTION, Status.FAILED),),
+                      calls=(numbered(call("02", Op.ACTION, T0 + 10, Outcome.FAILURE), 2),
+                             call("00", Op.MSG, T0 + 10.5, Outcome.ONGOING))))
+    got = await store.get_calls(gid=g)
+    assert seen(got) == [("01", "action", 1, Outcome.SUCCESS), ("02", "action", 1, Outcome.ERROR),
+                         ("02", "action", 2, Outcome.FAILURE), ("00", "msg", 1, Outcome.ONGOING)]
+    first = got[1]
+    assert first.start == approx(T0 + 0.5) and first.duration == approx(0.25)
+    assert first.reason == "busy" and first.server == "host:1:ab"
+    assert first.next_retry == approx(T0 + 9) and got[0].next_retry is None
+    assert await counts(store, g) == {("01", Op.ACTION): 1, ("02", Op.ACTION): 2,
+                                      ("01", Op.COMPENSATE): 0, ("02", Op.COMPENSATE): 0}
+    branches = {b.key: b for b in await store.get_branches(gid=g)}
+    assert branches[("02", Op.ACTION)].status is Status.FAILED
+    # a call-only write leaves an op's status and update_time alone
+    assert branches[("01", Op.COMPENSATE)].status is Status.PREPARED
+    assert await store.update(
+        gid=g, now=T0 + 20, expect_status=Status.SUBMITTED, expect_owner=None,
+        change=Change(calls=(numbered(call("01", Op.COMPENSATE, T0 + 20), 1),)))
+    after = {b.key: b for b in await store.get_branches(gid=g)}
+    assert after[("01", Op.COMPENSATE)].status is Status.PREPARED
+    assert after[("01", Op.COMPENSATE)].update_time == approx(
+        branches[("01", Op.COMPENSATE)].update_time)
+    assert after[("01", Op.COMPENSATE)].calls == 1
+    assert len(await store.get_calls(gid=g)) == 5
+
+
+async def test_engine_numbered_calls_are_not_written_when_the_compare_fails(
+    store: Store,
+) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g, owner="me"), branches=saga_branches(g))
+    change = Change(branches=(BranchUpdate("01", Op.ACTION, Status.SUCCEED),),
+                    calls=(numbered(call("01", Op.ACTION, T0), 1),
+                           numbered(call("02", Op.ACTION, T0), 2)))
+    assert not await store.update(gid=g, now=T0, expect_status=Status.SUBMITTED,
+                                  expect_owner="other", change=change)
+    assert not await store.update(gid=g, now=T0, expect_status=Status.ABORTING,
+                                  expect_owner=None, change=change)
+    assert await store.get_calls(gid=g) == []
+    assert set((await counts(store, g)).values()) == {0}
+    assert {b.status for b in await store.get_branches(gid=g)} == {Status.PREPARED}
+
+
+async def test_engine_numbered_history_keeps_the_first_and_the_newest(store: Store) -> None:
+    g = gid()
+    assert await store.create(trans=mk(g), branches=saga_branches(g))
+    for i in range(1, 8):
+        calls = (numbered(call("01", Op.ACTION, T0 + i), i),)
+        if i == 7:  # two in one write, numbered on
+            calls += (numbered(call("01", Op.ACTION, T0 + 7.5), 8),)
+        assert await store.update(gid=g, now=T0 + i, expect_status=Status.SUBMITTED,
+                                  expect_owner=None, change=Change(calls=calls, keep_calls=3))
+    got = await store.get_calls(gid=g)
+    assert [c.attempt for c in got] == [1, 7, 8]
+    assert [c.start for c in got] == [approx(T0 + 1), approx(T0 + 7), approx(T0 + 7.5)]
+    assert (await counts(store, g))[("01", Op.ACTION)] == 8

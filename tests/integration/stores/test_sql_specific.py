@@ -13,6 +13,8 @@ import orjson
 import pytest
 
 from dtmx.core.models import (
+    Branch,
+    BranchUpdate,
     CallRecord,
     Change,
     Op,
@@ -24,6 +26,7 @@ from dtmx.core.models import (
 )
 from dtmx.errors import StoreError, StoreUnavailable
 from dtmx.stores.sql import SqlStore, migrate
+from dtmx.stores.sql.calls import INSERT_CALL_AT, insert_call_at_args
 from dtmx.stores.sql.mysql import MysqlStore
 from dtmx.stores.sql.postgres import PostgresStore
 from dtmx.stores.sql.schema import _read, code_version, migrations, split_statements
@@ -140,7 +143,7 @@ async def test_upgrade_from_schema_v1_keeps_the_data_and_adds_the_call_history(
     await s.backend.close()
     with pytest.raises(StoreError, match="dtmx migrate"):
         await fresh().open()
-    assert await migrate(fresh()) == [2]
+    assert await migrate(fresh()) == list(range(2, code_version(kind) + 1))
     new = fresh()
     await new.open()
     try:
@@ -151,6 +154,90 @@ async def test_upgrade_from_schema_v1_keeps_the_data_and_adds_the_call_history(
         assert [(c.attempt, c.reason) for c in await new.get_calls(gid=g)] == [(1, "503")]
     finally:
         await new.close()
+
+
+def _branches(g: str) -> list[Branch]:
+    return [Branch(g, bid, op, f"http://b/{bid}", b"{}", create_time=1e9, update_time=1e9)
+            for bid in ("01", "02") for op in (Op.ACTION, Op.COMPENSATE)]
+
+
+async def _history_rows(s: SqlStore, g: str) -> list[tuple[str, str, int]]:
+    async with s.backend.session() as ex:
+        rows = await ex.fetch("SELECT branch_id, op, attempt FROM trans_call WHERE gid = ?"
+                              " ORDER BY branch_id, op, attempt", [g])
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+async def test_upgrade_from_schema_v2_moves_first_calls_into_the_branch_rows(
+    fresh: Factory,
+) -> None:
+    """A database as a dtmx of schema v2 left it (every call a trans_call row): `dtmx
+    migrate` adds v3, moves each op's first call into its row and counts its calls; the
+    history reads as before and the engine numbers on from the count."""
+    s = fresh()
+    kind = s.backend.dialect.kind
+    d = s.backend.dialect
+    await s.backend.open(create=True)
+    async with s.backend.transaction() as tx:
+        for stmt in split_statements(_read(f"{kind.value}_version_table.sql")):
+            await tx.execute(stmt, None)
+        for mig in migrations(kind)[:2]:
+            for stmt in split_statements(mig.sql):
+                await tx.execute(stmt, None)
+            await tx.execute("INSERT INTO dtmx_schema_version (version, applied_at)"
+                             " VALUES (?, NULL)", [mig.version])
+    g = "v2-" + uuid.uuid4().hex
+    t = Transaction(gid=g, trans_type=TransType.SAGA, status=Status.SUBMITTED,
+                    create_time=1e9, update_time=1e9)
+    assert await s.create(trans=t, branches=_branches(g))  # as v2 code wrote them
+    old = [CallRecord("01", Op.ACTION, 1e9 + a, 0.5, Outcome.ERROR, f"e{a}", "h:1:a",
+                      1e9 + a + 0.9, a) for a in (1, 4, 5)]
+    old += [CallRecord("02", Op.ACTION, 1e9 + 6, 0.25, Outcome.SUCCESS, "", "h:1:a", None, 1),
+            CallRecord("00", Op.MSG, 1e9 - 1, 0.1, Outcome.ONGOING, "", "h:1:a", None, 1)]
+    async with s.backend.transaction() as tx:
+        for c in old:
+            await tx.execute(INSERT_CALL_AT, insert_call_at_args(g, c, d))
+    await s.backend.close()
+    assert await migrate(fresh()) == list(range(3, code_version(kind) + 1))
+    new = fresh()
+    await new.open()
+    try:
+        assert sorted(await new.get_calls(gid=g), key=lambda c: c.start) == sorted(
+            old, key=lambda c: c.start)
+        assert {b.key: b.calls for b in await new.get_branches(gid=g)} == {
+            ("01", Op.ACTION): 5, ("02", Op.ACTION): 1, ("01", Op.COMPENSATE): 0,
+            ("02", Op.COMPENSATE): 0}
+        # the ops with a row keep their first call there; the msg's stays
+        assert await _history_rows(new, g) == [("00", "msg", 1), ("01", "action", 4),
+                                               ("01", "action", 5)]
+        nxt = CallRecord("01", Op.ACTION, 1e9 + 9, 0.5, Outcome.SUCCESS, "", "h:1:b", None, 6)
+        assert await new.update(gid=g, now=1e9 + 10, expect_status=Status.SUBMITTED,
+                                expect_owner=None, change=Change(calls=(nxt,), keep_calls=3))
+        assert [(c.branch_id, c.attempt) for c in await new.get_calls(gid=g)
+                if c.op is Op.ACTION] == [("01", 1), ("01", 5), ("02", 1), ("01", 6)]
+    finally:
+        await new.close()
+
+
+async def test_calls_answered_at_once_write_no_history_rows(fresh: Factory) -> None:
+    s = fresh()
+    await s.open()
+    try:
+        g = "h-" + uuid.uuid4().hex
+        t = Transaction(gid=g, trans_type=TransType.SAGA, status=Status.SUBMITTED,
+                        create_time=1e9, update_time=1e9)
+        assert await s.create(trans=t, branches=_branches(g))
+        calls = tuple(CallRecord(bid, Op.ACTION, 1e9 + i, 0.01, Outcome.SUCCESS, "", "h:1:a",
+                                 None, 1) for i, bid in enumerate(("01", "02")))
+        assert await s.update(
+            gid=g, now=1e9 + 1, expect_status=Status.SUBMITTED, expect_owner=None,
+            change=Change(status=Status.SUCCEED,
+                          branches=tuple(BranchUpdate(c.branch_id, Op.ACTION, Status.SUCCEED)
+                                         for c in calls), calls=calls))
+        assert await _history_rows(s, g) == []
+        assert await s.get_calls(gid=g) == list(calls)
+    finally:
+        await s.close()
 
 
 async def test_schema_ahead_of_code_is_refused(fresh: Factory) -> None:

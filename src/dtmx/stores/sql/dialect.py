@@ -28,6 +28,8 @@ class Dialect:
     migrate_unlock: str = ""
     #: does a table exist? (one `?`: the table name)
     has_table: str = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    #: does a table have a column? (`?`s: the table, the column)
+    has_column: str = "SELECT 1 FROM pragma_table_info(?) WHERE name = ?"
 
     def q(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""
@@ -60,6 +62,10 @@ class MysqlDialect(Dialect):
         "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
         " AND table_name = ?"
     )
+    has_column = (
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE()"
+        " AND table_name = ? AND column_name = ?"
+    )
 
     def q(self, sql: str) -> str:
         """`sql` with its `?` placeholders in this driver's style."""
@@ -90,6 +96,10 @@ class PostgresDialect(Dialect):
     for_update = " FOR UPDATE"
     migrate_lock = ("SELECT pg_advisory_xact_lock(727001)",)
     has_table = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+    has_column = (
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = ? AND column_name = ?"
+    )
 
     def q(self, sql: str) -> str:
         """`sql` with its `?` placeholders in this driver's style."""

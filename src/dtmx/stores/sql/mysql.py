@@ -14,7 +14,18 @@ from ssl import SSLContext
 from typing import Any
 
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
-from dtmx.stores.sql.calls import INSERT_CALL, TRIM_CALLS, insert_call_args, trim_calls_args
+from dtmx.stores.op_writes import op_writes
+from dtmx.stores.sql.calls import (
+    INSERT_CALL,
+    INSERT_CALL_AT,
+    TRIM_CALLS,
+    TRIM_CALLS_BELOW,
+    insert_call_args,
+    insert_call_at_args,
+    trim_below_args,
+    trim_calls_args,
+    update_branch,
+)
 from dtmx.stores.sql.conn import Row, Statement, UniqueViolation
 from dtmx.stores.sql.mysql_driver import MysqlBackend
 from dtmx.stores.sql.rows import (
@@ -41,6 +52,8 @@ _UPDATE_BRANCH_IF_MATCHED = f"{UPDATE_BRANCH} AND {_IF_MATCHED}"
 #: A call and the trim after it, only if the compare-and-set before matched.
 _INSERT_CALL_IF_MATCHED = f"{INSERT_CALL} FROM DUAL WHERE {_IF_MATCHED}"
 _TRIM_CALLS_IF_MATCHED = f"{TRIM_CALLS} AND {_IF_MATCHED}"
+_INSERT_CALL_AT_IF_MATCHED = f"{INSERT_CALL_AT} FROM DUAL WHERE {_IF_MATCHED}"
+_TRIM_BELOW_IF_MATCHED = f"{TRIM_CALLS_BELOW} AND {_IF_MATCHED}"
 #: `take` reads back the row and its branches if the compare-and-set matched (args: gid).
 _TAKE_TRANS = f"SELECT {TRANS_COLS} FROM trans_global WHERE gid = ? AND {_IF_MATCHED}"
 _TAKE_BRANCHES = (
@@ -131,16 +144,26 @@ class MysqlStore(SqlStore):
         d = self._d
         if not change.branches and not change.calls:
             return [cas]
-        rows = [
-            [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
-             b.branch_id, b.op.value]
-            for b in change.branches
-        ]
         out: list[Statement] = [cas, _REMEMBER_MATCHED]
-        out += [(_UPDATE_BRANCH_IF_MATCHED, r) for r in rows]
-        for c in change.calls:
+        if not change.calls:
+            out += [(_UPDATE_BRANCH_IF_MATCHED,
+                     [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None,
+                      gid, b.branch_id, b.op.value])
+                    for b in change.branches]
+            return out
+        ops, history = op_writes(change)
+        for w in ops:
+            sql, args = update_branch(gid, now, w, d)
+            out.append((f"{sql} AND {_IF_MATCHED}", args))
+        keep = change.keep_calls
+        for c in history:
+            if c.attempt:
+                out.append((_INSERT_CALL_AT_IF_MATCHED, insert_call_at_args(gid, c, d)))
+                if c.attempt > keep:
+                    out.append((_TRIM_BELOW_IF_MATCHED, trim_below_args(gid, c, keep)))
+                continue
             out += [(_INSERT_CALL_IF_MATCHED, insert_call_args(gid, c, d)),
-                    (_TRIM_CALLS_IF_MATCHED, trim_calls_args(gid, c, change.keep_calls))]
+                    (_TRIM_CALLS_IF_MATCHED, trim_calls_args(gid, c, keep))]
         return out
 
     async def _update_with_rows(self, cas: tuple[str, list[Any]], gid: str, now: float,

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, Change, Status, Transaction, TransType
-from dtmx.stores.sql.calls import CALL_CTES, call_arrays
+from dtmx.core.models import Branch, CallRecord, Change, Status, Transaction, TransType
+from dtmx.stores.op_writes import op_writes
+from dtmx.stores.sql.calls import CALL_CTES, FIRST_CALL_COLS, call_arrays
 from dtmx.stores.sql.conn import Row
 from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.postgres_driver import PostgresBackend
@@ -158,8 +159,8 @@ _U = ("gid text, expect_status text, expect_owner text, now timestamptz, status 
       " rollback_reason text, result text, retry_count bigint, expect_type text")
 #: Several compare-and-set updates (distinct gids) in one statement: one row of the
 #: arrays per update (columns as in `_U`), a column left NULL keeps the stored value as
-#: in `Change`; the branch updates of the rows that matched; the gids that matched.
-UPDATE_MANY = (
+#: in `Change`; the branch updates ({b}) of the rows that matched; the gids that matched.
+_UPDATE_MANY = (
     "WITH u AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[],"
     " ?::text[], ?::timestamptz[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::bigint[],"
     " ?::text[])"
@@ -181,17 +182,38 @@ UPDATE_MANY = (
     " FROM u WHERE t.gid = u.gid AND t.status = u.expect_status"
     " AND (u.expect_owner IS NULL OR t.owner = u.expect_owner)"
     " AND (u.expect_type IS NULL OR t.trans_type = u.expect_type) RETURNING t.gid),"
+    "{b} SELECT gid FROM g"
+)
+_B_STATUS = (
     " b AS (UPDATE trans_branch_op AS bt SET status = v.status, update_time = v.now,"
     " finish_time = COALESCE(v.finish_time, bt.finish_time)"
     " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
     " ?::timestamptz[]) AS v(gid, branch_id, op, status, now, finish_time)"
     " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
     " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
-    " SELECT gid FROM g"
 )
-#: UPDATE_MANY that also appends calls: args of UPDATE_MANY, then those of CALL_CTES.
-UPDATE_MANY_CALLS = (UPDATE_MANY.removesuffix(" SELECT gid FROM g")
-                     + f",{CALL_CTES} SELECT gid FROM g")
+#: The branch rows' writes of updates with calls (`OpWrite`s, one row of the arrays per
+#: op): a NULL status or count keeps the stored one, the first call is written if `first`.
+_B_CALLS = (
+    " b AS (UPDATE trans_branch_op AS bt SET status = COALESCE(v.status, bt.status),"
+    " update_time = CASE WHEN v.status IS NULL THEN bt.update_time ELSE v.now END,"
+    " finish_time = COALESCE(v.finish_time, bt.finish_time),"
+    " calls = COALESCE(v.calls, bt.calls), "
+    + ", ".join(f"{col} = CASE WHEN v.first THEN v.{col} ELSE bt.{col} END"
+                for col in (c.strip() for c in FIRST_CALL_COLS.split(",")))
+    + " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
+    " ?::timestamptz[], ?::int[], ?::bool[], ?::timestamptz[], ?::float8[], ?::text[],"
+    " ?::text[], ?::text[], ?::timestamptz[])"
+    f" AS v(gid, branch_id, op, status, now, finish_time, calls, first, {FIRST_CALL_COLS})"
+    " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
+    " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
+)
+#: Several updates whose branch ops get statuses; args from `update_many_args`.
+UPDATE_MANY = _UPDATE_MANY.replace("{b}", _B_STATUS)
+#: Several updates with calls, each op's first call in its row.
+UPDATE_MANY_CALLS = _UPDATE_MANY.replace("{b}", _B_CALLS)
+#: ... and calls for the history too (args: UPDATE_MANY_CALLS', then CALL_CTES').
+UPDATE_MANY_HISTORY = _UPDATE_MANY.replace("{b}", f"{_B_CALLS},{CALL_CTES}")
 
 
 def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
@@ -204,18 +226,42 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
         for u in items
         for c in (u.change,)
     ]
-    branches = [
-        (u.gid, b.branch_id, b.op.value, b.status.value, ts(u.now),
-         ts(u.now) if b.status.finished else None)
-        for u in items
-        for b in u.change.branches
-    ]
-    out = [*(list(col) for col in _columns(rows, 12)),
-           *(list(col) for col in _columns(branches, 6))]
-    if any(u.change.calls for u in items):
-        out += call_arrays([(u.gid, u.change.keep_calls, u.change.calls) for u in items],
-                           POSTGRES)
+    out = [list(col) for col in _columns(rows, 12)]
+    if not any(u.change.calls for u in items):
+        branches = [
+            (u.gid, b.branch_id, b.op.value, b.status.value, ts(u.now),
+             ts(u.now) if b.status.finished else None)
+            for u in items
+            for b in u.change.branches
+        ]
+        return out + [list(col) for col in _columns(branches, 6)]
+    ops: list[tuple[Any, ...]] = []
+    history: list[tuple[str, int, list[CallRecord]]] = []
+    for u in items:
+        writes, calls = op_writes(u.change)
+        for w in writes:
+            st, c = w.status, w.first
+            ops.append((
+                u.gid, w.branch_id, w.op.value, st and st.value, ts(u.now),
+                ts(u.now) if st is not None and st.finished else None, w.count,
+                c is not None, c and ts(c.start), c and float(c.duration),
+                c and c.outcome.value, c and c.reason, c and c.server,
+                c and ts(c.next_retry)))
+        if calls:
+            history.append((u.gid, u.change.keep_calls, calls))
+    out += [list(col) for col in _columns(ops, 14)]
+    if history:
+        out += call_arrays(history, POSTGRES)
     return out
+
+
+def update_many_sql(items: Sequence[CasUpdate]) -> str:
+    """The statement `update_many_args` gives the arguments of."""
+    if not any(u.change.calls for u in items):
+        return UPDATE_MANY
+    if any(c.attempt != 1 for u in items for c in u.change.calls):
+        return UPDATE_MANY_HISTORY
+    return UPDATE_MANY_CALLS
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
@@ -307,8 +353,7 @@ class PostgresStore(SqlStore):
 
     async def _update_many(self, items: Sequence[CasUpdate]) -> list[bool]:
         async with self._session() as ex:
-            sql = UPDATE_MANY_CALLS if any(u.change.calls for u in items) else UPDATE_MANY
-            rows = await ex.fetch(sql, update_many_args(items))
+            rows = await ex.fetch(update_many_sql(items), update_many_args(items))
         matched = {r[0] for r in rows}
         return [u.gid in matched for u in items]
 

@@ -36,7 +36,8 @@ BRANCH_INSERT_COLS = (
     "gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time,"
     " rollback_time"
 )
-BRANCH_COLS = BRANCH_INSERT_COLS
+#: Columns read back: the inserted ones and the number of calls stored (schema v3).
+BRANCH_COLS = BRANCH_INSERT_COLS + ", calls"
 KV_COLS = "id, cat, k, v, version, create_time, update_time"
 #: The global row, parameters from `trans_params`.
 INSERT_TRANS = (
@@ -237,6 +238,7 @@ def branch_from_row(row: Sequence[Any], d: Dialect) -> Branch:
             update_time=d.from_ts(row[7]) or 0.0,
             finish_time=d.from_ts(row[8]),
             rollback_time=d.from_ts(row[9]),
+            calls=int(row[10] or 0),
         )
     except ValueError as e:
         raise StoreError(f"unreadable trans_branch_op row for gid {row[0]!r}: {e}") from e

@@ -21,6 +21,9 @@ from dtmx.stores.sql.conn import Backend, Executor, Tx
 from dtmx.stores.sql.dialect import Dialect
 
 _FILE = re.compile(r"^(sqlite|mysql|postgres)_(\d{4})_[a-z0-9_]+\.sql$")
+#: A statement adding one column, without IF NOT EXISTS (SQLite and MySQL have none):
+#: skipped when the column is there, so a migration may run again over what it made.
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN (?!IF\b)(\w+)\b[^,]*$", re.I)
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -97,6 +100,9 @@ async def _apply(tx: Tx, backend: Backend, current: int) -> list[int]:
         if mig.version <= current:
             continue
         for stmt in split_statements(mig.sql):
+            add = _ADD_COLUMN.match(stmt)
+            if add and await tx.fetch(backend.dialect.has_column, [add[1], add[2]]):
+                continue
             await tx.execute(stmt, None)
         await tx.execute(
             "INSERT INTO dtmx_schema_version (version, applied_at) VALUES (?, ?)",

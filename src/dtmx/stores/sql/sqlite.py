@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
-from dtmx.stores.sql.calls import INSERT_CALL, TRIM_CALLS, insert_call_args, trim_calls_args
+from dtmx.stores.op_writes import op_writes
+from dtmx.stores.sql.calls import (
+    INSERT_CALL,
+    INSERT_CALL_AT,
+    TRIM_CALLS,
+    TRIM_CALLS_BELOW,
+    insert_call_args,
+    insert_call_at_args,
+    trim_below_args,
+    trim_calls_args,
+    update_branch,
+)
 from dtmx.stores.sql.conn import Row, UniqueViolation
 from dtmx.stores.sql.dialect import Dialect
 from dtmx.stores.sql.rows import (
@@ -95,17 +106,33 @@ class SqliteStore(SqlStore):
             if await tx.execute(*cas) == 0:
                 tx.rollback_only()
                 return False
-            if change.branches:
+            if not change.calls:
                 await tx.executemany(UPDATE_BRANCH, [
                     [b.status.value, d.ts(now), d.ts(now) if b.status.finished else None, gid,
                      b.branch_id, b.op.value]
                     for b in change.branches
                 ])
-            for c in change.calls:
+                return True
+            ops, history = op_writes(change)
+            # one executemany per statement shape: usually one, each op's status change
+            # with its first call
+            shapes: dict[str, list[list[Any]]] = {}
+            for w in ops:
+                sql, args = update_branch(gid, now, w, d)
+                shapes.setdefault(sql, []).append(args)
+            for sql, rows in shapes.items():
+                await tx.executemany(sql, rows)
+            keep = change.keep_calls
+            for c in history:
                 # in process, every statement costs CPU: trim only once there is more
+                if c.attempt:
+                    await tx.execute(INSERT_CALL_AT, insert_call_at_args(gid, c, d))
+                    if c.attempt > keep:
+                        await tx.execute(TRIM_CALLS_BELOW, trim_below_args(gid, c, keep))
+                    continue
                 got = await tx.fetch(_INSERT_CALL_RETURNING, insert_call_args(gid, c, d))
-                if int(got[0][0]) > change.keep_calls:
-                    await tx.execute(TRIM_CALLS, trim_calls_args(gid, c, change.keep_calls))
+                if int(got[0][0]) > keep:
+                    await tx.execute(TRIM_CALLS, trim_calls_args(gid, c, keep))
             return True
 
     async def _take(self, cas: tuple[str, list[Any]], gid: str

@@ -287,7 +287,7 @@ class SqlStore(SqlKv, SqlUpkeep, abc.ABC):
     async def get_calls(self, *, gid: str) -> list[CallRecord]:
         """See `dtmx.stores.base.Store.get_calls`."""
         async with self._session() as ex:
-            rows = await ex.fetch(SELECT_CALLS, [gid])
+            rows = await ex.fetch(SELECT_CALLS, [gid, gid])
         return in_order([call_from_row(r, self._d) for r in rows])
 
     async def add_branches(
