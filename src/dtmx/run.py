@@ -59,9 +59,10 @@ log = logging.getLogger("dtmx.engine")
 class Run:
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("_index", "_index_of", "branches", "calls", "clock", "failure", "invoker",
-                 "keep_calls", "observer", "owner", "owner_header", "pending", "reason_bytes",
-                 "reset_interval", "store", "timing", "trans")
+    __slots__ = ("_call_consts", "_index", "_index_of", "_late", "_server", "branches", "calls",
+                 "clock", "failure", "invoker", "keep_calls", "observer", "owner",
+                 "owner_header", "pending", "reason_bytes", "reset_interval", "store", "timing",
+                 "trans")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
@@ -82,6 +83,12 @@ class Run:
         self.reset_interval = False  # progress was made: the backoff starts again from the base
         self._index: dict[tuple[str, Op], Branch] = {}
         self._index_of: list[Branch] | None = None
+        #: calls answered whose telling (observer) and call records are still to be done:
+        #: that work waits until the next call is on the wire (see _settle)
+        self._late: list[tuple[Branch, CallResult, float, float]] = []
+        #: (headers, timeout) of every branch call of this run, made once
+        self._call_consts: tuple[dict[str, str], float] | None = None
+        self._server = owner.rsplit(":", 1)[0]  # the process, without the claim's number
 
     def _by_key(self) -> dict[tuple[str, Op], Branch]:
         """Branches by (branch_id, op), built once per branch list (a reload replaces the
@@ -152,6 +159,7 @@ class Run:
 
     async def _write(self, now: float, change: Change) -> bool:
         """Write `change` plus the buffered branch results, compare-and-set on our claim."""
+        self._settle()
         change = replace(change, branches=tuple(self.pending), calls=tuple(self.calls),
                          keep_calls=self.keep_calls)
         if self.reset_interval and change.next_cron_interval is None:
@@ -211,45 +219,54 @@ class Run:
         """A call of `url` for this transaction, with its branch headers (and our owner
         token, when configured) and timeout."""
         t = self.trans
-        headers = t.options.branch_headers
-        if self.owner_header:  # ours wins over a client's header of the same name
-            headers = {k: v for k, v in headers.items()
-                       if k.lower() != self.owner_header.lower()}
-            headers[self.owner_header] = self.owner
-        return BranchCall(
-            url=url,
-            gid=t.gid,
-            trans_type=t.trans_type,
-            branch_id=branch_id,
-            op=op,
-            payload=payload,
-            headers=headers,
-            timeout=request_timeout(t, self.timing),
-            force_post=force_post,
-            json_rpc=json_rpc,
-        )
+        consts = self._call_consts
+        if consts is None:  # the same for every call of this run: made once
+            headers = t.options.branch_headers
+            if self.owner_header:  # ours wins over a client's header of the same name
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() != self.owner_header.lower()}
+                headers[self.owner_header] = self.owner
+            consts = self._call_consts = (headers, request_timeout(t, self.timing))
+        return BranchCall(url, t.gid, t.trans_type, branch_id, op, payload, consts[0],
+                          consts[1], force_post, json_rpc)
 
     def _record(self, branch_id: str, op: Op, start: float, res: CallResult) -> None:
         """Keep one call for the history: its result and a bounded reason (the branch
         answer as the invoker kept it; request headers are never part of it)."""
+        self._settle()  # the calls before it come first
+        self._keep(branch_id, op, start, self.clock.now(), res)
+
+    def _keep(self, branch_id: str, op: Op, start: float, end: float, res: CallResult) -> None:
         reason = "" if res.outcome is Outcome.SUCCESS else cap_text(res.detail,
                                                                      self.reason_bytes)
-        server = self.owner.rsplit(":", 1)[0]  # the process, without the claim's number
         # numbered after the op's stored calls and this run's (a failed write ends the
         # run, and a reload reads the count back); an op without a row: the store numbers
         b = self._by_key().get((branch_id, op))
         attempt = 0
         if b is not None:
             b.calls = attempt = b.calls + 1
-        self.calls.append(CallRecord(branch_id, op, start, max(0.0, self.clock.now() - start),
-                                     res.outcome, reason, server, None, attempt))
+        self.calls.append(CallRecord(branch_id, op, start, max(0.0, end - start),
+                                     res.outcome, reason, self._server, None, attempt))
 
-    async def _timed(self, b: Branch) -> CallResult:
+    def _settle(self) -> None:
+        """Tell the observer of the calls answered since the last time, and keep their
+        records. Called soon after each step (when the next call is on the wire: that work
+        does not decide the next call, so the branch's answer time hides it) and before
+        anything reads the records or writes."""
+        late = self._late
+        if not late:
+            return
+        self._late = []
+        t = self.trans
+        for b, res, start, end in late:
+            self.observer.branch(t, b, res)
+            if b.url:  # an op without a URL (an empty compensation) is a no-op, not a call
+                self._keep(b.branch_id, b.op, start, end, res)
+
+    async def _timed(self, b: Branch) -> tuple[CallResult, float, float]:
         start = self.clock.now()
         res = await self.invoker.call(self._branch_call(b))
-        if b.url:  # an op without a URL (an empty compensation) is a no-op, not a call
-            self._record(b.branch_id, b.op, start, res)
-        return res
+        return res, start, self.clock.now()
 
     async def _call(self, step: Call, now: float) -> bool:
         if self.pending:
@@ -267,7 +284,7 @@ class Run:
                 return False
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
-        results: list[CallResult]
+        results: list[tuple[CallResult, float, float]]
         if len(todo) == 1:  # a sequential step: no task and gathering future per call
             results = [await self._timed(todo[0])]
         else:
@@ -275,8 +292,11 @@ class Run:
         unsettled: list[Outcome] = []
         later = self.clock.now()
         t = self.trans
-        for b, res in zip(todo, results, strict=True):
-            self.observer.branch(t, b, res)
+        late = self._late
+        if not late:  # runs once the next call is sent (or this run waits)
+            asyncio.get_running_loop().call_soon(self._settle)
+        for b, (res, start, end) in zip(todo, results, strict=True):
+            late.append((b, res, start, end))
             status = processors.branch_status(t.trans_type, b.op, res.outcome)
             if status is None:
                 unsettled.append(res.outcome)
@@ -308,6 +328,7 @@ class Run:
                 return await self._transition(Transition(Status.ABORTING, reason), now)
             t.options.retry_count += 1
         interval = retry_interval(t, self.timing, backoff=backoff)
+        self._settle()
         # the calls that made this retry necessary say when it comes
         self.calls = [replace(c, next_retry=now + interval)
                       if c.outcome is not Outcome.SUCCESS and c.next_retry is None else c
