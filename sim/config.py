@@ -101,6 +101,13 @@ class Config:
         for t in txs:
             if r.random() < 0.15:
                 t.force_stop_at = round(r.uniform(0, 12), 3)
+        # now and then a saga long enough that its successes are written in batches, one
+        # batch in the background while the next actions are called (dtmx.core.saga)
+        for t in txs:
+            if t.kind == "saga" and r.random() < 0.3:
+                t.steps = r.randint(40, 160)
+                if r.random() < 0.5:  # stopped mid-batch: the background write is refused
+                    t.force_stop_at = round(r.uniform(0.1, 2), 3)
         return cls(seed, nodes, net_seed, txs, crashes, faults, outages, skews, jumps)
 
     def to_json(self) -> str:

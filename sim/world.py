@@ -113,10 +113,12 @@ class NodeStore:
             if fault and rng.random() < 0.5:
                 raise StoreUnavailable("sim: the store did not answer")
             result = await target(**kw)
-            if name == "update" and result is False and kw.get("expect_owner"):
-                w.refused.add((kw["gid"], kw["expect_owner"]))  # that run must stop now
             await asyncio.sleep(w.latency(rng))
             await node.gate()
+            if name == "update" and result is False and kw.get("expect_owner"):
+                # the run learns it now and must stop: no call after this (a batch written
+                # in the background is refused while the run's next calls go on)
+                w.refused.add((kw["gid"], kw["expect_owner"]))
             if fault:
                 raise StoreUnavailable("sim: the reply was lost after the write")
             return result

@@ -6,9 +6,11 @@ transaction finishes or must wait. The order of effects is what makes it safe:
 - a status change is committed before any call that depends on it;
 - branch results are buffered and written together with the next change, and before the
   next branch call while that call can still change the outcome, unless the plan lets them
-  stay unwritten (a plain sequential saga's successes, in batches: see dtmx.core.saga), so
-  a saga of two steps costs two store writes in all (create, final status), a 1,000-step
-  one a write per batch of steps, and a TCC's confirms are written with its final status;
+  stay unwritten (a plain sequential saga's successes, in batches written in the
+  background while its next actions are called: see dtmx.core.saga), so a saga of two
+  steps costs two store writes in all (create, final status), a 1,000-step one a write per
+  batch of steps that never holds up a call, and a TCC's confirms are written with its
+  final status;
 - a status change and a saga action's failure are never left unwritten: each is written,
   with every result buffered before it, before anything that depends on it is done;
 - every write is compare-and-set on (status, owner): when another server has taken the
@@ -40,8 +42,6 @@ from dtmx.core.models import (
 from dtmx.core.plan import Call, QueryPrepared, Resume, Transition, Wait
 from dtmx.core.timing import (
     Timing,
-    base_interval,
-    lease,
     lease_running_out,
     needs_longer_lease,
     request_timeout,
@@ -49,6 +49,7 @@ from dtmx.core.timing import (
 )
 from dtmx.invoke.base import BranchCall, CallResult, Invoker
 from dtmx.invoke.workflow import callback_payload
+from dtmx.run_write import Writes
 from dtmx.security.redact import cap_text
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
@@ -56,31 +57,24 @@ from dtmx.telemetry.observer import Observer
 log = logging.getLogger("dtmx.engine")
 
 
-class Run:
+class Run(Writes):
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("_call_consts", "_index", "_index_of", "_late", "_server", "branches", "calls",
-                 "clock", "failure", "invoker", "keep_calls", "observer", "owner",
-                 "owner_header", "pending", "reason_bytes", "reset_interval", "store", "timing",
-                 "trans")
+    __slots__ = ("_call_consts", "_index", "_index_of", "_late", "_server", "branches", "clock",
+                 "failure", "invoker", "owner_header", "reason_bytes")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
                  owner: str, keep_calls: int = DEFAULT_KEEP_CALLS,
                  reason_bytes: int = 512, owner_header: str = "") -> None:
-        self.store, self.invoker, self.clock = store, invoker, clock
-        self.timing, self.observer = timing, observer
-        self.trans = trans
-        self.owner = owner
+        super().__init__(store=store, timing=timing, observer=observer, trans=trans,
+                         owner=owner, keep_calls=keep_calls)
+        self.invoker, self.clock = invoker, clock
         #: Settings.BranchOwnerHeader: the header that names our claim on each branch call
         self.owner_header = owner_header
         self.branches = list(branches)
-        self.pending: list[BranchUpdate] = []
-        #: calls made and not yet written to the history (they go with the next write)
-        self.calls: list[CallRecord] = []
-        self.keep_calls, self.reason_bytes = keep_calls, reason_bytes
+        self.reason_bytes = reason_bytes
         self.failure = ""
-        self.reset_interval = False  # progress was made: the backoff starts again from the base
         self._index: dict[tuple[str, Op], Branch] = {}
         self._index_of: list[Branch] | None = None
         #: calls answered whose telling (observer) and call records are still to be done:
@@ -140,13 +134,8 @@ class Run:
             log.exception("processing %s stopped", self.trans.gid)
             return self.trans
         finally:
+            self._forget_behind()
             self.observer.run_ended(self.trans)
-
-    def _lease(self) -> float:
-        return lease(self.trans, self.timing)
-
-    def _base_interval(self) -> float:
-        return base_interval(self.trans, self.timing)
 
     async def _release(self) -> None:
         if self.trans.status.finished:
@@ -156,34 +145,6 @@ class Run:
             await self._write(self.clock.now(), Change(next_cron_time=self.clock.now()))
         except Exception as e:  # the lease still ends on its own
             log.info("could not release %s: %s", self.trans.gid, e)
-
-    async def _write(self, now: float, change: Change) -> bool:
-        """Write `change` plus the buffered branch results, compare-and-set on our claim."""
-        self._settle()
-        change = replace(change, branches=tuple(self.pending), calls=tuple(self.calls),
-                         keep_calls=self.keep_calls)
-        if self.reset_interval and change.next_cron_interval is None:
-            change = replace(change, next_cron_interval=self._base_interval())
-        ok = await self.store.update(
-            gid=self.trans.gid,
-            now=now,
-            expect_status=self.trans.status,
-            expect_owner=self.owner,
-            change=change,
-        )
-        if not ok:
-            log.info("%s changed under us (status or owner); stopping this run", self.trans.gid)
-            self.observer.lost_claim(self.trans)
-            return False
-        self.pending.clear()
-        self.calls.clear()
-        self.trans.update_time = now
-        if change.next_cron_time is not None:
-            self.trans.next_cron_time = change.next_cron_time
-        if self.reset_interval:
-            self.trans.next_cron_interval = self._base_interval()
-            self.reset_interval = False
-        return True
 
     async def _transition(self, step: Transition, now: float) -> bool:
         t = self.trans
@@ -269,19 +230,30 @@ class Run:
         return res, start, self.clock.now()
 
     async def _call(self, step: Call, now: float) -> bool:
+        behind = self._behind  # once answered (or the lease runs low), see what it got
+        if behind is not None and (behind.done() or lease_running_out(
+                self.trans, now, self.timing)) and not await self._caught_up():
+            return False  # the batch written in the background was refused
         if self.pending:
             # The buffered results go out before the next call, unless the outcome is
             # decided (see Call.decided) or the plan lets that many stay unwritten (see
             # Call.unwritten, and the argument in dtmx.core.saga): then they ride on a
-            # later write. Either way the claim is extended once less than half a lease
-            # is left; leaving next_cron_time alone otherwise keeps the write off the
-            # due-time index, which SQL stores pay for.
+            # later write, and a batch of them is written in the background while the
+            # next calls go on (one batch at a time: at most 2 * (unwritten + 1) results
+            # are unwritten when a call is made). Either way the claim is extended once
+            # less than half a lease is left; leaving next_cron_time alone otherwise
+            # keeps the write off the due-time index, which SQL stores pay for.
             if lease_running_out(self.trans, now, self.timing):
                 if not await self._write(now, Change(next_cron_time=now + self._lease())):
                     return False
-            elif (not step.decided and len(self.pending) > step.unwritten
-                  and not await self._write(now, Change())):
-                return False
+            elif not step.decided and len(self.pending) > step.unwritten:
+                if not step.unwritten:
+                    if not await self._write(now, Change()):
+                        return False
+                else:
+                    if not await self._caught_up():  # one batch in the background at a time
+                        return False
+                    self._write_behind(now)
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
         results: list[tuple[CallResult, float, float]]

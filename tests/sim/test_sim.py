@@ -106,9 +106,19 @@ REFUSED_WRITE = (
     'rop":0.0,"slow":0.2,"dup":0.0,"lose_reply":0.0,"transient":0.0,"store":0.0},"outages'
     '":[],"skews":[0.0,0.0],"jumps":[[12.614,1,-35.096]]}')
 
+#: a 35-step plain saga force-stopped while its first batch of successes is written in the
+#: background (issue 10)
+REFUSED_BACKGROUND_WRITE = (
+    '{"seed":59,"nodes":1,"net_seed":1427086828,"txs":[{"kind":"saga","start":19.942,"st'
+    'eps":35,"seed":55905719,"wait_result":false,"concurrent":false,"timeout_to_fail":0,"'
+    'retry_limit":0,"failing":[],"crash_at":-1,"orders":{},"repeat":false,"force_stop_at"'
+    ':0.226}],"crashes":[],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_r'
+    'eply":0.0,"transient":0.0,"store":0.0},"outages":[],"skews":[0.0],"jumps":[]}')
+
 
 def test_the_schedules_that_caught_bugs_pass_now() -> None:
-    for text in (REGISTRATION_RACE, ABORT_TAKEOVER, FORCE_STOP, REFUSED_WRITE):
+    for text in (REGISTRATION_RACE, ABORT_TAKEOVER, FORCE_STOP, REFUSED_WRITE,
+                 REFUSED_BACKGROUND_WRITE):
         assert run(Config.from_json(text)).violations == []
 
 
@@ -242,6 +252,21 @@ def test_it_finds_a_run_going_on_after_a_refused_write(
 
     monkeypatch.setattr(Run, "_write", ignoring_refusal)
     _replay_catches(REFUSED_WRITE, "called after that run's write was refused")
+
+
+def test_it_finds_a_run_going_on_after_a_refused_background_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain saga's batch written in the background while its next actions are called:
+    once that write is refused, the run makes no call after it learned so."""
+    caught_up = Run._caught_up
+
+    async def ignoring_refusal(self: Run) -> bool:
+        await caught_up(self)
+        return True
+
+    monkeypatch.setattr(Run, "_caught_up", ignoring_refusal)
+    _replay_catches(REFUSED_BACKGROUND_WRITE, "called after that run's write was refused")
 
 
 def _replay_catches(schedule: str, violation: str) -> None:

@@ -24,9 +24,11 @@ class Call:
     except:
 
     `unwritten`: up to this many results of earlier calls may still be unwritten when these
-    calls are made (they ride on a later write). Only for calls whose transaction cannot
-    change course but by an answer of a call (see `dtmx.core.saga`), where losing an
-    unwritten success in a crash only means that call is made again.
+    calls are made (they ride on a later write; past that many, the run writes them in
+    the background while these calls go on, one such write at a time). Only for calls
+    whose transaction cannot change course but by an answer of a call (see
+    `dtmx.core.saga`), where losing an unwritten success in a crash only means that call
+    is made again.
     """
 
     keys: tuple[tuple[str, Op], ...]
