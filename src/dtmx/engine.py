@@ -133,8 +133,11 @@ class Engine:
         now = self.clock.now()
         branches: list[Branch] = []
         if act is not Act.ABORT:
-            subs = await subscribers(self.store, admission.topics(req))
-            check_fanout(req.steps, subs, self.limits, msg.TOPIC_PREFIX)
+            subs: dict[str, list[str]] = {}
+            topics = admission.topics(req)
+            if topics:  # only a msg's topic:// steps fan out (to their subscribers' rows)
+                subs = await subscribers(self.store, topics)
+                check_fanout(req.steps, subs, self.limits, msg.TOPIC_PREFIX)
             branches = admission.new_branches(req, now, subs)
         stored: Stored = UNREAD
         while True:
