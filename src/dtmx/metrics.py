@@ -13,7 +13,8 @@ lease takeovers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -24,8 +25,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 from dtmx import __version__
 from dtmx.core.models import Branch, Outcome, Status, Transaction
@@ -54,25 +60,24 @@ class Metrics:
                      ["gin_version", "grpc_version", "version"], registry=r)
         # no gin here: our own HTTP server stands where DTM's gin does
         info.labels("dtmx-http", grpc_version, __version__).set(1)
-        self._process = Counter("dtm_server_process_total", "All request received by dtm",
-                                ["type", "api", "status"], registry=r)
-        self._response = Histogram("dtm_server_response_duration",
-                                   "The request durations of a dtm server api",
-                                   ["type", "api"], registry=r)
-        self._trans = Counter("dtm_transaction_process_total",
-                              "All transactions processed by dtm", ["model", "status"],
-                              registry=r)
-        self._handled = Histogram(
+        self._process = _Counter("dtm_server_process_total", "All request received by dtm",
+                                 ["type", "api", "status"], r)
+        self._response = _Histogram("dtm_server_response_duration",
+                                    "The request durations of a dtm server api",
+                                    ["type", "api"], Histogram.DEFAULT_BUCKETS, r)
+        self._trans = _Counter("dtm_transaction_process_total",
+                               "All transactions processed by dtm", ["model", "status"], r)
+        self._handled = _Histogram(
             "dtm_transaction_handled_duration",
             "Histogram of handling latency of the transaction that handled by the server.",
-            ["model"], registry=r)
+            ["model"], Histogram.DEFAULT_BUCKETS, r)
         branch_labels = ["model", "branchid", "branchtype", "status"] if dtm_labels else [
             "model", "branchtype", "status"]
-        self._branch = Counter("dtm_branch_process_total", "All branches processed by dtm",
-                               branch_labels, registry=r)
-        self._store = Histogram("dtmx_store_duration_seconds",
-                                "Store round trips by verb, seconds", ["verb"],
-                                buckets=STORE_BUCKETS, registry=r)
+        self._branch = _Counter("dtm_branch_process_total", "All branches processed by dtm",
+                                branch_labels, r)
+        self._store = _Histogram("dtmx_store_duration_seconds",
+                                 "Store round trips by verb, seconds", ["verb"],
+                                 STORE_BUCKETS, r)
         self.poller_lag = Gauge(
             "dtmx_poller_lag_seconds",
             "Now minus next_cron_time of the oldest due unfinished transaction (0: none due),"
@@ -147,6 +152,98 @@ class Metrics:
         for probe in self._probes:
             await probe()
         return generate_latest(self.registry)
+
+
+class _Series:
+    """The buckets (not cumulative) and sum of one label set of a `_Histogram`."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Count `amount` in the first bucket whose bound is >= it, and add it to the sum."""
+        self.total += amount
+        self.counts[bisect_left(self._bounds, amount)] += 1
+
+
+class _Histogram(Collector):
+    """A labelled histogram, scraped as prometheus_client's `Histogram` is (same samples,
+    names and order). Why not that one: its observe takes a lock for the sum and for the
+    bucket and walks the bounds in Python, about 0.6 us; this bisects and adds, and there
+    are several observations per transaction. Observed only from the event loop's thread
+    (the API, the engine and the store wrapper all run there), so it needs no lock."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        if bounds[-1] != INF:
+            bounds += (INF,)
+        self._bounds = bounds
+        self._les = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
+        self._name, self._doc, self._labelnames = name, documentation, list(labelnames)
+        self._series: dict[tuple[str, ...], _Series] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Series:
+        """The series of one label set (created on first use, as a Histogram's child)."""
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = _Series(self._bounds)
+        return series
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """One histogram family: cumulative buckets, count and sum per label set."""
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            acc = 0.0
+            buckets = []
+            for le, n in zip(self._les, series.counts, strict=True):
+                acc += n
+                buckets.append((le, acc))
+            family.add_metric(list(values), buckets, series.total)
+        yield family
+
+
+class _Count:
+    """One label set of a `_Counter`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self) -> None:
+        """Add one."""
+        self.value += 1.0
+
+
+class _Counter(Collector):
+    """A labelled counter, scraped as prometheus_client's `Counter` is; lock-free for the
+    reason `_Histogram` gives (its inc takes a lock, about 0.3 us)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        self._name, self._doc, self._labelnames = name, documentation, list(labelnames)
+        self._series: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Count:
+        """The count of one label set (created on first use, as a Counter's child)."""
+        count = self._series.get(values)
+        if count is None:
+            count = self._series[values] = _Count()
+        return count
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter family, a `_total` sample per label set."""
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+        for values, count in list(self._series.items()):
+            family.add_metric(list(values), count.value)
+        yield family
 
 
 class _Roundtrips(Collector):
