@@ -32,14 +32,19 @@ def local_name(url: str) -> str:
 
 def local_names(trans: Transaction, branches: Iterable[Branch]) -> set[str]:
     """Every local function a transaction may call (its branches and query_prepared)."""
-    urls = [trans.query_prepared, *(b.url for b in branches)]
-    return {local_name(u) for u in urls if is_local(u)}
+    names = {b.url[len(LOCAL_PREFIX):] for b in branches if b.url.startswith(LOCAL_PREFIX)}
+    if trans.query_prepared.startswith(LOCAL_PREFIX):
+        names.add(local_name(trans.query_prepared))
+    return names
 
 
 def missing_local(trans: Transaction, branches: Iterable[Branch],
                   have: Container[str]) -> list[str]:
     """The local functions of `trans` this process lacks (sorted); empty when it may run."""
-    return sorted(n for n in local_names(trans, branches) if n not in have)
+    names = local_names(trans, branches)
+    if not names:  # no local:// URL at all (asked before every run)
+        return []
+    return sorted(n for n in names if n not in have)
 
 
 #: key-value category of transactions handed back for want of local functions

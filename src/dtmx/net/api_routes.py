@@ -4,6 +4,7 @@ bytes of an answer. Independent of the connection handling in `api_server`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,50 @@ class Routes:
                 if m == method:
                     return fn, {param: rest}, 200
         return None, {}, 405 if found else 404
+
+
+class IdleTimer:
+    """Calls `expire` once `timeout` seconds pass after the last `arm` with no `disarm`
+    since. A connection arms it after each answer and disarms it for each request; one
+    timer checks a deadline instead of a call_later and a cancel per arm and disarm (two
+    each per request, more than the rest of a request's bookkeeping): when it fires early
+    it sleeps again until the deadline."""
+
+    __slots__ = ("_at", "_expire", "_handle", "_loop", "_timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 expire: Callable[[], None]) -> None:
+        self._loop, self._timeout, self._expire = loop, timeout, expire
+        self._at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        """Expire `timeout` seconds from now, unless armed again or disarmed before."""
+        self._at = self._loop.time() + self._timeout
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._timeout, self._check)
+
+    def disarm(self) -> None:
+        """Do not expire until armed again."""
+        self._at = None
+
+    def cancel(self) -> None:
+        """Disarm and drop the timer (the connection is gone)."""
+        self._at = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._at is None:
+            return  # disarmed: the next arm starts a timer again
+        left = self._at - self._loop.time()
+        if left > 0:
+            self._handle = self._loop.call_later(left, self._check)
+        else:
+            self._at = None
+            self._expire()
 
 
 class DateClock:

@@ -34,6 +34,7 @@ import httptools
 from dtmx.net.api_routes import (
     DateClock,
     Handler,
+    IdleTimer,
     Request,
     Response,
     Routes,
@@ -99,7 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         self._continue_owed = False  # a 100 Continue waits for earlier answers to go out
         self._writable: asyncio.Future[None] | None = None
         self._draining = False
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle = IdleTimer(self._loop, server.limits.idle_timeout, self.close)
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,8 +115,7 @@ class HttpProtocol(asyncio.Protocol):
         """The connection closed: forget it and stop its timers."""
         self._server.connections.discard(self)
         self._closing = True
-        if self._idle is not None:
-            self._idle.cancel()
+        self._idle.cancel()
         self._wake_writer()
         # a handler already running finishes (its store writes must not be cut short);
         # its response goes nowhere
@@ -206,9 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._draining:
             return  # the server is stopping; this connection closes after the answer
             # being worked on
-        if self._idle is not None:  # the handler may take as long as it needs
-            self._idle.cancel()
-            self._idle = None
+        self._idle.disarm()  # the handler may take as long as it needs
         cur = self._cur
         try:
             url = httptools.parse_url(cur.url)
@@ -320,9 +318,7 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self._loop.call_later(self._limits.idle_timeout, self.close)
+        self._idle.arm()
 
     def close_when_idle(self) -> bool:
         """For shutdown: close now if no handler runs; True if closed."""
