@@ -168,11 +168,12 @@ def _laid_out(branches: Sequence[Branch]) -> bool:
     if n2 % 2 or not n2:
         return False
     # the ends and the middle: a cheap check that this is gen_branches' layout
-    return all(
-        branches[i].op is Op.COMPENSATE and branches[i + 1].op is Op.ACTION
-        and branches[i].branch_id == branches[i + 1].branch_id
-        for i in {0, (n2 // 2 - 1) // 2 * 2, n2 - 2}
-    )
+    for i in (0, (n2 // 2 - 1) // 2 * 2, n2 - 2):
+        comp, action = branches[i], branches[i + 1]
+        if (comp.op is not Op.COMPENSATE or action.op is not Op.ACTION
+                or comp.branch_id != action.branch_id):
+            return False
+    return True
 
 
 def _first(n: int, pred: Callable[[int], bool]) -> int:
@@ -187,10 +188,23 @@ def _first(n: int, pred: Callable[[int], bool]) -> int:
     return lo
 
 
+def _first_unsucceeded_action(branches: Sequence[Branch], n: int) -> int:
+    """`_first` for "action i has not succeeded", inline: planned before every step."""
+    lo, hi = 0, n
+    succeed = Status.SUCCEED
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if branches[2 * mid + 1].status is not succeed:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def _plan_sequential(status: Status, branches: Sequence[Branch], unwritten: int) -> Plan:
     n = len(branches) // 2
     # k: the first action that has not succeeded (all before it have)
-    k = _first(n, lambda i: branches[2 * i + 1].status is not Status.SUCCEED)
+    k = _first_unsucceeded_action(branches, n)
     if status is Status.SUBMITTED:
         if k == n:
             return Transition(Status.SUCCEED)
