@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -249,6 +250,10 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     except BaseException:
         await server.stop()  # a half-started server must not keep the process alive
         raise
+    # What exists now (modules, settings, the server's own objects) lives as long as the
+    # process: kept out of the collector's full passes, which otherwise walk all of it each
+    # time long-lived objects pile up (a 1,000-step saga's rows: ~4 ms per saga).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
