@@ -20,7 +20,7 @@ from dtmx.net.resp_cluster import ClusterClient
 from dtmx.stores.redis_layout import Layout, LeaseBook
 
 _LUA_DIR = Path(__file__).with_name("redis_lua")
-_SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches")
+_SCRIPTS_WITH_PRELUDE = ("create", "update", "take", "add_branches", "branches")
 _SCRIPTS = (
     *_SCRIPTS_WITH_PRELUDE,
     "claim_due",
@@ -143,6 +143,9 @@ class RedisBase:
 
     def _b(self, gid: str) -> str:
         return f"{self.layout.tag(gid)}:b:{gid}"
+
+    def _c(self, gid: str) -> str:
+        return f"{self.layout.tag(gid)}:c:{gid}"
 
     def _keys(self, gid: str) -> list[str]:
         """g, b, cron, fin of the gid's partition."""

@@ -35,20 +35,21 @@ for a = a0 + 1, a0 + 5 * nb, 5 do
 end
 -- the call history after the first call: per branch op the kept records, one line each
 -- prefixed by its attempt number (l:<key>), the newest keep - 1 (the first is in b); an op
--- without a row (attempt 0) is numbered by its counter (n:<key>) and keeps its first here
+-- without a row (attempt 0) is numbered by its counter (n:<key>) and keeps its first here,
+-- as does an op whose first call was written here before schema v3 (its line 1)
 local a1 = a0 + 5 * nb + 1
 local keep = tonumber(ARGV[a1])
 for a = a1 + 1, #ARGV, 3 do
   local key, n, first = ARGV[a], tonumber(ARGV[a + 1]), 1
   if n == 0 then
     n = redis.call('HINCRBY', c, 'n:' .. key, 1)
-    first = 2
   end
   local lines = {}
   for l in string.gmatch(redis.call('HGET', c, 'l:' .. key) or '', '[^\n]+') do
     lines[#lines + 1] = l
   end
   lines[#lines + 1] = n .. ' ' .. ARGV[a + 2]
+  if string.sub(lines[1], 1, 2) == '1 ' then first = 2 end
   while #lines > keep - 2 + first do table.remove(lines, first) end
   if #lines > 0 then
     redis.call('HSET', c, 'l:' .. key, table.concat(lines, '\n'))
