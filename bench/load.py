@@ -34,7 +34,7 @@ class PhaseResult:
     p50_ms: float | None
     p99_ms: float | None
     cpu_ms_per_tx: float | None  # of the processes passed in (the server side)
-    store_cpu_ms_per_tx: float | None  # of the database server's processes (SQL stores)
+    store_cpu_ms_per_tx: float | None  # of the database server's processes (not SQLite)
     roundtrips_per_tx: float | None  # the served store's round trips, under this load
     client_cpu_ms_per_tx: float | None
     window_s: float

@@ -38,13 +38,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 #: The database server's processes, by their /proc comm, per store (PostgreSQL forks one
-#: process per connection; MariaDB is one process).
-_STORE_SERVER_COMM = {"postgres": ("postgres",), "mysql": ("mariadbd", "mysqld")}
+#: process per connection; MariaDB and Redis are one process: the bench's redis-server,
+#: and any other redis-server on the machine such as a test Redis Cluster's).
+_STORE_SERVER_COMM = {"postgres": ("postgres",), "mysql": ("mariadbd", "mysqld"),
+                      "redis": ("redis-server",)}
 
 
 def store_server_cpus(store: str) -> dict[int, float]:
-    """utime + stime of each of the database server's processes, by pid (none for SQLite
-    and Redis). Every process of that server: other clients' work counts too."""
+    """utime + stime of each of the database server's processes, by pid (none for SQLite).
+    Every process of that server: other clients' work counts too."""
     names = _STORE_SERVER_COMM.get(store)
     if not names:
         return {}
@@ -61,7 +63,7 @@ def store_server_cpus(store: str) -> dict[int, float]:
 
 
 def store_server_cpu(store: str) -> float:
-    """utime + stime of the database server's processes (0.0 for SQLite and Redis' none).
+    """utime + stime of the database server's processes (0.0 for SQLite).
 
     Counts every process of that server, so work of other clients of the same server in
     the window is included: a shared machine makes this an upper bound."""

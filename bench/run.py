@@ -36,8 +36,8 @@ def _session(clients: int) -> aiohttp.ClientSession:
 
 
 def _store_cpu_of(store: str) -> Callable[[], float] | None:
-    """The database server's CPU, for the SQL stores that run as a server."""
-    if store not in ("postgres", "mysql"):
+    """The database server's CPU, for the stores that run as a server."""
+    if store not in ("postgres", "mysql", "redis"):
         return None
     return lambda: store_server_cpu(store)
 
