@@ -104,7 +104,7 @@ def branch_key(branch_id: str, op: Op) -> str:
 
 
 def encode_branch(b: Branch) -> list[str | bytes]:
-    """The six script arguments of one branch (see add_branch in prelude.lua)."""
+    """The six script arguments of one branch (see add_branches in prelude.lua)."""
     # orjson never emits a raw newline, so the blob splits on its first one and the data
     # after it stays arbitrary bytes
     static = orjson.dumps([b.branch_id, b.op, b.url, b.create_time]) + b"\n" + b.data

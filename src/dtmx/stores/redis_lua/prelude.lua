@@ -14,21 +14,41 @@
 -- and under the store's own tag M: M:kv:<cat> hash key -> "version\ncreate_time\n
 -- update_time\nvalue", M:kvi:<cat> zset key -> creation sequence (M:kvseq)
 
--- Append one branch op described by ARGV[a .. a+5]:
--- key, static blob, status, update_time, finish_time, rollback_time ('' = none).
-local function add_branch(b, a)
-  local n = redis.call('HINCRBY', b, 'n', 1)
-  redis.call('HSET', b, 'i:' .. ARGV[a], n, 'd:' .. n, ARGV[a + 1],
-    's:' .. n, ARGV[a + 2], 'u:' .. n, ARGV[a + 3])
-  if ARGV[a + 4] ~= '' then redis.call('HSET', b, 'f:' .. n, ARGV[a + 4]) end
-  if ARGV[a + 5] ~= '' then redis.call('HSET', b, 'r:' .. n, ARGV[a + 5]) end
+-- Append the branch ops described by ARGV[a0 .. a1], 6 values each: key, static blob,
+-- status, update_time, finish_time, rollback_time ('' = none), after the n ops b holds;
+-- one HSET (in slices: unpack has a limit well below MaxBranches), n first.
+local function add_branches(b, a0, a1, n)
+  local f = {'n', n + (a1 - a0 + 1) / 6}
+  for a = a0, a1, 6 do
+    n = n + 1
+    f[#f + 1] = 'i:' .. ARGV[a]; f[#f + 1] = n
+    f[#f + 1] = 'd:' .. n; f[#f + 1] = ARGV[a + 1]
+    f[#f + 1] = 's:' .. n; f[#f + 1] = ARGV[a + 2]
+    f[#f + 1] = 'u:' .. n; f[#f + 1] = ARGV[a + 3]
+    if ARGV[a + 4] ~= '' then f[#f + 1] = 'f:' .. n; f[#f + 1] = ARGV[a + 4] end
+    if ARGV[a + 5] ~= '' then f[#f + 1] = 'r:' .. n; f[#f + 1] = ARGV[a + 5] end
+    if #f >= 4000 then
+      redis.call('HSET', b, unpack(f))
+      f = {}
+    end
+  end
+  if #f > 0 then redis.call('HSET', b, unpack(f)) end
+end
+
+-- The value of field `name` among the field/value pairs ARGV[a0 .. a1], or nil.
+local function field_of(a0, a1, name)
+  for a = a0, a1, 2 do
+    if ARGV[a] == name then return ARGV[a + 1] end
+  end
+  return nil
 end
 
 -- After a write, keep the indexes and TTLs in step with the transaction: a finished one
 -- leaves the cron index and lives finished_ttl more; an unfinished one is (re)indexed by
 -- next_cron_time and its data TTL refreshed (so abandoned data does not live forever).
-local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
-  local c = string.sub(g, 1, #g - #gid - 2) .. 'c:' .. gid
+-- c is the call history's key, nil when the caller knows there is none (create); nct the
+-- next_cron_time just written, nil to read it from g.
+local function settle(gid, g, b, c, cron, fin, finished, now, fttl_ms, dttl_ms, nct)
   if finished == '1' then
     redis.call('ZREM', cron, gid)
     redis.call('ZADD', fin, now, gid)
@@ -37,10 +57,10 @@ local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
       '(' .. tostring(tonumber(now) - tonumber(fttl_ms) / 1000))
     redis.call('PEXPIRE', g, fttl_ms)
     redis.call('PEXPIRE', b, fttl_ms)
-    redis.call('PEXPIRE', c, fttl_ms)
+    if c then redis.call('PEXPIRE', c, fttl_ms) end
   else
     redis.call('ZREM', fin, gid)
-    local nct = redis.call('HGET', g, 'next_cron_time')
+    nct = nct or redis.call('HGET', g, 'next_cron_time')
     if nct then
       redis.call('ZADD', cron, nct, gid)
     else
@@ -48,7 +68,7 @@ local function settle(gid, g, b, cron, fin, finished, now, fttl_ms, dttl_ms)
     end
     redis.call('PEXPIRE', g, dttl_ms)
     redis.call('PEXPIRE', b, dttl_ms)
-    redis.call('PEXPIRE', c, dttl_ms)
+    if c then redis.call('PEXPIRE', c, dttl_ms) end
   end
 end
 

@@ -9,5 +9,6 @@ local cur = redis.call('HMGET', g, 'status', 'trans_type')
 if cur[1] ~= ARGV[2] then return 0 end
 if ARGV[3] ~= '' and cur[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', g, unpack(ARGV, 8, #ARGV))
-settle(ARGV[1], g, b, KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+settle(ARGV[1], g, b, KEYS[5], KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
+  field_of(8, #ARGV, 'next_cron_time'))
 return {redis.call('HGETALL', g), with_history_counts(redis.call('HGETALL', b), KEYS[5])}

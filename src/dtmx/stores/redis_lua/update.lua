@@ -57,5 +57,6 @@ for a = a1 + 1, #ARGV, 3 do
     redis.call('HDEL', c, 'l:' .. key)
   end
 end
-settle(ARGV[1], g, b, KEYS[3], KEYS[4], ARGV[5], now, ARGV[7], ARGV[8])
+settle(ARGV[1], g, b, c, KEYS[3], KEYS[4], ARGV[5], now, ARGV[7], ARGV[8],
+  field_of(11, 10 + 2 * nf, 'next_cron_time'))
 return 1
