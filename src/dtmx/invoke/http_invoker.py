@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Coroutine
+from typing import Any
 
 from dtmx.core.local import is_local
 from dtmx.core.models import Outcome
@@ -66,7 +68,7 @@ class HttpInvoker:
                 "op": call.op,
             }
         try:
-            answer = await self.client.request(
+            status, raw = await self.client.request(
                 call.url,
                 post=post,
                 query=query,
@@ -83,13 +85,13 @@ class HttpInvoker:
         except Exception as e:  # an invoker never raises: the engine retries with backoff
             log.exception("unexpected error calling %s", call.url)
             return CallResult(Outcome.ERROR, f"{type(e).__name__}: {e}")
-        body = answer.body.decode("utf-8", "replace")
-        outcome = classify(answer.status, body)
+        body = raw.decode("utf-8", "replace")
+        outcome = classify(status, body)
         if method:
-            return json_rpc.classify(outcome, answer.status, answer.body)
+            return json_rpc.classify(outcome, status, raw)
         if outcome is Outcome.SUCCESS:
             return CallResult(outcome)
-        return CallResult(outcome, f"{answer.status} {body[:_DETAIL_MAX]}")
+        return CallResult(outcome, f"{status} {body[:_DETAIL_MAX]}")
 
     async def close(self) -> None:
         """Close the pooled connections."""
@@ -106,10 +108,16 @@ class Router:
         self.grpc = grpc
         self.local = local
 
-    async def call(self, call: BranchCall) -> CallResult:
-        """Call the branch with the invoker its URL scheme names (http(s) or gRPC)."""
+    def call(self, call: BranchCall) -> Coroutine[Any, Any, CallResult]:
+        """Call the branch with the invoker its URL scheme names (http(s) or gRPC); await
+        the result."""
+        # a plain function handing back the chosen invoker's coroutine: no frame of its own
+        # to create and unwind on each branch call (the critical path of a long saga)
         if call.url.startswith(("http://", "https://")) or not call.url:
-            return await self.http.call(call)
+            return self.http.call(call)
+        return self._other(call)
+
+    async def _other(self, call: BranchCall) -> CallResult:
         if is_local(call.url):
             if self.local is None:  # the engine hands such a transaction back first
                 return CallResult(Outcome.ERROR, f"no local functions here for {call.url}")

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -46,12 +45,8 @@ _NOT_OURS = object()
 _READ_PIECE = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A branch's answer: its status and its (decoded) body."""
-
-    status: int
-    body: bytes
+#: a branch's answer: its status and its (decoded) body
+Answer = tuple[int, bytes]
 
 
 class HostGuard(Protocol):
@@ -85,7 +80,7 @@ class BranchClient:
         """The keep-alive pool's connections (the aiohttp path keeps its own)."""
         return self.pool.stats()
 
-    async def request(
+    def request(
         self,
         url: str,
         *,
@@ -94,11 +89,15 @@ class BranchClient:
         headers: Mapping[str, str],
         body: bytes,
         timeout: float,
-    ) -> Answer:
-        """POST `body` (or GET when `post` is false) to `url` with `query` appended."""
+    ) -> Coroutine[Any, Any, Answer]:
+        """POST `body` (or GET when `post` is false) to `url` with `query` appended; await
+        the result for the answer. A header that cannot be sent may raise `HeaderError`
+        already on the call, before any await."""
+        # a plain function handing back the pool's coroutine: no coroutine frame of its own
+        # to create and unwind on each branch call (the critical path of a long saga)
         target = self._target(url)
         if target is None:
-            return await self._aiohttp(url, post, query, headers, body, timeout)
+            return self._aiohttp(url, post, query, headers, body, timeout)
         head = build_head(
             b"POST" if post else b"GET",
             target,
@@ -106,8 +105,7 @@ class BranchClient:
             header_lines(headers),
             len(body) if post else None,
         )
-        status, raw = await self.pool.request(target, head, body if post else None, timeout)
-        return Answer(status, raw)
+        return self.pool.request(target, head, body if post else None, timeout)
 
     def _target(self, url: str) -> Target | None:
         t = self._targets.get(url)
@@ -166,7 +164,7 @@ class BranchClient:
                 except HttpProtocolError:
                     resp.close()  # drop the connection if the rest of the answer is unread
                     raise
-                return Answer(resp.status, data)
+                return resp.status, data
         except (TimeoutError, OSError, HttpProtocolError, HeaderError, asyncio.CancelledError):
             raise
         except aiohttp.ClientError as e:
