@@ -162,6 +162,20 @@ async def test_a_large_create_keeps_the_create_contract(store: Store) -> None:
     assert await store.get_branches(gid=g2) == []
 
 
+async def test_a_large_create_keeps_each_rows_own_values(store: Store) -> None:
+    # most values shared by all rows, some not: each row reads back as it was given
+    g = gid()
+    many = [
+        br(g, f"{i:04d}", Op.ACTION, data=b"{}" if i % 7 else f'{{"i":{i}}}'.encode(),
+           url="http://b/x" if i % 5 else f"http://b/{i}")
+        for i in range(1, 1502)
+    ]
+    assert await store.create(trans=mk(g), branches=many) is True
+    got = await store.get_branches(gid=g)
+    assert [(b.key, b.url, b.data, b.status) for b in got] == [
+        (b.key, b.url, b.data, b.status) for b in many]
+
+
 async def test_missing_gid(store: Store) -> None:
     assert await store.get(gid=gid()) is None
     assert await store.get_branches(gid=gid()) == []
