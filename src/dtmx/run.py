@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dtmx.clock import Clock
-from dtmx.core import processors
+from dtmx.core import processors, saga
 from dtmx.core.models import (
     DEFAULT_KEEP_CALLS,
     Branch,
@@ -60,8 +60,8 @@ log = logging.getLogger("dtmx.engine")
 class Run(Writes):
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("_call_consts", "_index", "_index_of", "_late", "_server", "branches", "clock",
-                 "failure", "invoker", "owner_header", "reason_bytes")
+    __slots__ = ("_call_consts", "_flying", "_index", "_index_of", "_late", "_next", "_server",
+                 "branches", "clock", "failure", "invoker", "owner_header", "reason_bytes")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
@@ -83,6 +83,10 @@ class Run(Writes):
         #: (headers, timeout) of every branch call of this run, made once
         self._call_consts: tuple[dict[str, str], float] | None = None
         self._server = owner.rsplit(":", 1)[0]  # the process, without the claim's number
+        #: (branch called, the step planned as if it succeeds, that step's call), made while
+        #: the branch (_flying) answers: see _plan_ahead
+        self._next: tuple[Branch, Call, BranchCall] | None = None
+        self._flying: Branch | None = None
 
     def _by_key(self) -> dict[tuple[str, Op], Branch]:
         """Branches by (branch_id, op), built once per branch list (a reload replaces the
@@ -104,7 +108,8 @@ class Run(Writes):
                     return self.trans
             while True:
                 now = self.clock.now()
-                step = processors.plan(self.trans, self.branches, now, self.timing)
+                step = self._planned(now) or processors.plan(
+                    self.trans, self.branches, now, self.timing)
                 if isinstance(step, Transition):
                     if not await self._transition(step, now):
                         return self.trans
@@ -224,10 +229,35 @@ class Run(Writes):
             if b.url:  # an op without a URL (an empty compensation) is a no-op, not a call
                 self._keep(b.branch_id, b.op, start, end, res)
 
-    async def _timed(self, b: Branch) -> tuple[CallResult, float, float]:
+    async def _timed(self, call: BranchCall) -> tuple[CallResult, float, float]:
         start = self.clock.now()
-        res = await self.invoker.call(self._branch_call(b))
+        res = await self.invoker.call(call)
         return res, start, self.clock.now()
+
+    def _plan_ahead(self, b: Branch, now: float) -> None:
+        """While action `b` of a plain sequential saga answers: plan the next step as if it
+        succeeds (the planner, pure, asked with `b` succeeded for the moment) and build its
+        call, so that a success goes straight to the next send (issue 10)."""
+        if self._flying is not b:  # answered already (an invoker that did not wait)
+            return
+        before, b.status = b.status, Status.SUCCEED
+        try:
+            step = processors.plan(self.trans, self.branches, now, self.timing)
+        finally:
+            b.status = before
+        if isinstance(step, Call) and len(step.keys) == 1 and step.unwritten:
+            self._next = (b, step, self._branch_call(self._by_key()[step.keys[0]]))
+
+    def _planned(self, now: float) -> Call | None:
+        """The step planned ahead, if what it assumed holds: its branch succeeded, nothing
+        else changed (status, branch list) and the clock leaves the plan as it was."""
+        ahead = self._next
+        if ahead is None or not (
+                ahead[0].status is Status.SUCCEED and self.trans.status is Status.SUBMITTED
+                and self._index_of is self.branches
+                and saga.still_planned(self.trans, ahead[1], now, self.timing)):
+            return None
+        return ahead[1]
 
     async def _call(self, step: Call, now: float) -> bool:
         behind = self._behind  # once answered (or the lease runs low), see what it got
@@ -257,10 +287,16 @@ class Run(Writes):
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
         results: list[tuple[CallResult, float, float]]
+        ahead, self._next = self._next, None
         if len(todo) == 1:  # a sequential step: no task and gathering future per call
-            results = [await self._timed(todo[0])]
+            if step.unwritten:  # runs once this call is sent
+                self._flying = todo[0]
+                asyncio.get_running_loop().call_soon(self._plan_ahead, todo[0], now)
+            results = [await self._timed(ahead[2] if ahead is not None and ahead[1] is step
+                                         else self._branch_call(todo[0]))]
+            self._flying = None
         else:
-            results = await asyncio.gather(*(self._timed(b) for b in todo))
+            results = await asyncio.gather(*(self._timed(self._branch_call(b)) for b in todo))
         unsettled: list[Outcome] = []
         later = self.clock.now()
         t = self.trans

@@ -104,3 +104,21 @@ def test_a_plain_sequential_saga_lets_successes_stay_unwritten_for_a_while() -> 
     # compensations are decided: nothing changes for them
     t.options, t.status = TransOptions(), Status.ABORTING
     assert saga.plan(t, bs, 10.5, D) == Call((("02", Op.COMPENSATE),), decided=True)
+
+
+def test_a_step_planned_ahead_still_holds_only_while_the_clock_leaves_it_as_it_was() -> None:
+    """The run plans the next action while the current one answers (issue 10); that plan is
+    used only while `plan` at the later time would give the same step."""
+    t, bs = mk(3)
+    t.update_time = 10.0
+    bs[1].status = Status.SUCCEED
+    ahead = _next_action(t, bs, 10.1)
+    assert saga.still_planned(t, ahead, 10.5, D)
+    assert saga.plan(t, bs, 10.5, D) == ahead
+    # past the time bound the plan writes first: the step planned ahead no longer holds
+    late = 10.0 + saga.UNWRITTEN_SECONDS
+    assert not saga.still_planned(t, ahead, late, D)
+    assert saga.plan(t, bs, late, D) != ahead
+    # a step that lets nothing stay unwritten (a clock may abort its saga) is never reused
+    t.options = TransOptions(timeout_to_fail=60)
+    assert not saga.still_planned(t, _next_action(t, bs, 10.1), 10.1, D)

@@ -157,6 +157,14 @@ def _unwritten(trans: Transaction, now: float, timing: Timing) -> int:
     return UNWRITTEN_STEPS
 
 
+def still_planned(trans: Transaction, step: Call, now: float, timing: Timing) -> bool:
+    """Whether `step`, planned for this saga (still submitted, its branches as they were
+    then) at an earlier time, is what `plan` gives at `now` too. Only a step with unwritten
+    results allowed qualifies: its saga has no timeout (see _unwritten), so the clock
+    changes its plan only through the unwritten bound."""
+    return step.unwritten > 0 and _unwritten(trans, now, timing) == step.unwritten
+
+
 # A sequential saga's branches are stored as gen_branches made them: step i is
 # branches[2i] (compensate) and branches[2i+1] (action). Its actions succeed strictly in
 # order and its compensations in reverse, so every status list is sorted and the next step
