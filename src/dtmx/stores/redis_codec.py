@@ -118,6 +118,27 @@ def encode_branch(b: Branch) -> list[str | bytes]:
     ]
 
 
+def create_branch_args(branches: Sequence[Branch]) -> list[str | bytes]:
+    """create.lua's branch arguments: none; or 'u', the status, update, finish and
+    rollback times all the branches share (a saga's or msg's at submit), then per branch
+    its 'i:' field and static blob (add_uniform in prelude.lua); or 'e' and each branch's
+    six (`encode_branch`)."""
+    if not branches:
+        return []
+    b0 = branches[0]
+    st, ut, ft, rt = b0.status, b0.update_time, b0.finish_time, b0.rollback_time
+    out: list[str | bytes] = ["u", st, num(ut), opt_num(ft), opt_num(rt)]
+    dumps = orjson.dumps
+    for b in branches:
+        if b.status != st or b.update_time != ut or b.finish_time != ft or (
+                b.rollback_time != rt):
+            return ["e", *(a for each in branches for a in encode_branch(each))]
+        # the field and blob as in encode_branch, inline: this runs per op of a create
+        out += (f"i:{b.branch_id}\n{b.op}",
+                dumps([b.branch_id, b.op, b.url, b.create_time]) + b"\n" + b.data)
+    return out
+
+
 def decode_branches(gid: str, raw: dict[bytes, bytes]) -> list[Branch]:
     """Branches of one gid from the HGETALL of its branch hash, in insertion order."""
     out: list[Branch] = []

@@ -176,6 +176,30 @@ async def test_a_large_create_keeps_each_rows_own_values(store: Store) -> None:
         (b.key, b.url, b.data, b.status) for b in many]
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_a_create_keeps_each_rows_status_and_times(store: Store, mixed: bool) -> None:
+    # shared by all rows (with finish and rollback times set), or differing from row to
+    # row: stores may send shared values once, and each row still reads back as given
+    g = gid()
+    many = []
+    for i in range(1, 302):
+        k = i % 3 if mixed else 1
+        many.append(replace(
+            br(g, f"{i:03d}", Op.ACTION), status=(Status.PREPARED, Status.SUCCEED,
+                                                   Status.FAILED)[k],
+            update_time=T0 + k, finish_time=T0 + 2 * k if k else None,
+            rollback_time=T0 + 3 * k if k == 1 else None))
+    assert await store.create(trans=mk(g), branches=many) is True
+    got = await store.get_branches(gid=g)
+    assert [(b.key, b.status) for b in got] == [(b.key, b.status) for b in many]
+    for b, want in zip(got, many, strict=True):
+        assert b.update_time == approx(want.update_time)
+        assert b.create_time == approx(want.create_time)
+        for name in ("finish_time", "rollback_time"):
+            w = getattr(want, name)
+            assert getattr(b, name) == (None if w is None else approx(w)), (b.key, name)
+
+
 async def test_missing_gid(store: Store) -> None:
     assert await store.get(gid=gid()) is None
     assert await store.get_branches(gid=gid()) == []
