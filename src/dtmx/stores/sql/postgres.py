@@ -1,4 +1,5 @@
-"""PostgresStore: the SQL store in PostgreSQL; connection set-up in `postgres_driver`.
+"""PostgresStore: the SQL store in PostgreSQL; connection set-up in `postgres_driver`,
+the batched updates' statement in `postgres_updates`.
 
 The multi-row verbs are each one statement with data-modifying CTEs (one round trip); the
 statement's one row, one column says whether the global row matched (1) or not (0).
@@ -12,12 +13,11 @@ from collections.abc import Sequence
 from ssl import SSLContext
 from typing import Any
 
-from dtmx.core.models import Branch, CallRecord, Change, Status, Transaction, TransType
-from dtmx.stores.op_writes import op_writes
-from dtmx.stores.sql.calls import CALL_CTES, FIRST_CALL_COLS, call_arrays
+from dtmx.core.models import Branch, Change, Status, Transaction, TransType
 from dtmx.stores.sql.conn import Row
 from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.postgres_driver import PostgresBackend
+from dtmx.stores.sql.postgres_updates import columns, update_many_args, update_many_sql
 from dtmx.stores.sql.rows import (
     BRANCH_COLS,
     BRANCH_INSERT_COLS,
@@ -45,6 +45,20 @@ _INSERT_BRANCHES = (
 CREATE = (
     f"WITH g AS ({INSERT_TRANS} ON CONFLICT (gid) DO NOTHING RETURNING id),"
     f" b AS ({_INSERT_BRANCHES})"
+    " SELECT count(*) FROM g"
+)
+#: CREATE for branches that share their status and times (a saga's or msg's at submit):
+#: those bound once (args: the global row's, gid, status, create, update, finish and
+#: rollback time), then the 4 arrays of what differs (`create_statement`). A third of the
+#: values to encode and send, and no time object per row.
+CREATE_UNIFORM = (
+    f"WITH g AS ({INSERT_TRANS} ON CONFLICT (gid) DO NOTHING RETURNING id),"
+    f" b AS (INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS})"
+    " SELECT ?, u.url, u.bin_data, u.branch_id, u.op, ?, ?::timestamptz, ?::timestamptz,"
+    " ?::timestamptz, ?::timestamptz"
+    " FROM unnest(?::text[], ?::bytea[], ?::text[], ?::text[])"
+    " WITH ORDINALITY AS u(url, bin_data, branch_id, op, ord)"
+    " WHERE EXISTS (SELECT 1 FROM g) ORDER BY u.ord RETURNING 1)"
     " SELECT count(*) FROM g"
 )
 _TRANS_TYPES = (
@@ -94,16 +108,16 @@ def add_many_args(items: Sequence[NewBranches]) -> list[Any]:
     heads = [(a.gid, a.expect_status.value, a.expect_type and a.expect_type.value, a.room)
              for a in items]
     rows = [(a.gid, *_branch_row(b, a.now)) for a in items for b in a.branches]
-    return [*(list(col) for col in _columns(heads, 4)),
-            *(list(col) for col in _columns(rows, 10))]
+    return [*(list(col) for col in columns(heads, 4)),
+            *(list(col) for col in columns(rows, 10))]
 
 
 def create_many_args(items: Sequence[tuple[Transaction, Sequence[Branch]]]) -> list[Any]:
     """The arguments of CREATE_MANY."""
     trans = [trans_params(t, POSTGRES) for t, _ in items]
     rows = [(t.gid, *_branch_row(b)) for t, branches in items for b in branches]
-    return [*(list(col) for col in _columns([tuple(r) for r in trans], 17)),
-            *(list(col) for col in _columns(rows, 10))]
+    return [*(list(col) for col in columns([tuple(r) for r in trans], 17)),
+            *(list(col) for col in columns(rows, 10))]
 
 
 def _branch_row(b: Branch, now: float | None = None) -> tuple[Any, ...]:
@@ -154,120 +168,6 @@ TAKE = (
 )
 
 
-_U = ("gid text, expect_status text, expect_owner text, now timestamptz, status text,"
-      " next_cron_time timestamptz, next_cron_interval float8, owner text,"
-      " rollback_reason text, result text, retry_count bigint, expect_type text")
-#: Several compare-and-set updates (distinct gids) in one statement: one row of the
-#: arrays per update (columns as in `_U`), a column left NULL keeps the stored value as
-#: in `Change`; the branch updates ({b}) of the rows that matched; the gids that matched.
-_UPDATE_MANY = (
-    "WITH u AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[],"
-    " ?::text[], ?::timestamptz[], ?::float8[], ?::text[], ?::text[], ?::text[], ?::bigint[],"
-    " ?::text[])"
-    f" AS u({', '.join(c.split()[0] for c in _U.split(', '))})),"
-    " g AS (UPDATE trans_global AS t SET update_time = u.now,"
-    " status = COALESCE(u.status, t.status),"
-    f" finish_time = CASE WHEN u.status = '{Status.SUCCEED.value}' THEN u.now"
-    " ELSE t.finish_time END,"
-    f" rollback_time = CASE WHEN u.status = '{Status.FAILED.value}' THEN u.now"
-    " ELSE t.rollback_time END,"
-    " next_cron_time = COALESCE(u.next_cron_time, t.next_cron_time),"
-    " next_cron_interval = COALESCE(u.next_cron_interval, t.next_cron_interval),"
-    " owner = COALESCE(u.owner, t.owner),"
-    " rollback_reason = COALESCE(u.rollback_reason, t.rollback_reason),"
-    " result = COALESCE(u.result, t.result),"
-    " options = CASE WHEN u.retry_count IS NULL THEN t.options ELSE"
-    " (jsonb_set(COALESCE(NULLIF(t.options, ''), '{}')::jsonb, '{retry_count}',"
-    " to_jsonb(u.retry_count)))::text END"
-    " FROM u WHERE t.gid = u.gid AND t.status = u.expect_status"
-    " AND (u.expect_owner IS NULL OR t.owner = u.expect_owner)"
-    " AND (u.expect_type IS NULL OR t.trans_type = u.expect_type) RETURNING t.gid),"
-    "{b} SELECT gid FROM g"
-)
-_B_STATUS = (
-    " b AS (UPDATE trans_branch_op AS bt SET status = v.status, update_time = v.now,"
-    " finish_time = COALESCE(v.finish_time, bt.finish_time)"
-    " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
-    " ?::timestamptz[]) AS v(gid, branch_id, op, status, now, finish_time)"
-    " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
-    " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
-)
-#: The branch rows' writes of updates with calls (`OpWrite`s, one row of the arrays per
-#: op): a NULL status or count keeps the stored one, the first call is written if `first`.
-_B_CALLS = (
-    " b AS (UPDATE trans_branch_op AS bt SET status = COALESCE(v.status, bt.status),"
-    " update_time = CASE WHEN v.status IS NULL THEN bt.update_time ELSE v.now END,"
-    " finish_time = COALESCE(v.finish_time, bt.finish_time),"
-    " calls = COALESCE(v.calls, bt.calls), "
-    + ", ".join(f"{col} = CASE WHEN v.first THEN v.{col} ELSE bt.{col} END"
-                for col in (c.strip() for c in FIRST_CALL_COLS.split(",")))
-    + " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
-    " ?::timestamptz[], ?::int[], ?::bool[], ?::timestamptz[], ?::float8[], ?::text[],"
-    " ?::text[], ?::text[], ?::timestamptz[])"
-    f" AS v(gid, branch_id, op, status, now, finish_time, calls, first, {FIRST_CALL_COLS})"
-    " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
-    " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
-)
-#: Several updates whose branch ops get statuses; args from `update_many_args`.
-UPDATE_MANY = _UPDATE_MANY.replace("{b}", _B_STATUS)
-#: Several updates with calls, each op's first call in its row.
-UPDATE_MANY_CALLS = _UPDATE_MANY.replace("{b}", _B_CALLS)
-#: ... and calls for the history too (args: UPDATE_MANY_CALLS', then CALL_CTES').
-UPDATE_MANY_HISTORY = _UPDATE_MANY.replace("{b}", f"{_B_CALLS},{CALL_CTES}")
-
-
-def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
-    """The arguments of UPDATE_MANY."""
-    ts = POSTGRES.ts
-    rows = [
-        (u.gid, u.expect_status.value, u.expect_owner, ts(u.now),
-         c.status and c.status.value, ts(c.next_cron_time), c.next_cron_interval, c.owner,
-         c.rollback_reason, c.result, c.retry_count, u.expect_type and u.expect_type.value)
-        for u in items
-        for c in (u.change,)
-    ]
-    out = [list(col) for col in _columns(rows, 12)]
-    if not any(u.change.calls for u in items):
-        branches = [
-            (u.gid, b.branch_id, b.op.value, b.status.value, ts(u.now),
-             ts(u.now) if b.status.finished else None)
-            for u in items
-            for b in u.change.branches
-        ]
-        return out + [list(col) for col in _columns(branches, 6)]
-    ops: list[tuple[Any, ...]] = []
-    history: list[tuple[str, int, list[CallRecord]]] = []
-    for u in items:
-        writes, calls = op_writes(u.change)
-        for w in writes:
-            st, c = w.status, w.first
-            ops.append((
-                u.gid, w.branch_id, w.op.value, st and st.value, ts(u.now),
-                ts(u.now) if st is not None and st.finished else None, w.count,
-                c is not None, c and ts(c.start), c and float(c.duration),
-                c and c.outcome.value, c and c.reason, c and c.server,
-                c and ts(c.next_retry)))
-        if calls:
-            history.append((u.gid, u.change.keep_calls, calls))
-    out += [list(col) for col in _columns(ops, 14)]
-    if history:
-        out += call_arrays(history, POSTGRES)
-    return out
-
-
-def update_many_sql(items: Sequence[CasUpdate]) -> str:
-    """The statement `update_many_args` gives the arguments of."""
-    if not any(u.change.calls for u in items):
-        return UPDATE_MANY
-    if any(c.attempt != 1 for u in items for c in u.change.calls):
-        return UPDATE_MANY_HISTORY
-    return UPDATE_MANY_CALLS
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    return list(zip(*rows, strict=True)) if rows else [()] * width
-
-
 def _branch_arrays(gid: str, branches: Sequence[Branch], now: float | None) -> list[Any]:
     ts = POSTGRES.ts
     return [
@@ -281,6 +181,28 @@ def _branch_arrays(gid: str, branches: Sequence[Branch], now: float | None) -> l
         [ts(b.update_time or now or 0.0) for b in branches],
         [ts(b.finish_time) for b in branches],
         [ts(b.rollback_time) for b in branches],
+    ]
+
+
+def create_statement(trans: Transaction, branches: Sequence[Branch]) -> tuple[str, list[Any]]:
+    """CREATE_UNIFORM with its arguments when the branches share their status and times,
+    else CREATE with its arguments."""
+    head = trans_params(trans, POSTGRES)
+    if not branches:
+        return CREATE, [*head, *_branch_arrays(trans.gid, branches, None)]
+    b0 = branches[0]
+    st, ct, ut, ft, rt = (b0.status, b0.create_time, b0.update_time, b0.finish_time,
+                          b0.rollback_time)
+    for b in branches:
+        if (b.status != st or b.create_time != ct or b.update_time != ut
+                or b.finish_time != ft or b.rollback_time != rt):
+            return CREATE, [*head, *_branch_arrays(trans.gid, branches, None)]
+    ts = POSTGRES.ts
+    # op: a StrEnum member is its wire string (asyncpg encodes str subclasses as text)
+    return CREATE_UNIFORM, [
+        *head, trans.gid, st.value, ts(ct or 0.0), ts(ut or 0.0), ts(ft), ts(rt),
+        [b.url for b in branches], [b.data for b in branches],
+        [b.branch_id for b in branches], [b.op for b in branches],
     ]
 
 
@@ -322,9 +244,7 @@ class PostgresStore(SqlStore):
 
     async def _create_with_branches(self, trans: Transaction, branches: Sequence[Branch]
                                     ) -> bool:
-        return await self._matched(CREATE, [
-            *trans_params(trans, self._d), *_branch_arrays(trans.gid, branches, None)
-        ])
+        return await self._matched(*create_statement(trans, branches))
 
     async def _update_one(self, u: CasUpdate) -> bool:
         if u.change.calls:  # the batched statement is the one that writes calls
