@@ -200,6 +200,19 @@ async def test_a_create_keeps_each_rows_status_and_times(store: Store, mixed: bo
             assert getattr(b, name) == (None if w is None else approx(w)), (b.key, name)
 
 
+async def test_a_create_keeps_text_that_needs_quoting(store: Store) -> None:
+    # stores may pack a create's columns into one text (JSON, delimited): quotes,
+    # backslashes, separators and non-ASCII come back as given
+    g = gid()
+    odd = ['a"b', "c\\d", "e,f", "g\x1fh", "ü€𝄞", "{}", "[1]", "null", ""]
+    many = [br(g, f"{i:02d}{o}", Op.ACTION, data=o.encode(), url=f"http://b/{o}\n{i}")
+            for i, o in enumerate(odd)]
+    assert await store.create(trans=mk(g), branches=many) is True
+    got = await store.get_branches(gid=g)
+    assert [(b.branch_id, b.url, b.data) for b in got] == [
+        (b.branch_id, b.url, b.data) for b in many]
+
+
 async def test_missing_gid(store: Store) -> None:
     assert await store.get(gid=gid()) is None
     assert await store.get_branches(gid=gid()) == []

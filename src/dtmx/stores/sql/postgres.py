@@ -10,8 +10,11 @@ given order so their ids keep it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from ssl import SSLContext
 from typing import Any
+
+import orjson
 
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
 from dtmx.stores.sql.conn import Row
@@ -48,16 +51,20 @@ CREATE = (
     " SELECT count(*) FROM g"
 )
 #: CREATE for branches that share their status and times (a saga's or msg's at submit):
-#: those bound once (args: the global row's, gid, status, create, update, finish and
-#: rollback time), then the 4 arrays of what differs (`create_statement`). A third of the
-#: values to encode and send, and no time object per row.
+#: those bound once (args: the global row's, gid, the ops' data end to end, status,
+#: create, update, finish and rollback time), then per op its url, branch_id and op, and
+#: where its data starts in the bytes and how long it is, each column one JSON array
+#: (`create_statement`). asyncpg spends ~1 us on each element of an array parameter (a
+#: 1,000-step saga's 8,000 were ~8 ms of the create) and ~0.1 us on a JSON text.
 CREATE_UNIFORM = (
     f"WITH g AS ({INSERT_TRANS} ON CONFLICT (gid) DO NOTHING RETURNING id),"
     f" b AS (INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS})"
-    " SELECT ?, u.url, u.bin_data, u.branch_id, u.op, ?, ?::timestamptz, ?::timestamptz,"
-    " ?::timestamptz, ?::timestamptz"
-    " FROM unnest(?::text[], ?::bytea[], ?::text[], ?::text[])"
-    " WITH ORDINALITY AS u(url, bin_data, branch_id, op, ord)"
+    " SELECT ?, u.url, substring(?::bytea FROM u.start::int + 1 FOR u.len::int),"
+    " u.branch_id, u.op, ?, ?::timestamptz, ?::timestamptz, ?::timestamptz, ?::timestamptz"
+    " FROM ROWS FROM (json_array_elements_text(?::json), json_array_elements_text(?::json),"
+    " json_array_elements_text(?::json), json_array_elements_text(?::json),"
+    " json_array_elements_text(?::json))"
+    " WITH ORDINALITY AS u(url, branch_id, op, start, len, ord)"
     " WHERE EXISTS (SELECT 1 FROM g) ORDER BY u.ord RETURNING 1)"
     " SELECT count(*) FROM g"
 )
@@ -198,12 +205,20 @@ def create_statement(trans: Transaction, branches: Sequence[Branch]) -> tuple[st
                 or b.finish_time != ft or b.rollback_time != rt):
             return CREATE, [*head, *_branch_arrays(trans.gid, branches, None)]
     ts = POSTGRES.ts
-    # op: a StrEnum member is its wire string (asyncpg encodes str subclasses as text)
+    data = [b.data for b in branches]
+    lens = [len(d) for d in data]
+    starts = list(accumulate(lens, initial=0))
+    starts.pop()
+    # op: a StrEnum member is its wire string (orjson writes it as such)
     return CREATE_UNIFORM, [
-        *head, trans.gid, st.value, ts(ct or 0.0), ts(ut or 0.0), ts(ft), ts(rt),
-        [b.url for b in branches], [b.data for b in branches],
-        [b.branch_id for b in branches], [b.op for b in branches],
+        *head, trans.gid, b"".join(data), st.value, ts(ct or 0.0), ts(ut or 0.0), ts(ft),
+        ts(rt), _json([b.url for b in branches]), _json([b.branch_id for b in branches]),
+        _json([b.op for b in branches]), _json(starts), _json(lens),
     ]
+
+
+def _json(values: list[Any]) -> str:
+    return orjson.dumps(values).decode()
 
 
 def add_branches_statement(gid: str, now: float, branches: Sequence[Branch],

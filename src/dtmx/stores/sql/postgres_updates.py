@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from dtmx.core.models import CallRecord, Status
-from dtmx.stores.op_writes import op_writes
+from dtmx.stores.op_writes import OpWrite, op_writes
 from dtmx.stores.sql.calls import CALL_CTES, FIRST_CALL_COLS, call_arrays
 from dtmx.stores.sql.dialect import POSTGRES
 from dtmx.stores.sql.rows import CasUpdate
@@ -51,8 +53,10 @@ _B_STATUS = (
     " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
     " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
 )
-#: The branch rows' writes of updates with calls (`OpWrite`s, one row of the arrays per
-#: op): a NULL status or count keeps the stored one, the first call is written if `first`.
+#: The branch rows' writes of updates with calls (`OpWrite`s, one JSON array per op, see
+#: `_op_row`): a NULL status or count keeps the stored one, the first call is written if
+#: `first`. One JSON text rather than 14 array parameters: asyncpg spends ~1 us on each
+#: array element and ~2.5 us on each time (a batch of 33 ops: ~0.6 ms of the loop's time).
 _B_CALLS = (
     " b AS (UPDATE trans_branch_op AS bt SET status = COALESCE(v.status, bt.status),"
     " update_time = CASE WHEN v.status IS NULL THEN bt.update_time ELSE v.now END,"
@@ -60,10 +64,13 @@ _B_CALLS = (
     " calls = COALESCE(v.calls, bt.calls), "
     + ", ".join(f"{col} = CASE WHEN v.first THEN v.{col} ELSE bt.{col} END"
                 for col in (c.strip() for c in FIRST_CALL_COLS.split(",")))
-    + " FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],"
-    " ?::timestamptz[], ?::int[], ?::bool[], ?::timestamptz[], ?::float8[], ?::text[],"
-    " ?::text[], ?::text[], ?::timestamptz[])"
-    f" AS v(gid, branch_id, op, status, now, finish_time, calls, first, {FIRST_CALL_COLS})"
+    + " FROM (SELECT e->>0 AS gid, e->>1 AS branch_id, e->>2 AS op, e->>3 AS status,"
+    " to_timestamp((e->>4)::float8) AS now, to_timestamp((e->>5)::float8) AS finish_time,"
+    " (e->>6)::int AS calls, (e->>7)::bool AS first,"
+    " to_timestamp((e->>8)::float8) AS call_start, (e->>9)::float8 AS call_duration,"
+    " e->>10 AS call_result, e->>11 AS call_reason, e->>12 AS call_server,"
+    " to_timestamp((e->>13)::float8) AS call_next_retry"
+    " FROM jsonb_array_elements(?::jsonb) AS e) AS v"
     " WHERE bt.gid = v.gid AND bt.branch_id = v.branch_id AND bt.op = v.op"
     " AND v.gid IN (SELECT gid FROM g) RETURNING 1)"
 )
@@ -85,7 +92,7 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
         for u in items
         for c in (u.change,)
     ]
-    out = [list(col) for col in columns(rows, 12)]
+    out: list[Any] = [list(col) for col in columns(rows, 12)]
     if not any(u.change.calls for u in items):
         branches = [
             (u.gid, b.branch_id, b.op.value, b.status.value, ts(u.now),
@@ -94,24 +101,30 @@ def update_many_args(items: Sequence[CasUpdate]) -> list[Any]:
             for b in u.change.branches
         ]
         return out + [list(col) for col in columns(branches, 6)]
-    ops: list[tuple[Any, ...]] = []
+    ops: list[list[Any]] = []
     history: list[tuple[str, int, list[CallRecord]]] = []
     for u in items:
         writes, calls = op_writes(u.change)
-        for w in writes:
-            st, c = w.status, w.first
-            ops.append((
-                u.gid, w.branch_id, w.op.value, st and st.value, ts(u.now),
-                ts(u.now) if st is not None and st.finished else None, w.count,
-                c is not None, c and ts(c.start), c and float(c.duration),
-                c and c.outcome.value, c and c.reason, c and c.server,
-                c and ts(c.next_retry)))
+        ops += [_op_row(u.gid, u.now, w) for w in writes]
         if calls:
             history.append((u.gid, u.change.keep_calls, calls))
-    out += [list(col) for col in columns(ops, 14)]
+    # times as epoch floats (orjson writes them exactly; to_timestamp reads them back)
+    out.append(orjson.dumps(ops).decode())
     if history:
         out += call_arrays(history, POSTGRES)
     return out
+
+
+def _op_row(gid: str, now: float, w: OpWrite) -> list[Any]:
+    """One op of _B_CALLS: gid, branch_id, op, status, now, finish_time, calls, first,
+    then the first call's start, duration, result, reason, server, next_retry."""
+    st, c = w.status, w.first
+    head = [gid, w.branch_id, w.op, st, now,
+            now if st is not None and st.finished else None, w.count]
+    if c is None:
+        return [*head, False, None, None, None, None, None, None]
+    return [*head, True, c.start, float(c.duration), c.outcome, c.reason, c.server,
+            c.next_retry]
 
 
 def update_many_sql(items: Sequence[CasUpdate]) -> str:
