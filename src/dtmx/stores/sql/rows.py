@@ -145,6 +145,26 @@ def branch_params(b: Branch, d: Dialect, now: float | None = None) -> list[Any]:
     ]
 
 
+def branch_columns(branches: Sequence[Branch], d: Dialect, now: float | None = None
+                   ) -> list[list[Any]]:
+    """`branch_params` of all `branches`, column by column (a list per column of
+    BRANCH_INSERT_COLS): for thousands of rows, several times faster than row by row."""
+    def ts(ts_of: list[float | None]) -> list[Any]:
+        return [d.ts(t) for t in ts_of]
+    return [
+        [b.gid for b in branches],
+        [b.url for b in branches],
+        [bytes(b.data) for b in branches],
+        [b.branch_id for b in branches],
+        [b.op.value for b in branches],
+        [b.status.value for b in branches],
+        ts([b.create_time or now or 0.0 for b in branches]),
+        ts([b.update_time or now or 0.0 for b in branches]),
+        ts([b.finish_time for b in branches]),
+        ts([b.rollback_time for b in branches]),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class CasUpdate:
     """The arguments of one `Store.update` call, as one item of a batch."""

@@ -9,8 +9,7 @@ claimers apart in `claim_due`. Connection set-up: `sqlite_driver`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from typing import Any
 
 from dtmx.core.models import Branch, Change, Status, Transaction, TransType
@@ -29,15 +28,16 @@ from dtmx.stores.sql.calls import (
 from dtmx.stores.sql.conn import Row, UniqueViolation
 from dtmx.stores.sql.dialect import Dialect
 from dtmx.stores.sql.rows import (
-    BRANCH_INSERT_COLS,
     INSERT_BRANCH,
     INSERT_TRANS,
     SELECT_BRANCHES,
     TRANS_COLS,
     UPDATE_BRANCH,
+    branch_columns,
     branch_params,
     trans_params,
 )
+from dtmx.stores.sql.sqlite_bulk import branch_inserts
 from dtmx.stores.sql.sqlite_driver import SqliteBackend
 from dtmx.stores.sql.store import BELOW_ROOM, SqlStore
 
@@ -67,52 +67,9 @@ def _insert(db: sqlite3.Connection, trans: Transaction, branches: Sequence[Branc
         if "UNIQUE" in str(e):  # the gid exists (off_loop rolls back)
             raise _GidExists from e
         raise
-    for sql, args in _bulk_branch_inserts([branch_params(b, d) for b in branches]):
+    for sql, args in branch_inserts(branch_columns(branches, d)):
         db.execute(sql, args)
     return True
-
-
-#: Bound parameters per statement: SQLite before 3.32 allows no more than 999.
-_MAX_PARAMS = 999
-
-
-def _bulk_branch_inserts(rows: list[list[Any]]) -> Iterator[tuple[str, list[Any]]]:
-    """INSERT_BRANCH for all `rows`, in their order, as a few multi-row statements: a
-    value every row shares (the gid, status, times, often the url) is bound once per
-    statement. Binding in the sqlite3 module costs more than SQLite's insert itself: for
-    2,000 rows 6.6 ms with executemany, 3.9 ms this way."""
-    cols = list(zip(*rows, strict=True))
-    shared = tuple(len(set(c)) == 1 for c in cols)
-    first = [c[0] for c, s in zip(cols, shared, strict=True) if s]
-    varying = [i for i, s in enumerate(shared) if not s]
-    per_stmt = max(1, (_MAX_PARAMS - len(first)) // max(1, len(varying)))
-    for start in range(0, len(rows), per_stmt):
-        chunk = rows[start:start + per_stmt]
-        args = list(first)
-        for r in chunk:
-            args.extend(r[i] for i in varying)
-        yield _bulk_sql(shared, len(chunk)), args
-
-
-@lru_cache(maxsize=32)
-def _bulk_sql(shared: tuple[bool, ...], n: int) -> str:
-    """A statement inserting `n` branch rows; columns marked in `shared` take parameters
-    ?1.. (one per such column), the others numbered parameters after them, row by row."""
-    k = sum(shared)
-    values = []
-    for j in range(n):
-        nxt = k + j * (len(shared) - k) + 1
-        cells = []
-        s = 0
-        for is_shared in shared:
-            if is_shared:
-                s += 1
-                cells.append(f"?{s}")
-            else:
-                cells.append(f"?{nxt}")
-                nxt += 1
-        values.append(f"({', '.join(cells)})")
-    return f"INSERT INTO trans_branch_op ({BRANCH_INSERT_COLS}) VALUES {', '.join(values)}"
 
 
 #: A call, answering its attempt number.
