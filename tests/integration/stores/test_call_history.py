@@ -8,7 +8,7 @@ import pytest
 
 from dtmx.core.models import BranchUpdate, CallRecord, Change, Op, Outcome, Status
 from dtmx.stores.base import Store
-from tests.integration.stores.test_contract import T0, approx, gid, mk, saga_branches
+from tests.integration.stores.test_contract import T0, approx, br, gid, mk, saga_branches
 
 
 def call(branch_id: str, op: Op, start: float, outcome: Outcome = Outcome.ERROR,
@@ -215,3 +215,49 @@ async def test_engine_numbered_history_keeps_the_first_and_the_newest(store: Sto
     assert [c.attempt for c in got] == [1, 7, 8]
     assert [c.start for c in got] == [approx(T0 + 1), approx(T0 + 7), approx(T0 + 7.5)]
     assert (await counts(store, g))[("01", Op.ACTION)] == 8
+
+
+async def batch(store: Store, g: str, ids: range, now: float, *, expect: Status = Status.SUBMITTED
+                ) -> bool:
+    """A plain sequential saga's batch: each action's success with its first call (SQLite
+    writes such rows by multi-row statements, binding shared values once)."""
+    return await store.update(
+        gid=g, now=now, expect_status=expect, expect_owner=None,
+        change=Change(
+            branches=tuple(BranchUpdate(f"{i:04d}", Op.ACTION, Status.SUCCEED) for i in ids),
+            calls=tuple(numbered(CallRecord(f"{i:04d}", Op.ACTION, T0 + i, 0.001 * i,
+                                            Outcome.SUCCESS, "", "host:1:ab"), 1)
+                        for i in ids)))
+
+
+async def test_a_batch_keeps_each_ops_own_call(store: Store) -> None:
+    g = gid()
+    many = [br(g, f"{i:04d}", op) for i in range(1, 41) for op in (Op.COMPENSATE, Op.ACTION)]
+    assert await store.create(trans=mk(g), branches=many)
+    assert await batch(store, g, range(1, 34), T0 + 50)
+    assert not await batch(store, g, range(34, 41), T0 + 60, expect=Status.ABORTING)
+    rows = {b.key: b for b in await store.get_branches(gid=g)}
+    for i in range(1, 41):
+        b = rows[(f"{i:04d}", Op.ACTION)]
+        assert (b.status, b.calls) == ((Status.SUCCEED, 1) if i < 34 else (Status.PREPARED, 0))
+        assert b.finish_time == (approx(T0 + 50) if i < 34 else None)
+        assert rows[(f"{i:04d}", Op.COMPENSATE)].status is Status.PREPARED
+    got = await store.get_calls(gid=g)
+    assert [(c.branch_id, c.attempt, c.outcome) for c in got] == [
+        (f"{i:04d}", 1, Outcome.SUCCESS) for i in range(1, 34)]
+    assert [(c.start, c.duration) for c in got] == [
+        (approx(T0 + i), approx(0.001 * i)) for i in range(1, 34)]
+
+
+async def test_a_large_update_keeps_the_update_contract(store: Store) -> None:
+    # 1,200 ops: over SQLite's OFF_LOOP_ROWS, so its worker-thread path is held to it too
+    g = gid()
+    many = [br(g, f"{i:04d}", Op.ACTION) for i in range(1, 1201)]
+    assert await store.create(trans=mk(g), branches=many)
+    assert not await batch(store, g, range(1, 1201), T0 + 50, expect=Status.ABORTING)
+    assert {b.status for b in await store.get_branches(gid=g)} == {Status.PREPARED}
+    assert await store.get_calls(gid=g) == []
+    assert await batch(store, g, range(1, 1201), T0 + 60)
+    got = await store.get_branches(gid=g)
+    assert {(b.status, b.calls) for b in got} == {(Status.SUCCEED, 1)}
+    assert len(await store.get_calls(gid=g)) == 1200

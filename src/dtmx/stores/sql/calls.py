@@ -116,6 +116,26 @@ def update_branch_args(gid: str, now: float, w: OpWrite, d: Dialect) -> list[Any
     return args
 
 
+def update_branch_columns(gid: str, now: float, ws: Sequence[OpWrite], d: Dialect
+                          ) -> list[list[Any]]:
+    """`update_branch_args` of all `ws`, which write the same parts, column by column."""
+    n, ts = len(ws), d.ts(now)
+    cols: list[list[Any]] = []
+    if ws[0].status is not None:
+        statuses = [w.status for w in ws if w.status is not None]
+        cols += [[s.value for s in statuses], [ts] * n,
+                 [ts if s.finished else None for s in statuses]]
+    if ws[0].first is not None:
+        fs = [w.first for w in ws if w.first is not None]
+        cols += [[d.ts(c.start) for c in fs], [float(c.duration) for c in fs],
+                 [c.outcome.value for c in fs], [c.reason for c in fs], [c.server for c in fs],
+                 [d.ts(c.next_retry) for c in fs]]
+    if ws[0].count is not None:
+        cols.append([w.count for w in ws])
+    cols += [[gid] * n, [w.branch_id for w in ws], [w.op.value for w in ws]]
+    return cols
+
+
 def update_branch(gid: str, now: float, w: OpWrite, d: Dialect) -> tuple[str, list[Any]]:
     """The UPDATE of `w`'s branch row with its arguments."""
     sql = update_branch_sql(w.status is not None, w.first is not None, w.count is not None)
