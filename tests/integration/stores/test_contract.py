@@ -134,6 +134,12 @@ async def test_create_with_duplicate_branches_stores_nothing(store: Store) -> No
                                                   br(g, "01", Op.ACTION, b"again")])
     assert await store.get(gid=g) is None
     assert await store.get_branches(gid=g) == []
+    # the same among 41 rows (SQLite: one multi-row INSERT, not row by row)
+    with pytest.raises(DuplicateBranch):
+        await store.create(trans=mk(g), branches=[*saga_branches(g, 20),
+                                                  br(g, "07", Op.ACTION, b"again")])
+    assert await store.get(gid=g) is None
+    assert await store.get_branches(gid=g) == []
     # the store (and its connection) is fine afterwards
     assert await store.create(trans=mk(g), branches=saga_branches(g)) is True
 
