@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dtmx.clock import Clock
-from dtmx.core import processors, saga
+from dtmx.core import processors
 from dtmx.core.models import (
     DEFAULT_KEEP_CALLS,
     Branch,
@@ -47,21 +47,26 @@ from dtmx.core.timing import (
     request_timeout,
     retry_interval,
 )
-from dtmx.invoke.base import BranchCall, CallResult, Invoker
+from dtmx.invoke.base import BranchCall, CallResult, Followup, Invoker
 from dtmx.invoke.workflow import callback_payload
-from dtmx.run_write import Writes
+from dtmx.run_ahead import Ahead
 from dtmx.security.redact import cap_text
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 
 log = logging.getLogger("dtmx.engine")
 
+#: a run gives the loop a turn after this many calls: calls that need no wait (empty URLs,
+#: local functions answering at once) and inline store writes never suspend, and a long
+#: saga of them would hold every other request up until its end
+_YIELD_EVERY = 32
 
-class Run(Writes):
+
+class Run(Ahead):
     """The working state of one run: the rows as we believe them plus unwritten results."""
 
-    __slots__ = ("_call_consts", "_flying", "_index", "_index_of", "_late", "_next", "_server",
-                 "branches", "clock", "failure", "invoker", "owner_header", "reason_bytes")
+    __slots__ = ("_call_consts", "_index", "_index_of", "_late", "_server", "branches",
+                 "clock", "failure", "invoker", "owner_header", "reason_bytes")
 
     def __init__(self, *, store: Store, invoker: Invoker, clock: Clock, timing: Timing,
                  observer: Observer, trans: Transaction, branches: Sequence[Branch],
@@ -83,10 +88,6 @@ class Run(Writes):
         #: (headers, timeout) of every branch call of this run, made once
         self._call_consts: tuple[dict[str, str], float] | None = None
         self._server = owner.rsplit(":", 1)[0]  # the process, without the claim's number
-        #: (branch called, the step planned as if it succeeds, that step's call), made while
-        #: the branch (_flying) answers: see _plan_ahead
-        self._next: tuple[Branch, Call, BranchCall] | None = None
-        self._flying: Branch | None = None
 
     def _by_key(self) -> dict[tuple[str, Op], Branch]:
         """Branches by (branch_id, op), built once per branch list (a reload replaces the
@@ -106,6 +107,7 @@ class Run(Writes):
                 now = self.clock.now()
                 if not await self._write(now, Change(next_cron_time=now + self._lease())):
                     return self.trans
+            steps = 0
             while True:
                 now = self.clock.now()
                 step = self._planned(now) or processors.plan(
@@ -119,6 +121,9 @@ class Run(Writes):
                 elif isinstance(step, Call):
                     if not await self._call(step, now):
                         return self.trans
+                    steps += 1
+                    if not steps % _YIELD_EVERY:
+                        await asyncio.sleep(0)
                 elif isinstance(step, QueryPrepared):
                     if not await self._query_prepared(now):
                         return self.trans
@@ -174,14 +179,15 @@ class Run(Writes):
             t.rollback_time = now
         return True
 
-    def _branch_call(self, b: Branch) -> BranchCall:
+    def _branch_call(self, b: Branch, then: Followup | None = None) -> BranchCall:
         t = self.trans
         return self._call_of(b.url, b.branch_id, b.op, b.data,
                              force_post=t.trans_type is TransType.XA,
-                             json_rpc=t.protocol is Protocol.JSON_RPC)
+                             json_rpc=t.protocol is Protocol.JSON_RPC, then=then)
 
     def _call_of(self, url: str, branch_id: str, op: Op | str, payload: bytes, *,
-                 force_post: bool = False, json_rpc: bool = False) -> BranchCall:
+                 force_post: bool = False, json_rpc: bool = False,
+                 then: Followup | None = None) -> BranchCall:
         """A call of `url` for this transaction, with its branch headers (and our owner
         token, when configured) and timeout."""
         t = self.trans
@@ -194,7 +200,7 @@ class Run(Writes):
                 headers[self.owner_header] = self.owner
             consts = self._call_consts = (headers, request_timeout(t, self.timing))
         return BranchCall(url, t.gid, t.trans_type, branch_id, op, payload, consts[0],
-                          consts[1], force_post, json_rpc)
+                          consts[1], force_post, json_rpc, then)
 
     def _record(self, branch_id: str, op: Op, start: float, res: CallResult) -> None:
         """Keep one call for the history: its result and a bounded reason (the branch
@@ -230,34 +236,9 @@ class Run(Writes):
                 self._keep(b.branch_id, b.op, start, end, res)
 
     async def _timed(self, call: BranchCall) -> tuple[CallResult, float, float]:
-        start = self.clock.now()
+        start = self.clock.now() if call.sent is None else self._sent_at
         res = await self.invoker.call(call)
         return res, start, self.clock.now()
-
-    def _plan_ahead(self, b: Branch, now: float) -> None:
-        """While action `b` of a plain sequential saga answers: plan the next step as if it
-        succeeds (the planner, pure, asked with `b` succeeded for the moment) and build its
-        call, so that a success goes straight to the next send (issue 10)."""
-        if self._flying is not b:  # answered already (an invoker that did not wait)
-            return
-        before, b.status = b.status, Status.SUCCEED
-        try:
-            step = processors.plan(self.trans, self.branches, now, self.timing)
-        finally:
-            b.status = before
-        if isinstance(step, Call) and len(step.keys) == 1 and step.unwritten:
-            self._next = (b, step, self._branch_call(self._by_key()[step.keys[0]]))
-
-    def _planned(self, now: float) -> Call | None:
-        """The step planned ahead, if what it assumed holds: its branch succeeded, nothing
-        else changed (status, branch list) and the clock leaves the plan as it was."""
-        ahead = self._next
-        if ahead is None or not (
-                ahead[0].status is Status.SUCCEED and self.trans.status is Status.SUBMITTED
-                and self._index_of is self.branches
-                and saga.still_planned(self.trans, ahead[1], now, self.timing)):
-            return None
-        return ahead[1]
 
     async def _call(self, step: Call, now: float) -> bool:
         behind = self._behind  # once answered (or the lease runs low), see what it got
@@ -287,14 +268,9 @@ class Run(Writes):
         by_key = self._by_key()
         todo = [by_key[k] for k in step.keys]
         results: list[tuple[CallResult, float, float]]
-        ahead, self._next = self._next, None
         if len(todo) == 1:  # a sequential step: no task and gathering future per call
-            if step.unwritten:  # runs once this call is sent
-                self._flying = todo[0]
-                asyncio.get_running_loop().call_soon(self._plan_ahead, todo[0], now)
-            results = [await self._timed(ahead[2] if ahead is not None and ahead[1] is step
-                                         else self._branch_call(todo[0]))]
-            self._flying = None
+            results = [await self._timed(self._sequential_call(step, todo[0], now))]
+            self._flying = self._follow = None
         else:
             results = await asyncio.gather(*(self._timed(self._branch_call(b)) for b in todo))
         unsettled: list[Outcome] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +26,32 @@ class BranchCall:
     force_post: bool = False
     #: the transaction's protocol is json-rpc: a URL with a `method` is called with JSON-RPC
     json_rpc: bool = False
+    #: the call that may follow this one at once (see Followup); invokers that cannot send
+    #: it that way ignore it
+    then: Followup | None = None
+    #: this call went out already (a Followup's `sent`): the invoker only awaits its result
+    sent: Awaitable[CallResult] | None = None
+
+
+class Followup:
+    """The call a sequential run makes next if the call carrying this object succeeds.
+
+    An invoker may send it from the transport's callback the moment that answer is read
+    and found SUCCESS, without waiting for the run to look at it: in a long saga that
+    wait (the run's task woken, the answer handed up, the next step planned and handed
+    down) was as long as the branch call itself. The run sets `call` once it has planned
+    it; the invoker asks `ready()` just before sending (cheap, and true only if the run
+    would make this call next after that success) and puts the awaitable of the call's
+    result in `sent`. The run then hands the call on with `sent`, so every wrapping
+    invoker sees it as usual.
+    """
+
+    __slots__ = ("call", "ready", "sent")
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self.ready = ready
+        self.call: BranchCall | None = None
+        self.sent: Awaitable[CallResult] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dtmx.core.branch_policy import literal_ip
+from dtmx.net.branch_conn import FollowOn, Request
 from dtmx.net.branch_pool import Http1Pool, PoolStats
 from dtmx.net.branch_wire import (
     DEFAULT_MAX_RESPONSE,
@@ -89,15 +90,28 @@ class BranchClient:
         headers: Mapping[str, str],
         body: bytes,
         timeout: float,
+        follow: FollowOn | None = None,
     ) -> Coroutine[Any, Any, Answer]:
         """POST `body` (or GET when `post` is false) to `url` with `query` appended; await
         the result for the answer. A header that cannot be sent may raise `HeaderError`
-        already on the call, before any await."""
+        already on the call, before any await. `follow`: see `Http1Pool.request` (the
+        aiohttp path ignores it)."""
         # a plain function handing back the pool's coroutine: no coroutine frame of its own
         # to create and unwind on each branch call (the critical path of a long saga)
+        req = self.pooled(url, post=post, query=query, headers=headers, body=body,
+                          timeout=timeout, follow=follow)
+        if req is None:
+            return self._aiohttp(url, post, query, headers, body, timeout)
+        return self.pool.request(*req)
+
+    def pooled(self, url: str, *, post: bool, query: Mapping[str, str],
+               headers: Mapping[str, str], body: bytes, timeout: float,
+               follow: FollowOn | None = None) -> Request | None:
+        """The request `request` sends through the keep-alive pool for these arguments,
+        or None for a URL that goes the aiohttp way. May raise `HeaderError`."""
         target = self._target(url)
         if target is None:
-            return self._aiohttp(url, post, query, headers, body, timeout)
+            return None
         head = build_head(
             b"POST" if post else b"GET",
             target,
@@ -105,7 +119,7 @@ class BranchClient:
             header_lines(headers),
             len(body) if post else None,
         )
-        return self.pool.request(target, head, body if post else None, timeout)
+        return target, head, body if post else None, timeout, follow
 
     def _target(self, url: str) -> Target | None:
         t = self._targets.get(url)

@@ -28,130 +28,14 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
-from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, HttpProtocolError, ResponseReader, Target
+from dtmx.net.branch_conn import FollowOn, PoolConn, StaleConnection
+from dtmx.net.branch_wire import DEFAULT_MAX_RESPONSE, Target
 
 log = logging.getLogger(__name__)
 
 # bodies larger than this are written after the head instead of being copied into it
 _JOIN_MAX = 64 * 1024
-
-
-class StaleConnection(ConnectionError):
-    """A reused keep-alive connection closed before any byte of the answer arrived."""
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; carries one request/response exchange at a time."""
-
-    __slots__ = (
-        "closed", "got_bytes", "idle_since", "key", "parser", "pool", "reused", "timer",
-        "transport", "waiter",
-    )
-
-    def __init__(self, pool: Http1Pool, key: tuple[str, int]) -> None:
-        self.pool = pool
-        self.key = key
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
-        self.parser: ResponseReader | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.reused = False
-        self.got_bytes = False
-        self.idle_since = 0.0
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        waiter = self.waiter
-        parser = self.parser
-        if waiter is None or parser is None:  # unasked-for bytes on an idle connection
-            self.abort()
-            return
-        self.got_bytes = True
-        try:
-            done = parser.feed(data)
-        except HttpProtocolError as e:
-            self._fail(e)
-            return
-        if done:
-            self._finish(parser.status, parser.body, parser.keep_alive)
-
-    def eof_received(self) -> bool:
-        parser = self.parser
-        if self.waiter is not None and parser is not None:
-            try:
-                if parser.feed_eof():
-                    self._finish(parser.status, parser.body, False)
-            except HttpProtocolError as e:
-                self._fail(e)
-        return False  # let the transport close; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.pool._closed(self)
-        if self.waiter is not None:
-            if self.reused and not self.got_bytes:
-                self._fail(StaleConnection("keep-alive connection closed by the server"))
-            else:
-                msg = "connection closed before the response was complete"
-                self._fail(exc or ConnectionResetError(msg))
-
-    # the exchange
-
-    def start(self, data: bytes, body: bytes | None, deadline: float,
-              loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, bytes, bool]]:
-        """Send one request; the future gets (status, body, keep_alive) or an exception."""
-        waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
-        self.waiter = waiter
-        self.parser = ResponseReader(self.pool.max_response)
-        self.got_bytes = False
-        self.timer = loop.call_at(deadline, self._on_timeout)
-        transport = self.transport
-        assert transport is not None
-        transport.write(data)
-        if body is not None:
-            transport.write(body)
-        return waiter
-
-    def _on_timeout(self) -> None:
-        self.timer = None
-        self._fail(TimeoutError())
-        self.abort()  # the answer may still come: this connection cannot be reused
-
-    def _finish(self, status: int, body: bytes, keep_alive: bool) -> None:
-        waiter = self.waiter
-        self._clear()
-        if waiter is not None and not waiter.done():
-            waiter.set_result((status, body, keep_alive))
-
-    def _fail(self, exc: BaseException) -> None:
-        waiter = self.waiter
-        self._clear()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        self.abort()
-
-    def _clear(self) -> None:
-        self.waiter = None
-        self.parser = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def abort(self) -> None:
-        """Close now, dropping anything unsent or unread."""
-        if not self.closed:
-            self.closed = True
-            self.pool._closed(self)
-        if self.transport is not None:
-            self.transport.abort()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +72,7 @@ class Http1Pool:
         self.idle_timeout = idle_timeout
         self.max_response = max_response
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[tuple[str, int], collections.deque[_Conn]] = {}
+        self._idle: dict[tuple[str, int], collections.deque[PoolConn]] = {}
         self._open = 0
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -200,12 +84,18 @@ class Http1Pool:
         return PoolStats(open=self._open, idle=idle, connects=self._connects)
 
     async def request(
-        self, target: Target, data: bytes, body: bytes | None, timeout: float
+        self, target: Target, data: bytes, body: bytes | None, timeout: float,
+        follow: FollowOn | None = None,
     ) -> tuple[int, bytes]:
         """Send one request (head in `data`, optional separate `body`); (status, body).
 
         Raises TimeoutError, OSError (connect errors, resets) or HttpProtocolError
         (`ResponseTooLarge` for an answer over `max_response` bytes).
+
+        With `follow`, the request it names (if any) goes out on this connection from the
+        protocol's callback as soon as a complete keep-alive answer is read, before this
+        coroutine resumes: a caller's next request does not wait for the caller to be
+        scheduled and to handle this answer.
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -213,32 +103,87 @@ class Http1Pool:
         deadline = loop.time() + timeout
         if body is not None and len(body) <= _JOIN_MAX:
             data, body = data + body, None
-        key = target.key
-        for attempt in (0, 1):
-            # the retry after a stale connection always takes a fresh one
-            conn = self._take_idle(key) if attempt == 0 else None
-            if conn is None:
-                conn = await self._connect(target, deadline, loop)
-            waiter = conn.start(data, body, deadline, loop)
-            try:
-                status, answer, keep_alive = await waiter
-            except StaleConnection:
-                if attempt == 0:
-                    continue
-                raise ConnectionResetError("connection closed before any response") from None
-            except BaseException:
-                conn._clear()
-                conn.abort()
-                raise
-            # an early answer (before the whole body went out) leaves bytes in flight
-            transport = conn.transport
-            if keep_alive and not conn.closed and transport is not None \
-                    and not transport.get_write_buffer_size():
-                self._release(conn, loop)
-            else:
-                conn.abort()
-            return status, answer
-        raise AssertionError("unreachable")
+        conn = self._take_idle(target.key)
+        if conn is None:
+            conn = await self._connect(target, deadline, loop)
+        waiter = conn.start(data, body, deadline, loop, follow)
+        try:
+            status, answer, keep_alive = await waiter
+        except StaleConnection:
+            return await self._exchange(None, None, target, data, body, deadline, loop, follow)
+        except BaseException:
+            conn._clear()
+            conn.abort()
+            raise
+        self._after(conn, keep_alive, loop)
+        return status, answer
+
+    async def _exchange(
+        self, conn: PoolConn | None, waiter: asyncio.Future[tuple[int, bytes, bool]] | None,
+        target: Target, data: bytes, body: bytes | None, deadline: float,
+        loop: asyncio.AbstractEventLoop, follow: FollowOn | None,
+    ) -> tuple[int, bytes]:
+        """Await `waiter` on `conn` as `request` does; with no connection, send on a fresh
+        one: the retry after a stale connection, never retried again."""
+        if conn is None or waiter is None:
+            conn = await self._connect(target, deadline, loop)
+            waiter = conn.start(data, body, deadline, loop, follow)
+            may_retry = False
+        else:
+            may_retry = True
+        try:
+            status, answer, keep_alive = await waiter
+        except StaleConnection:
+            if may_retry:
+                return await self._exchange(None, None, target, data, body, deadline, loop,
+                                            follow)
+            raise ConnectionResetError("connection closed before any response") from None
+        except BaseException:
+            conn._clear()
+            conn.abort()
+            raise
+        self._after(conn, keep_alive, loop)
+        return status, answer
+
+    def _after(self, conn: PoolConn, keep_alive: bool, loop: asyncio.AbstractEventLoop) -> None:
+        """Back to the pool or closed, once its answer is read (unless it went on to carry
+        a follow-up request: then that exchange owns it)."""
+        if conn.waiter is not None:
+            return
+        # an early answer (before the whole body went out) leaves bytes in flight
+        transport = conn.transport
+        if keep_alive and not conn.closed and transport is not None \
+                and not transport.get_write_buffer_size():
+            self._release(conn, loop)
+        else:
+            conn.abort()
+
+    def _follow_on(self, conn: PoolConn, follow: FollowOn, status: int, body: bytes,
+                   keep_alive: bool) -> None:
+        """Send what `follow` names next, now that `conn`'s answer (status, body) is read
+        and complete: on `conn` itself if it goes to the same host and `conn` can carry
+        it, else on an idle connection to its host; nothing if there is none (a new
+        connection would take a wait this callback must not make)."""
+        loop = self._loop
+        if loop is None:
+            return
+        nxt = follow.next_request(status, body)
+        if nxt is None:
+            return
+        target, data, more, timeout, then = nxt
+        transport = conn.transport
+        use: PoolConn | None = conn
+        if target.key != conn.key or not keep_alive or conn.closed or transport is None \
+                or transport.is_closing() or transport.get_write_buffer_size():
+            use = self._take_idle(target.key)
+        if use is None:
+            return
+        if more is not None and len(more) <= _JOIN_MAX:
+            data, more = data + more, None
+        deadline = loop.time() + timeout
+        use.reused = True
+        waiter = use.start(data, more, deadline, loop, then)
+        follow.sent(self._exchange(use, waiter, target, data, more, deadline, loop, then))
 
     async def close(self) -> None:
         """Close every idle connection; requests in flight close theirs when they end."""
@@ -263,7 +208,7 @@ class Http1Pool:
         self._sweeper = None
         self._loop = loop
 
-    def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
+    def _take_idle(self, key: tuple[str, int]) -> PoolConn | None:
         q = self._idle.get(key)
         while q:
             conn = q.pop()  # most recently used first: the others age out
@@ -274,7 +219,7 @@ class Http1Pool:
             conn.abort()
         return None
 
-    def _release(self, conn: _Conn, loop: asyncio.AbstractEventLoop) -> None:
+    def _release(self, conn: PoolConn, loop: asyncio.AbstractEventLoop) -> None:
         q = self._idle.get(conn.key)
         if q is None:
             q = self._idle[conn.key] = collections.deque()
@@ -288,7 +233,7 @@ class Http1Pool:
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.idle_timeout / 2, self._sweep)
 
-    def _closed(self, conn: _Conn) -> None:
+    def _closed(self, conn: PoolConn) -> None:
         """Bookkeeping when a connection ends (it may still sit in an idle deque)."""
         self._open -= 1
         if self._slot_waiters:
@@ -319,7 +264,7 @@ class Http1Pool:
 
     def _evict_other_idle(self) -> bool:
         """Close the oldest idle connection of any host to free a slot."""
-        best: _Conn | None = None
+        best: PoolConn | None = None
         for q in self._idle.values():
             if q and (best is None or q[0].idle_since < best.idle_since):
                 best = q[0]
@@ -331,7 +276,7 @@ class Http1Pool:
 
     async def _connect(
         self, target: Target, deadline: float, loop: asyncio.AbstractEventLoop
-    ) -> _Conn:
+    ) -> PoolConn:
         while self._open >= self.limit:
             idle = self._take_idle(target.key)
             if idle is not None:
@@ -350,7 +295,7 @@ class Http1Pool:
             finally:
                 w.cancel()
         self._open += 1
-        conn = _Conn(self, target.key)
+        conn = PoolConn(self, target.key)
         try:
             async with asyncio.timeout_at(deadline):
                 await self.connect(conn, target.host, target.port)

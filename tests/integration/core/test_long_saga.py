@@ -99,3 +99,33 @@ def test_kill_9_mid_long_saga_redoes_unwritten_steps_with_each_effect_once(
     assert busi.state.count("TransOutRevert", gid) == 0
     actions = [b for b in server.query(gid)["branches"] if b["op"] == "action"]
     assert {b["status"] for b in actions} == {"succeed"}
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "redis"])
+def test_a_long_saga_calls_nothing_past_a_failure_or_before_a_late_success(
+        driver: str, tmp_path: object, cleanup: contextlib.ExitStack) -> None:
+    """The next action goes out the moment the current one succeeds (a Followup, sent
+    from the client's callback): never after a FAILURE or an ONGOING, never two at once."""
+    busi = cleanup.enter_context(BusiServer(free_port()))
+    name = f"dtmx_longf_{uuid.uuid4().hex[:8]}"
+    server = cleanup.enter_context(ServerProcess(store=store_block(driver, name, str(tmp_path))))
+    # one saga: action 50 answers ONGOING once (retried later), then action 120 fails
+    busi.state.set("TransOut", *["SUCCESS"] * 49, "ONGOING", *["SUCCESS"] * 70, "FAILURE")
+    gid = f"longf-{uuid.uuid4().hex[:12]}"
+    r = requests.post(f"{server.url}/submit", json=_body(gid, busi), timeout=60)
+    assert r.status_code == 200, r.text
+    server.wait_status(gid, "failed", timeout=60)
+    ids = _ids()
+    assert _action_calls(busi.state, gid) == ids[:50] + ids[49:120]
+    assert busi.state.applied_count("TransOut", gid) == 119
+    # compensated from the failed step down, each once
+    with busi.state.lock:
+        comps = [q["branch_id"] for route, _, q in busi.state.requests
+                 if route == "TransOutRevert" and q.get("gid") == gid]
+    assert comps == ids[:120][::-1]
+    assert busi.state.overlaps == []
+    actions = {b["branch_id"]: b["status"] for b in server.query(gid)["branches"]
+               if b["op"] == "action"}
+    assert [actions[i] for i in ids[:119]] == ["succeed"] * 119
+    assert actions[ids[119]] == "failed"
+    assert {actions[i] for i in ids[120:]} == {"prepared"}
