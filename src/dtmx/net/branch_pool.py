@@ -167,7 +167,11 @@ class Http1Pool:
         loop = self._loop
         if loop is None:
             return
-        nxt = follow.next_request(status, body)
+        try:
+            nxt = follow.next_request(status, body)
+        except Exception:  # a bug there must not cost this answer: the caller goes on
+            log.exception("choosing the request to follow failed")
+            return
         if nxt is None:
             return
         target, data, more, timeout, then = nxt
