@@ -79,6 +79,10 @@ def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float,
         return f"{what}: the stored owner is {trans.owner} (two engines at once)"
     if (trans.next_cron_time or 0.0) <= now:
         return f"{what}: the claim ran out at {trans.next_cron_time} (now {now})"
+    if trans.trans_type is TransType.SAGA and call.op is Op.ACTION:
+        over = _unwritten_over(trans, branches, call.branch_id)
+        if over:
+            return f"{what}: {over}"
     if trans.status is F and stopped_owner and owner == stopped_owner:
         # the run that held the claim when the operator stopped the transaction: it learns
         # of the stop at its next write, which is refused (World.check_call holds it to
@@ -92,6 +96,24 @@ def call_allowed(store: MemoryStore, call: BranchCall, owner: str, now: float,
         for p in saga_prereqs(trans.custom_data, trans.options.concurrent).get(step, ()):
             if actions.get(f"{p + 1:02d}") is not OK:
                 return f"{what}: its prerequisite step {p + 1} had not succeeded"
+    return ""
+
+
+def _unwritten_over(trans: Transaction, branches: list[Branch], branch_id: str) -> str:
+    """Whether a plain sequential saga's action is called with more earlier successes
+    unwritten than the run allows ('' if not): none for a saga with a timeout or a retry
+    limit, else at most UNWRITTEN_STEPS buffered plus UNWRITTEN_STEPS + 1 in the one batch
+    written in the background (dtmx.run). The store's earlier actions not succeeded are
+    exactly those: the run calls an action only after every earlier one succeeded."""
+    if saga.parse_custom(trans.custom_data).concurrent or trans.options.concurrent:
+        return ""
+    strict = trans.options.timeout_to_fail > 0 or trans.options.retry_limit > 0
+    bound = 0 if strict else 2 * saga.UNWRITTEN_STEPS + 1
+    step = int(branch_id)
+    unwritten = sum(1 for b in branches if b.op is Op.ACTION and int(b.branch_id) < step
+                    and b.status is not OK)
+    if unwritten > bound:
+        return f"called with {unwritten} earlier results unwritten (at most {bound})"
     return ""
 
 
@@ -130,6 +152,9 @@ def final(store: MemoryStore, bank: Bank, out: Outcomes) -> list[str]:
         if not trans.status.finished:
             v.append(f"{gid}: still {trans.status} after quiescence")
             continue
+        if trans.trans_type is TransType.SAGA:
+            v += _saga_order(gid, len(branches) // 2, bank, trans.custom_data,
+                             trans.options.concurrent)
         if gid in out.stopped:
             # force-stopped: failed for good, effects left as they were (nothing undone);
             # the bank held them to at most once, the call checks to no new run after it
@@ -176,6 +201,26 @@ def _saga(gid: str, status: Status, steps: list[str], eff: dict[tuple[str, str, 
             a, b = f"{step + 1:02d}", f"{p + 1:02d}"
             if a in when and b in when and when[a] > when[b]:
                 v.append(f"{gid}: step {b} compensated before step {a}, which ran after it")
+    return v
+
+
+def _saga_order(gid: str, steps: int, bank: Bank, custom_data: str, concurrent: bool
+                ) -> list[str]:
+    """A saga's action takes effect only after its prerequisites' (the step before it, in
+    a sequential saga) did: an action is called once those answered success, however
+    early it is sent (force-stopped sagas too: nothing is undone, nothing out of order)."""
+    v = []
+    when = {k[1]: t for k, t in bank.effects.items() if k[0] == gid and k[2] is Op.ACTION}
+    for step, pres in saga_prereqs(custom_data, concurrent, steps).items():
+        a = f"{step + 1:02d}"
+        if a not in when:
+            continue
+        for p in pres:
+            b = f"{p + 1:02d}"
+            if when.get(b, when[a]) >= when[a]:
+                then = f"at {when[b]:.3f}" if b in when else "never"
+                v.append(f"{gid}: action {a} took effect at {when[a]:.3f}, its prerequisite "
+                         f"{b} {then}")
     return v
 
 

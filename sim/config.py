@@ -38,6 +38,8 @@ class TxSpec:
     repeat: bool = False
     #: an operator force-stops the transaction this long after `start` (-1: never)
     force_stop_at: float = -1.0
+    #: its branches answer without network or transient faults
+    calm: bool = False
 
 
 @dataclass(slots=True)
@@ -70,6 +72,16 @@ class Config:
     #: per-call ownership checks are waived for such a run, and what must still hold is
     #: that the compare-and-set writes and the barrier keep every effect and outcome right.
     jumps: list[tuple[float, int, float]] = field(default_factory=list)
+    #: how often a run's next call (`BranchCall.then`) is sent from the transport's callback
+    #: the moment the current one answers SUCCESS, as the HTTP pool does (0: never; a
+    #: schedule from before this knob replays without it)
+    presend: float = 0.0
+    #: branches answer in 0.1-2 ms each way, as on the benchmarks' machine, not 1-20 ms: a
+    #: long saga then runs many steps while one of its writes is under way
+    fast_net: bool = False
+    #: how often one way of a store round trip stalls (up to a second): a long saga's
+    #: background write is then still under way many steps later
+    stalls: float = 0.03
 
     @classmethod
     def generate(cls, seed: int) -> Config:
@@ -108,7 +120,24 @@ class Config:
                 t.steps = r.randint(40, 160)
                 if r.random() < 0.5:  # stopped mid-batch: the background write is refused
                     t.force_stop_at = round(r.uniform(0.1, 2), 3)
-        return cls(seed, nodes, net_seed, txs, crashes, faults, outages, skews, jumps)
+        # most seeds send a long saga's next action from the transport's callback, as the
+        # HTTP pool does; some never (the run's own send), some now and then (both mixed)
+        presend = r.choice((0.0, 0.5, 1.0, 1.0))
+        fast_net = r.random() < 0.5
+        stalls = r.choice((0.03, 0.03, 0.3))
+        # half the long sagas are plain (sequential, no timeout or retry limit) with calm
+        # branches: their runs go through whole batches, each written in the background
+        # while the next actions are sent (from the transport's callback, with presend);
+        # a force stop then lands while it runs, mostly, whatever the network's speed
+        step = 0.002 if fast_net else 0.02
+        for t in txs:
+            if t.kind == "saga" and t.steps > 4 and r.random() < 0.5:
+                t.calm, t.concurrent, t.orders = True, False, {}
+                t.timeout_to_fail = t.retry_limit = 0
+                if t.force_stop_at >= 0:
+                    t.force_stop_at = round(r.uniform(0.05, 1.2) * t.steps * step, 3)
+        return cls(seed, nodes, net_seed, txs, crashes, faults, outages, skews, jumps,
+                   presend, fast_net, stalls)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -124,6 +153,9 @@ class Config:
             outages=[(a, b) for a, b in d["outages"]],
             skews=d.get("skews", []),
             jumps=[(a, n, j) for a, n, j in d.get("jumps", [])],
+            presend=d.get("presend", 0.0),
+            fast_net=d.get("fast_net", False),
+            stalls=d.get("stalls", 0.03),
         )
 
 

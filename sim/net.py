@@ -63,6 +63,8 @@ class Bank:
     failing: set[tuple[str, str]] = field(default_factory=set)
     barrier: dict[tuple[str, str, Op], str] = field(default_factory=dict)
     effects: dict[tuple[str, str, Op], float] = field(default_factory=dict)
+    #: gids whose branches answer without network or transient faults (TxSpec.calm)
+    calm: set[str] = field(default_factory=set)
 
     def _effect(self, key: tuple[str, str, Op]) -> None:
         if key in self.effects:
@@ -78,7 +80,8 @@ class Bank:
         key = (call.gid, call.branch_id, op)
         second_phase = op not in (Op.ACTION, Op.TRY)
         rng = self.rng(call.gid)
-        if rng.random() < self.faults.transient:
+        transient = 0.0 if call.gid in self.calm else self.faults.transient
+        if rng.random() < transient:
             # before anything happened: ERROR, ONGOING, or (second phase only) FAILURE,
             # which the server must retry too
             choices = [Outcome.ERROR, Outcome.ONGOING]
@@ -99,7 +102,7 @@ class Bank:
         self.barrier[key] = "done"
         if not null:
             self._effect(key)
-        if rng.random() < self.faults.transient:
+        if rng.random() < transient:
             return Outcome.ERROR  # committed, then the handler failed
         return Outcome.SUCCESS
 
@@ -122,6 +125,9 @@ class Bank:
         return Outcome.SUCCESS if got == "commit" else Outcome.FAILURE
 
 
+_CALM = Faults()
+
+
 #: An app's handler of calls to one URL: its answer, or None if it died meanwhile.
 App = Callable[[BranchCall], Awaitable[Outcome | None]]
 
@@ -130,23 +136,30 @@ class Network:
     """Carries calls to the bank (or to an app listening on their URL) with the configured
     faults, on the loop's timers."""
 
-    def __init__(self, bank: Bank, rng: Callable[[str], random.Random], faults: Faults
-                 ) -> None:
+    def __init__(self, bank: Bank, rng: Callable[[str], random.Random], faults: Faults,
+                 fast: bool = False) -> None:
         self.bank = bank
+        #: a one-way trip takes 0.1-2 ms (as in the benchmarks), not 1-20 ms
+        self.scale = 0.1 if fast else 1.0
         self.rng = rng
         self.faults = faults
         self.apps: dict[str, App] = {}
         #: the apps' running handlers (kept referenced until the run ends)
         self.handling: list[asyncio.Task[None]] = []
 
-    def _delay(self, rng: random.Random, timeout: float) -> float:
-        if rng.random() < self.faults.slow:
+    def _delay(self, f: Faults, rng: random.Random, timeout: float) -> float:
+        if rng.random() < f.slow:
             return rng.uniform(0.0, 2 * timeout)
-        return rng.uniform(0.001, 0.02)
+        return rng.uniform(0.001, 0.02) * self.scale
 
-    async def call(self, call: BranchCall) -> CallResult:
-        """Send `call`; its answer, or ERROR when refused or at the caller's timeout."""
+    async def call(self, call: BranchCall,
+                   answered: Callable[[Outcome], None] | None = None) -> CallResult:
+        """Send `call`; its answer, or ERROR when refused or at the caller's timeout.
+        `answered` is told the branch's answer the moment it reaches the caller (the
+        transport's callback, before the caller's task runs), not a timeout or refusal."""
         f, rng = self.faults, self.rng(call.gid)
+        if call.gid in self.bank.calm:
+            f = _CALM
         if rng.random() < f.refuse:
             return CallResult(Outcome.ERROR, "connection refused")
         loop = asyncio.get_running_loop()
@@ -155,10 +168,12 @@ class Network:
         def reply(outcome: Outcome) -> None:
             if not answer.done():
                 answer.set_result(CallResult(outcome, "sim"))
+                if answered is not None:
+                    answered(outcome)
 
         def answer_with(first: bool, outcome: Outcome | None) -> None:
             if outcome is not None and first and rng.random() >= f.lose_reply:
-                loop.call_later(self._delay(rng, call.timeout), reply, outcome)
+                loop.call_later(self._delay(f, rng, call.timeout), reply, outcome)
 
         async def serve(app: App, first: bool) -> None:
             answer_with(first, await app(call))
@@ -171,10 +186,16 @@ class Network:
             answer_with(first, self.bank.handle(call))
 
         if rng.random() >= f.drop:
-            loop.call_later(self._delay(rng, call.timeout), deliver, True)
+            loop.call_later(self._delay(f, rng, call.timeout), deliver, True)
             if rng.random() < f.dup:
-                loop.call_later(self._delay(rng, call.timeout) + rng.uniform(0, 3), deliver, False)
-        timer = loop.call_later(call.timeout, reply, Outcome.ERROR)
+                again = self._delay(f, rng, call.timeout) + rng.uniform(0, 3)
+                loop.call_later(again, deliver, False)
+
+        def timed_out() -> None:
+            if not answer.done():
+                answer.set_result(CallResult(Outcome.ERROR, "sim"))
+
+        timer = loop.call_later(call.timeout, timed_out)
         try:
             return await answer
         finally:

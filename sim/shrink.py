@@ -22,6 +22,12 @@ def _smaller(c: Config) -> Iterator[Config]:
         yield replace(c, skews=[])
     if c.jumps:
         yield replace(c, jumps=[])
+    if c.presend:  # still failing without: not a matter of calls sent ahead
+        yield replace(c, presend=0.0)
+    if c.fast_net:
+        yield replace(c, fast_net=False)
+    if c.stalls > 0.03:
+        yield replace(c, stalls=0.03)
     for i in range(len(c.outages)):
         yield replace(c, outages=c.outages[:i] + c.outages[i + 1:])
     for f in fields(Faults):
@@ -30,6 +36,9 @@ def _smaller(c: Config) -> Iterator[Config]:
     for i, t in enumerate(c.txs):
         if t.force_stop_at >= 0:
             yield replace(c, txs=[*c.txs[:i], replace(t, force_stop_at=-1.0), *c.txs[i + 1:]])
+    for i, t in enumerate(c.txs):
+        if t.calm:
+            yield replace(c, txs=[*c.txs[:i], replace(t, calm=False), *c.txs[i + 1:]])
     for i, t in enumerate(c.txs):
         if t.steps > 1:
             fewer = replace(t, steps=t.steps - 1, failing=tuple(s for s in t.failing

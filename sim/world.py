@@ -16,17 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from dtmx.core.models import Change, Op, Status, Transaction
+from dtmx.core.models import Change, Op, Outcome, Status, Transaction
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.errors import StoreUnavailable
-from dtmx.invoke.base import BranchCall, CallResult
+from dtmx.invoke.base import BranchCall, CallResult, Followup
 from dtmx.metrics import Metrics
 from dtmx.poller import Poller
 from dtmx.stores.base import Store
 from dtmx.telemetry.observer import Observer
 from sim import check
-from sim.clients import LIMITS, Client
+from sim.clients import LIMITS, Client, gid_of
 from sim.config import Config, TxSpec
 from sim.loop import VirtualLoop
 from sim.net import Bank, Faults, Network, current_owner
@@ -127,15 +127,48 @@ class NodeStore:
 
 
 class NodeInvoker:
+    """The node's branch client. Like the HTTP invoker's keep-alive pool, it may send the
+    call a run planned next (`BranchCall.then`) from the transport's callback the moment
+    the current call's SUCCESS arrives, if the run says it is ready for it; the run then
+    hands that call down with `sent` and only its result is awaited (`Config.presend`:
+    how often the pool can, per such call)."""
+
     def __init__(self, node: Node) -> None:
         self.node = node
 
     async def call(self, call: BranchCall) -> CallResult:
-        w = self.node.world
-        w.check_call(call, current_owner.get())
-        res = await w.net.call(call)
+        if call.sent is not None:  # went out already: checked when it was sent
+            res = await call.sent
+        else:
+            owner = current_owner.get()
+            self.node.world.check_call(call, owner)
+            res = await self._send(call, owner)
         await self.node.gate()
         return res
+
+    def _send(self, call: BranchCall, owner: str) -> Awaitable[CallResult]:
+        then = call.then
+        if then is None or not self.node.world.config.presend:
+            return self.node.world.net.call(call)
+        return self.node.world.net.call(call, lambda outcome: self._follow(then, owner, outcome))
+
+    def _follow(self, then: Followup, owner: str, outcome: Outcome) -> None:
+        """The transport's callback: the answer of the call `then` follows has arrived."""
+        w, nxt = self.node.world, then.call
+        # a dead process sends nothing; the pool sends the next request only on a plain
+        # success, only for a plain call it can pool, and only when the run is ready
+        if (self.node.dead or outcome is not Outcome.SUCCESS or nxt is None or not nxt.url
+                or nxt.json_rpc or nxt.sent is not None
+                or w.rng(f"{nxt.gid}:presend").random() >= w.config.presend
+                or not then.ready()):
+            return
+        # checked now, as it goes out (owner, claim, status, no refusal learned, the
+        # unwritten bound): by the time the run awaits it a refusal may have come back, or
+        # a write made the store look otherwise, and the call was made all the same
+        w.check_call(nxt, owner, ahead=True)
+        task = asyncio.ensure_future(self._send(nxt, owner))
+        w.ahead.append(task)
+        then.sent = task
 
     async def close(self) -> None:
         pass
@@ -171,7 +204,8 @@ class World:
         self.store = MemoryStore(on_status=self._on_status)
         self.bank = Bank(lambda: asyncio.get_running_loop().time(), self.rng, self.faults,
                          self.trace, self.violations)
-        self.net = Network(self.bank, self.rng, self.faults)
+        self.bank.calm.update(gid_of(t) for t in config.txs if t.calm)
+        self.net = Network(self.bank, self.rng, self.faults, config.fast_net)
         self.nodes: list[Node] = []
         self.incarnations: list[int] = []
         self.out = Outcomes()
@@ -180,6 +214,7 @@ class World:
         # crashed node's tasks wait forever, and must not be collected mid-run
         self.tasks: list[asyncio.Task[None]] = []
         self.graveyard: list[Node] = []
+        self.ahead: list[asyncio.Future[CallResult]] = []  # calls sent by _follow
         self.clients = Client(self)
         self.workflows = WorkflowApp(self)
         self.net.apps[WF_CALLBACK] = self.workflows.callback
@@ -210,7 +245,7 @@ class World:
         """One way of a store round trip: mostly a millisecond, now and then a stall (kept
         well under half a lease: a longer pause lets a claim lapse mid-run, which no lease
         design survives, and the owner check would report it)."""
-        if rng.random() < 0.03:
+        if rng.random() < self.config.stalls:
             return rng.uniform(0.05, 1.0)
         return rng.uniform(0.0005, 0.005)
 
@@ -229,8 +264,11 @@ class World:
                 f"illegal transition of {before.gid} ({before.trans_type}): "
                 f"{before.status} -> {status}")
 
-    def check_call(self, call: BranchCall, owner: str) -> None:
-        self.trace.append(f"{self.t()} call {call.gid} {call.branch_id} {call.op} by {owner}")
+    def check_call(self, call: BranchCall, owner: str, ahead: bool = False) -> None:
+        """Check a branch call as it is sent (`ahead`: sent from the transport's callback,
+        before the run looked at the answer of the call before it)."""
+        self.trace.append(f"{self.t()} call {call.gid} {call.branch_id} {call.op} by {owner}"
+                          + (" ahead" if ahead else ""))
         if (call.gid, owner) in self.refused:
             self.violations.append(f"{self.t()} {call.op} {call.gid}/{call.branch_id} by "
                                    f"{owner}: called after that run's write was refused")
