@@ -85,9 +85,16 @@ class Writes:
             self._update(now, self.trans.status, change, reset))
 
     async def _caught_up(self) -> bool:
-        """Wait for the write started by `_write_behind`; whether it was made."""
-        behind, self._behind = self._behind, None
-        return True if behind is None else await behind
+        """Wait for the write started by `_write_behind`; whether it was made. A run
+        cancelled meanwhile (a shutdown) leaves that write going, still the one to wait
+        for: the hand-back write (`Run._release`) would otherwise store later results over
+        a hole, and a sequential saga's stored successes must stay a prefix."""
+        behind = self._behind
+        if behind is None:
+            return True
+        made = await asyncio.shield(behind)
+        self._behind = None
+        return made
 
     async def _update(self, now: float, status: Status, change: Change, reset: bool) -> bool:
         ok = await self.store.update(

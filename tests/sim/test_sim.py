@@ -26,6 +26,7 @@ from dtmx.core.request import TransRequest
 from dtmx.core.timing import Timing
 from dtmx.engine import Engine
 from dtmx.run import Run
+from dtmx.run_write import Writes
 from sim.config import Config
 from sim.store import MemoryStore
 from sim.world import run
@@ -115,10 +116,24 @@ REFUSED_BACKGROUND_WRITE = (
     ':0.226}],"crashes":[],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup":0.0,"lose_r'
     'eply":0.0,"transient":0.0,"store":0.0},"outages":[],"skews":[0.0],"jumps":[]}')
 
+#: a long plain saga whose node is stopped (SIGTERM) while the run waits for its background write
+CANCELLED_BEHIND = (
+    '{"seed":16812,"nodes":1,"net_seed":2668318171,"txs":[{"kind":"workflow","start":11.9'
+    '95,"steps":1,"seed":4195523841,"wait_result":false,"concurrent":false,"timeout_to_fa'
+    'il":0,"retry_limit":0,"failing":[],"crash_at":-1,"orders":{},"repeat":false,"force_s'
+    'top_at":-1.0,"calm":false},{"kind":"saga","start":12.601,"steps":86,"seed":285420775'
+    '6,"wait_result":false,"concurrent":false,"timeout_to_fail":0,"retry_limit":0,"failin'
+    'g":[],"crash_at":-1,"orders":{},"repeat":true,"force_stop_at":1.24,"calm":true},{"ki'
+    'nd":"workflow","start":13.049,"steps":1,"seed":18968936,"wait_result":false,"concurr'
+    'ent":false,"timeout_to_fail":3,"retry_limit":0,"failing":[],"crash_at":-1,"orders":{'
+    '},"repeat":false,"force_stop_at":-1.0,"calm":false}],"crashes":[{"at":16.416,"node":'
+    '0,"down":13.653,"graceful":true}],"faults":{"refuse":0.0,"drop":0.0,"slow":0.0,"dup"'
+    ':0.0,"lose_reply":0.1,"transient":0.0,"store":0.1},"outages":[],"skews":[0.0],"jumps'
+    '":[],"presend":0.0,"fast_net":false,"stalls":0.03}')
 
 def test_the_schedules_that_caught_bugs_pass_now() -> None:
     for text in (REGISTRATION_RACE, ABORT_TAKEOVER, FORCE_STOP, REFUSED_WRITE,
-                 REFUSED_BACKGROUND_WRITE):
+                 REFUSED_BACKGROUND_WRITE, CANCELLED_BEHIND):
         assert run(Config.from_json(text)).violations == []
 
 
@@ -268,6 +283,21 @@ def test_it_finds_a_run_going_on_after_a_refused_background_write(
     monkeypatch.setattr(Run, "_caught_up", ignoring_refusal)
     _replay_catches(REFUSED_BACKGROUND_WRITE, "called after that run's write was refused")
 
+
+def test_it_finds_results_handed_back_over_a_cancelled_background_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run cancelled (shutdown) while it waits for its background write used to cancel
+    that write too, then hand the transaction back with the later results: a hole in the
+    stored successes, past which the next run's planner (a binary search over a prefix)
+    starts, with more results unwritten at its calls than the run allows."""
+
+    async def cancelling_the_write(self: Writes) -> bool:
+        behind, self._behind = self._behind, None
+        return True if behind is None else await behind
+
+    monkeypatch.setattr(Writes, "_caught_up", cancelling_the_write)
+    _replay_catches(CANCELLED_BEHIND, "earlier results unwritten (at most 65)")
 
 def _replay_catches(schedule: str, violation: str) -> None:
     caught = run(Config.from_json(schedule)).violations
