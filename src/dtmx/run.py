@@ -250,8 +250,9 @@ class Run(Ahead):
             # decided (see Call.decided) or the plan lets that many stay unwritten (see
             # Call.unwritten, and the argument in dtmx.core.saga): then they ride on a
             # later write, and a batch of them is written in the background while the
-            # next calls go on (one batch at a time: at most 2 * (unwritten + 1) results
-            # are unwritten when a call is made). Either way the claim is extended once
+            # next calls go on (one batch at a time: at most 2 * unwritten + 1 results
+            # are unwritten when a call is made: `unwritten` buffered, `unwritten` + 1 in
+            # the batch being written). Either way the claim is extended once
             # less than half a lease is left; leaving next_cron_time alone otherwise
             # keeps the write off the due-time index, which SQL stores pay for.
             if lease_running_out(self.trans, now, self.timing):

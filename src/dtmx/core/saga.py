@@ -149,7 +149,8 @@ def plan(trans: Transaction, branches: Sequence[Branch], now: float, timing: Tim
 # The batch is bounded in steps and in time since the last write, which bounds the work
 # redone after a crash and how stale /query's branch statuses may be while the saga runs.
 # A full batch is written in the background while the next actions are called (dtmx.run:
-# one batch at a time, so at most 2 * (UNWRITTEN_STEPS + 1) are unwritten at a call): its
+# one batch at a time, so at most 2 * UNWRITTEN_STEPS + 1 are unwritten at a call, which
+# the simulation checks): its
 # successes stay unwritten until that write answers, which the argument above allows, and
 # a run whose write was refused stops before its next call once it learns so.
 #: most successes of a plain sequential saga left unwritten when its next action is called
