@@ -107,6 +107,8 @@ class Http1Pool:
         if conn is None:
             conn = await self._connect(target, deadline, loop)
         waiter = conn.start(data, body, deadline, loop, follow)
+        # the first exchange inline rather than through _exchange: one coroutine frame less
+        # to create and unwind on every branch call
         try:
             status, answer, keep_alive = await waiter
         except StaleConnection:
