@@ -43,7 +43,8 @@ class Followup:
     it; the invoker asks `ready()` just before sending (cheap, and true only if the run
     would make this call next after that success) and puts the awaitable of the call's
     result in `sent`. The run then hands the call on with `sent`, so every wrapping
-    invoker sees it as usual.
+    invoker sees its result as usual; a wrapper that changes the request itself (tracing
+    adds a traceparent) drops `then`, and its calls go the ordinary way.
     """
 
     __slots__ = ("call", "ready", "sent")

@@ -185,7 +185,9 @@ class TracedInvoker:
             for k in [k for k in headers if k.lower() in ("traceparent", "tracestate")]:
                 del headers[k]
             inject(headers)
-            result = await self.inner.call(replace(call, headers=headers))
+            # then=None: a Followup would go out from the transport's callback, before this
+            # wrapper could give it its own span and traceparent; traced calls go one by one
+            result = await self.inner.call(replace(call, headers=headers, then=None))
             span.set_attribute("dtm.outcome", result.outcome.value)
             if result.outcome is Outcome.ERROR:
                 span.set_status(Status(StatusCode.ERROR, result.detail[:200]))
